@@ -1,0 +1,195 @@
+"""The ``reconciler`` command line: validate, render, plan, schema.
+
+Thin by design: each command gathers options, calls the pure core or an adapter, and
+prints one of the report formats.  Exit codes are part of the contract so CI jobs can
+gate on them: 0 = fine, 1 = the input is invalid (or the plan shows violations),
+2 = usage, I/O, Git or template error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import ConfigError, GitError, ReconcilerError, TemplateError
+from .gitsource import GitSource
+from .model import WorkflowDefinition, WorkflowExecution
+from .plan import plan_change, plan_declaration
+from .render import DEFAULT_NAMESPACE, Renderer
+from .report import (
+    plan_json,
+    plan_markdown,
+    plan_text,
+    problems_github,
+    problems_json,
+    problems_text,
+)
+from .workdir import validate_paths
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_OK, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def source_options(func: F) -> F:
+    """--repo/--branch/--path/--cache-dir: which repository, branch and sub-path to read."""
+    options = [
+        click.option("--repo", default=".", show_default=True, envvar="RECONCILER_REPO",
+                     help="Git URL or local path of the watched repository. A local path inside "
+                          "a repository also selects that sub-path."),
+        click.option("--branch", default="main", show_default=True, envvar="RECONCILER_BRANCH",
+                     help="Tracked branch: the only branch whose executions run."),
+        click.option("--path", "sub_path", default=None, envvar="RECONCILER_PATH",
+                     help="Sub-path of the repository holding executions/ and workflows/."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                     envvar="RECONCILER_CACHE_DIR", help="Where fetched repositories are cached."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def open_source(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None) -> GitSource:
+    """A local directory inside a work tree means: that repository, that sub-path."""
+    local = Path(repo).expanduser()
+    if "://" not in repo and local.is_dir():
+        try:
+            top = subprocess.run(
+                ["git", "rev-parse", "--show-toplevel"], cwd=local, capture_output=True,
+                text=True, check=True,
+            ).stdout.strip()
+        except (subprocess.CalledProcessError, OSError):
+            top = ""
+        if top and Path(top).resolve() != local.resolve():
+            rel = local.resolve().relative_to(Path(top).resolve()).as_posix()
+            if sub_path is None:
+                sub_path = rel
+            repo = top
+    return GitSource(repo, branch=branch, path=sub_path or "", cache_dir=cache_dir)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reconciler")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr.")
+def main(verbose: int) -> None:
+    """GitOps reconciler for kubernaut remediation runs (Tekton PipelineRuns and Jobs)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Choice(["text", "json", "github"]), default="text",
+              show_default=True, help="github: workflow-command annotations for GitHub Actions.")
+def validate(paths: tuple[Path, ...], output: str) -> None:
+    """Validate execution and catalog files (default: the current directory).
+
+    Exit 0 when valid, 1 when any file is invalid, 2 on usage or I/O errors.
+    """
+    try:
+        result = validate_paths(list(paths) or [Path(".")])
+    except (ConfigError, OSError) as e:
+        _fail(str(e))
+        return
+    if output == "json":
+        click.echo(problems_json(result.problems, result.checked))
+    elif output == "github":
+        text = problems_github(result.problems)
+        if text:
+            click.echo(text)
+        click.echo(problems_text([], result.checked) if not result.problems
+                   else f"{len(result.problems)} problem(s)", err=True)
+    else:
+        click.echo(problems_text(result.problems, result.checked))
+    sys.exit(EXIT_INVALID if result.problems else EXIT_OK)
+
+
+@main.command()
+@click.argument("name")
+@source_options
+@click.option("--rev", default=None, help="Render at this revision instead of the branch tip.")
+@click.option("--templates", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="RECONCILER_TEMPLATES", help="Directory with your own pipelinerun/job templates.")
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True,
+              envvar="RECONCILER_NAMESPACE", help="Namespace the runs are created in.")
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
+           rev: str | None, templates: Path | None, namespace: str, output: str) -> None:
+    """Print the manifest that would be applied for execution NAME."""
+    try:
+        source = open_source(repo, branch, sub_path, cache_dir)
+        commit = source.resolve(rev) if rev else source.fetch()
+        decl = source.load(commit)
+        execution = decl.find(name)
+        if execution is None:
+            bad = next((i for i in decl.invalid if i.name == name), None)
+            if bad is not None:
+                click.echo("\n".join(str(p) for p in bad.problems), err=True)
+                sys.exit(EXIT_INVALID)
+            _fail(f"no execution named {name!r} at {commit[:12]}")
+            return
+        run = Renderer(templates, namespace).render(execution, execution.origin.last_commit
+                                                    if execution.origin else commit)
+    except (GitError, TemplateError, ConfigError) as e:
+        _fail(str(e))
+        return
+    click.echo(json.dumps(run.manifest, indent=2) if output == "json" else run.to_yaml(), nl=False)
+    if output == "json":
+        click.echo()
+
+
+@main.command()
+@source_options
+@click.option("--base", default=None, help="Show only what changed since this revision.")
+@click.option("--head", default=None, help="Plan this revision (default: the branch tip).")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="markdown: fit to post as a pull-request comment.")
+def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
+         base: str | None, head: str | None, output: str) -> None:
+    """Show what would run: each execution's action and run name, without a cluster.
+
+    Exit 1 when the plan contains invalid files or immutability violations.
+    """
+    try:
+        source = open_source(repo, branch, sub_path, cache_dir)
+        head_commit = source.resolve(head) if head else source.fetch()
+        head_decl = source.load(head_commit)
+        if base:
+            base_commit = source.resolve(base)
+            result = plan_change(source.load(base_commit), head_decl,
+                                 base_revision=base_commit, revision=head_commit)
+        else:
+            result = plan_declaration(head_decl, head_commit)
+    except (ReconcilerError, OSError) as e:
+        _fail(str(e))
+        return
+    render_plan = {"json": plan_json, "markdown": plan_markdown}.get(output, plan_text)
+    click.echo(render_plan(result))
+    sys.exit(EXIT_INVALID if result.failed else EXIT_OK)
+
+
+@main.command()
+@click.option("--kind", type=click.Choice(["WorkflowExecution", "WorkflowDefinition"]),
+              default="WorkflowExecution", show_default=True)
+def schema(kind: str) -> None:
+    """Print the JSON Schema of a document kind (for yaml-language-server and editors)."""
+    model = WorkflowExecution if kind == "WorkflowExecution" else WorkflowDefinition
+    data = model.model_json_schema(by_alias=True)
+    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    data["$id"] = f"https://kubernaut.ai/schemas/v1alpha1/{kind}.json"
+    click.echo(json.dumps(data, indent=2))

@@ -1,0 +1,198 @@
+"""What the reconciler would do with a declaration — computed, not done (pure).
+
+``plan`` answers the reviewer's questions before anything touches a cluster: which
+executions would start a run (and with which run name), which would be skipped because
+another declared execution already claims the same target, which are held or already
+recorded, which files are invalid and why.  Given a base declaration it shows only what a
+change adds, edits or removes, and flags edits to executions that already started
+(immutability, SPEC §3).  The cluster's view (running runs, locks, cooldowns) is layered
+on by the executor in a later step; this module needs only data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .declared import Declaration, InvalidExecution, ResolvedExecution
+from .errors import Problem
+from .statusdoc import StatusRecord
+
+
+class Action:
+    CREATE = "create"
+    SKIP = "skip"
+    HOLD = "hold"
+    OBSERVE = "observe"
+    DONE = "done"
+    INVALID = "invalid"
+    REMOVED = "removed"
+
+
+class Change:
+    ADDED = "added"
+    EDITED = "edited"
+    SUSPEND = "suspend-changed"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    name: str
+    file: str
+    action: str
+    reason: str = ""
+    message: str = ""
+    target: str = ""
+    run_name: str = ""
+    workflow: str = ""
+    engine: str = ""
+    change: str = ""
+    conflicting_execution: str = ""
+    violations: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["problems"] = [
+            {"file": p.file, "line": p.line, "column": p.column, "path": p.path, "rule": p.rule,
+             "message": p.message}
+            for p in self.problems
+        ]
+        data["violations"] = list(self.violations)
+        return {k: v for k, v in data.items() if v not in ("", [], None)}
+
+
+@dataclass
+class Plan:
+    entries: list[PlanEntry] = field(default_factory=list)
+    revision: str = ""
+    base_revision: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True when the plan shows something a reviewer must fix before merging."""
+        return any(e.action == Action.INVALID or e.violations for e in self.entries)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.entries:
+            out[e.action] = out.get(e.action, 0) + 1
+        return out
+
+
+def _describe(execution: ResolvedExecution, action: str, **extra: Any) -> PlanEntry:
+    return PlanEntry(
+        name=execution.name,
+        file=execution.file,
+        action=action,
+        target=execution.target,
+        run_name=execution.run_name,
+        workflow=f"{execution.workflow_id}@{execution.version}",
+        engine=execution.engine,
+        **extra,
+    )
+
+
+def _invalid(item: InvalidExecution, **extra: Any) -> PlanEntry:
+    first = item.problems[0] if item.problems else None
+    return PlanEntry(
+        name=item.name or item.file.rsplit("/", 1)[-1],
+        file=item.file,
+        action=Action.INVALID,
+        reason="ConfigurationError",
+        message=f"{len(item.problems)} problem(s); first: {first.path or '(file)'}: {first.message}"
+        if first else "invalid",
+        problems=item.problems,
+        **extra,
+    )
+
+
+def plan_declaration(decl: Declaration, revision: str = "") -> Plan:
+    """The action for every declared execution, in the order they would be processed."""
+    entries: list[PlanEntry] = []
+    claimed: dict[str, str] = {}
+    # Running executions hold their targets before anything new is considered.
+    for execution in decl.executions:
+        status = decl.statuses.get(execution.name)
+        if status is not None and status.phase == "Running":
+            claimed.setdefault(execution.target, execution.name)
+    for execution in decl.executions:
+        status = decl.statuses.get(execution.name)
+        entries.append(_entry_for(execution, status, claimed))
+    for item in decl.invalid:
+        entries.append(_invalid(item))
+    return Plan(entries=entries, revision=revision)
+
+
+def _entry_for(
+    execution: ResolvedExecution, status: StatusRecord | None, claimed: dict[str, str]
+) -> PlanEntry:
+    if status is not None and status.terminal:
+        return _describe(execution, Action.DONE, reason=status.reason or status.phase,
+                         message=f"already {status.phase}; nothing to do")
+    if status is not None and status.phase == "Running":
+        return _describe(execution, Action.OBSERVE, reason="Running",
+                         message=f"run {execution.run_name} is in progress")
+    if execution.suspend:
+        return _describe(execution, Action.HOLD, reason="Suspended",
+                         message="spec.suspend is true: merged but not started")
+    holder = claimed.get(execution.target)
+    if holder is not None and holder != execution.name:
+        return _describe(execution, Action.SKIP, reason="ResourceBusy",
+                         message=f"target {execution.target} is claimed by {holder}",
+                         conflicting_execution=holder)
+    claimed[execution.target] = execution.name
+    return _describe(execution, Action.CREATE, reason="",
+                     message=f"create {execution.engine} run {execution.run_name}")
+
+
+def plan_change(base: Declaration, head: Declaration, *, base_revision: str = "",
+                revision: str = "") -> Plan:
+    """The plan of ``head`` restricted to what changed since ``base``, with immutability
+    violations flagged."""
+    full = plan_declaration(head, revision)
+    base_by_name = {e.name: e for e in base.executions}
+    base_files = {e.file for e in base.executions} | {i.file for i in base.invalid}
+    base_invalid = {i.file: i for i in base.invalid}
+    head_names = {e.name for e in head.executions} | {i.name for i in head.invalid if i.name}
+    entries: list[PlanEntry] = []
+    for entry in full.entries:
+        if entry.action == Action.INVALID:
+            old = base_invalid.get(entry.file)
+            if old is None or old.problems != entry.problems:
+                entries.append(_with(entry, change=Change.EDITED if entry.file in base_files else Change.ADDED))
+            continue
+        current = head.find(entry.name)
+        previous = base_by_name.get(entry.name)
+        assert current is not None
+        if previous is None:
+            entries.append(_with(entry, change=Change.ADDED))
+        elif previous.spec_hash != current.spec_hash:
+            status = head.statuses.get(entry.name) or base.statuses.get(entry.name)
+            violations: Sequence[str] = ()
+            if status is not None and (status.started or status.terminal):
+                violations = (
+                    f"SpecChangedAfterStart: {entry.name} is already {status.phase}; its spec "
+                    "must not change. Revert this edit and add a new execution to run again.",
+                )
+            entries.append(_with(entry, change=Change.EDITED, violations=tuple(violations)))
+        elif previous.suspend != current.suspend:
+            entries.append(_with(entry, change=Change.SUSPEND))
+    for name, previous in base_by_name.items():
+        if name not in head_names:
+            status = head.statuses.get(name) or base.statuses.get(name)
+            running = status is not None and status.phase == "Running"
+            entries.append(_describe(
+                previous, Action.REMOVED, change=Change.REMOVED,
+                reason="Cancelled" if running else "",
+                message=f"run {previous.run_name} would be cancelled" if running
+                else "removed; its status file stays as history",
+            ))
+    return Plan(entries=entries, revision=revision, base_revision=base_revision)
+
+
+def _with(entry: PlanEntry, **changes: Any) -> PlanEntry:
+    data = {**entry.__dict__, **changes}
+    return PlanEntry(**data)

@@ -1,0 +1,141 @@
+"""Present validation problems and plans as text, JSON, GitHub annotations or Markdown.
+
+Pure string builders: the CLI chooses one and prints it.  Everything shown here can
+contain text from untrusted files (field names, values in messages), so each format
+escapes for its own medium — workflow-command escaping for GitHub annotations, pipes and
+HTML for Markdown posted as a pull-request comment.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Sequence
+
+from .errors import Problem
+from .plan import Action, Plan, PlanEntry
+
+SYMBOL = {
+    Action.CREATE: "+", Action.SKIP: "~", Action.HOLD: "=", Action.OBSERVE: ">",
+    Action.DONE: "✓", Action.INVALID: "✗", Action.REMOVED: "-",
+}
+
+
+# -- validation -------------------------------------------------------------------------
+
+def problems_text(problems: Sequence[Problem], checked: int) -> str:
+    lines = [str(p) for p in problems]
+    files = len({p.file for p in problems})
+    if problems:
+        lines.append(f"{len(problems)} problem(s) in {files} of {checked} file(s)")
+    else:
+        lines.append(f"{checked} file(s) valid")
+    return "\n".join(lines)
+
+
+def problem_dict(p: Problem) -> dict[str, object]:
+    return {"file": p.file, "line": p.line, "column": p.column, "path": p.path,
+            "rule": p.rule, "message": p.message}
+
+
+def problems_json(problems: Sequence[Problem], checked: int) -> str:
+    return json.dumps({"valid": not problems, "filesChecked": checked,
+                       "problems": [problem_dict(p) for p in problems]}, indent=2)
+
+
+def _gh_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(text: str) -> str:
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def problems_github(problems: Sequence[Problem]) -> str:
+    """GitHub Actions workflow commands: each problem becomes an annotation on its line."""
+    lines = []
+    for p in problems:
+        props = [f"file={_gh_property(p.file)}"]
+        if p.line is not None:
+            props.append(f"line={p.line}")
+            if p.column is not None:
+                props.append(f"col={p.column}")
+        props.append(f"title={_gh_property(p.rule)}")
+        field = f"{p.path}: " if p.path else ""
+        lines.append(f"::error {','.join(props)}::{_gh_data(field + p.message)}")
+    return "\n".join(lines)
+
+
+# -- plan -------------------------------------------------------------------------------
+
+def plan_json(plan: Plan) -> str:
+    return json.dumps({
+        "revision": plan.revision,
+        "baseRevision": plan.base_revision or None,
+        "summary": plan.counts(),
+        "executions": [e.to_dict() for e in plan.entries],
+    }, indent=2, default=str)
+
+
+def _why(entry: PlanEntry) -> str:
+    why = entry.message
+    if entry.violations:
+        why = "; ".join(entry.violations)
+    return why
+
+
+def plan_rows(plan: Plan) -> Iterable[tuple[str, ...]]:
+    for e in plan.entries:
+        yield (f"{SYMBOL.get(e.action, '?')} {e.action}", e.name, e.change or "-", e.target or "-",
+               e.workflow or "-", e.run_name or "-", _why(e))
+
+
+def plan_text(plan: Plan) -> str:
+    header = ("ACTION", "EXECUTION", "CHANGE", "TARGET", "WORKFLOW", "RUN", "WHY")
+    rows = [header, *plan_rows(plan)]
+    if plan.base_revision == "":
+        rows = [tuple(c for i, c in enumerate(r) if i != 2) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    out = [f"Plan for {plan.revision[:12] or 'working tree'}"
+           + (f" (changes since {plan.base_revision[:12]})" if plan.base_revision else "")]
+    for r in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    for e in plan.entries:
+        for p in e.problems:
+            out.append(f"  {p}")
+    counts = plan.counts()
+    out.append(", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing declared")
+    return "\n".join(out)
+
+
+def _md(text: str) -> str:
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def plan_markdown(plan: Plan) -> str:
+    title = f"### kubernaut plan for `{plan.revision[:12]}`"
+    if plan.base_revision:
+        title += f" (changes since `{plan.base_revision[:12]}`)"
+    out = [title, ""]
+    counts = plan.counts()
+    out.append(" · ".join(f"**{n}** {a}" for a, n in sorted(counts.items())) or "No execution changes.")
+    out.append("")
+    if plan.entries:
+        out.append("| | Execution | Change | Target | Workflow | Run | Why |")
+        out.append("|---|---|---|---|---|---|---|")
+        for e in plan.entries:
+            why = _md(_why(e))
+            if e.violations or e.action == Action.INVALID:
+                why = f"**{why}**"
+            out.append(
+                f"| {SYMBOL.get(e.action, '?')} {e.action} | `{_md(e.name)}` | {e.change or '-'} | "
+                f"`{_md(e.target or '-')}` | {_md(e.workflow or '-')} | "
+                f"{('`' + e.run_name + '`') if e.run_name else '-'} | {why} |"
+            )
+    problems = [p for e in plan.entries for p in e.problems]
+    if problems:
+        out += ["", "<details><summary>Validation problems</summary>", ""]
+        out += [f"- `{_md(p.location())}` {_md(p.path)}: {_md(p.message)} (`{p.rule}`)"
+                for p in problems]
+        out += ["", "</details>"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,263 @@
+"""Load declared YAML documents safely, remembering where every field came from.
+
+PyYAML's ``safe_load`` is not enough for a review-gated input format:
+
+* it follows YAML 1.1, so ``yes``/``no``/``on`` become booleans and ``1.10`` becomes the
+  float ``1.1`` — a parameter value would silently change between review and execution;
+* it keeps the last of two duplicate keys without a word;
+* it forgets line numbers, so errors cannot point at the offending line;
+* anchors and aliases can expand a small file into a huge structure.
+
+This module composes the node graph with libyaml (fast, C) and builds plain Python data
+from it itself: YAML 1.2 core-schema scalars, duplicate keys and aliases rejected, a size
+limit, and a map from each field path to its line/column.  Plain (unquoted) scalars also
+keep their source text so parameter values can be passed on exactly as written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+DEFAULT_MAX_BYTES = 2 * 1024 * 1024
+MAX_NODES = 200_000
+
+PathKey = tuple[str | int, ...]
+
+_BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """libyaml parser with no implicit (YAML 1.1) resolution: every plain scalar arrives
+    tagged ``str`` and :func:`_resolve_plain` applies the YAML 1.2 core schema instead."""
+
+    yaml_implicit_resolvers: dict[str, Any] = {}  # noqa: RUF012
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution)
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_STD_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+class _DocumentError(Exception):
+    def __init__(self, rule: str, message: str, mark: Any | None, path: PathKey = ()):
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+        self.mark = mark
+        self.path = path
+
+
+@dataclass
+class YamlDocument:
+    """One YAML document as plain data plus where each field path starts in the file."""
+
+    data: Any
+    file: str
+    positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    plain_text: dict[PathKey, str] = field(default_factory=dict)
+
+    def position(self, path: PathKey) -> tuple[int | None, int | None]:
+        """Line/column (1-based) of ``path`` or of its nearest ancestor the file contains."""
+        probe = tuple(path)
+        while True:
+            if probe in self.positions:
+                return self.positions[probe]
+            if not probe:
+                return (None, None)
+            probe = probe[:-1]
+
+    def problem(self, path: PathKey, rule: str, message: str) -> Problem:
+        line, col = self.position(path)
+        return Problem(self.file, line, col, format_path(path), rule, message)
+
+
+def format_path(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _resolve_plain(value: str) -> tuple[str, Any]:
+    if _NULL.match(value):
+        return "null", None
+    if _BOOL.match(value):
+        return "bool", value.lower() == "true"
+    if _INT.match(value):
+        if value.startswith("0o"):
+            return "int", int(value[2:], 8)
+        if value.startswith("0x"):
+            return "int", int(value[2:], 16)
+        return "int", int(value)
+    if _FLOAT.match(value):
+        lowered = value.lower()
+        if lowered.endswith("inf"):
+            return "float", float("-inf") if value.startswith("-") else float("inf")
+        if lowered.endswith("nan"):
+            return "float", float("nan")
+        return "float", float(value)
+    return "str", value
+
+
+class _Builder:
+    def __init__(self, doc: YamlDocument):
+        self.doc = doc
+        self.count = 0
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _DocumentError(
+                "too-complex", f"document has more than {MAX_NODES} nodes", node.start_mark, path
+            )
+        mark = node.start_mark
+        self.doc.positions.setdefault(path, (mark.line + 1, mark.column + 1))
+        tag = node.tag
+        if tag and tag.startswith("tag:yaml.org,2002:") and tag not in _STD_TAGS:
+            raise _DocumentError("unsupported-tag", f"YAML tag {tag!r} is not allowed", mark, path)
+        if tag and not tag.startswith("tag:yaml.org,2002:") and tag != "!":
+            raise _DocumentError("unsupported-tag", f"YAML tag {tag!r} is not allowed", mark, path)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.ScalarNode, path: PathKey) -> Any:
+        value: str = node.value
+        tag = node.tag
+        if tag in ("tag:yaml.org,2002:str", "!"):
+            if node.style in (None, ""):
+                kind, parsed = _resolve_plain(value)
+                if kind != "str":
+                    self.doc.plain_text[path] = value
+                return parsed
+            return value
+        # an explicit standard tag such as !!int "3"
+        kind, parsed = _resolve_plain(value)
+        if tag != f"tag:yaml.org,2002:{kind}":
+            raise _DocumentError(
+                "wrong-type", f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}",
+                node.start_mark, path,
+            )
+        return parsed
+
+    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _DocumentError(
+                    "unsupported-tag", "merge keys (<<) are not allowed", key_node.start_mark, path
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _DocumentError(
+                    "wrong-type", "mapping keys must be strings", key_node.start_mark, path
+                )
+            key = key_node.value  # keys stay text (`on:` is the string "on"); the schema judges them
+            if key in result:
+                raise _DocumentError(
+                    "duplicate-key",
+                    f"key {key!r} appears twice in the same mapping",
+                    key_node.start_mark,
+                    (*path, key),
+                )
+            child = (*path, key)
+            mark = key_node.start_mark
+            self.doc.positions[child] = (mark.line + 1, mark.column + 1)
+            result[key] = self.build(value_node, child)
+        return result
+
+
+def _reject_aliases(text: str, file: str) -> None:
+    """Aliases are the vector for 'billion laughs' expansion; executions never need them."""
+    loader = _Loader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None:
+                return
+            if isinstance(event, yaml.AliasEvent):
+                raise _DocumentError(
+                    "alias", "YAML aliases (*ref) are not allowed", event.start_mark
+                )
+            if isinstance(event, yaml.StreamEndEvent):
+                return
+    finally:
+        loader.dispose()
+
+
+def load_documents(
+    raw: bytes | int, file: str, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[list[YamlDocument], list[Problem]]:
+    """Parse every document of one YAML stream. Returns (documents, problems).
+
+    ``raw`` may be an int: the size of a file the caller did not read because it is too
+    large.  Never raises for bad input: every failure becomes a Problem naming the file.
+    """
+    size = raw if isinstance(raw, int) else len(raw)
+    if size > max_bytes or isinstance(raw, int):
+        return [], [
+            Problem(file, None, None, "", "file-too-large",
+                    f"file is {size} bytes; the limit is {max_bytes} bytes")
+        ]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return [], [Problem(file, None, None, "", "encoding", f"file is not valid UTF-8: {e}")]
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    docs: list[YamlDocument] = []
+    try:
+        if "*" in text:
+            _reject_aliases(text, file)
+        for node in _compose_all(text):
+            doc = YamlDocument(data=None, file=file)
+            if node is not None:
+                doc.data = _Builder(doc).build(node, ())
+            docs.append(doc)
+    except _DocumentError as e:
+        line, col = (e.mark.line + 1, e.mark.column + 1) if e.mark is not None else (None, None)
+        return [], [Problem(file, line, col, format_path(e.path), e.rule, e.message)]
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        detail = " ".join(x for x in (e.context, e.problem) if x)
+        return [], [Problem(file, line, col, "", "yaml-syntax", f"invalid YAML: {detail}")]
+    except yaml.YAMLError as e:
+        return [], [Problem(file, None, None, "", "yaml-syntax", f"invalid YAML: {e}")]
+    except RecursionError:
+        return [], [Problem(file, None, None, "", "too-complex", "document is nested too deeply")]
+    return docs, []
+
+
+def _compose_all(text: str) -> Iterator[yaml.Node | None]:
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            yield loader.get_node()
+    finally:
+        loader.dispose()
