@@ -178,6 +178,7 @@ class GitSource:
         """The declared files under the watched path at ``commit``, with their history."""
         if not _SHA.match(commit):
             raise UnknownRevision(f"{commit!r} is not a commit id")
+        self._ensure_commit(commit)
         root = self.path
         try:
             listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", root or ".")
@@ -199,6 +200,16 @@ class GitSource:
                 files[path] = size
         files.update(self._read_blobs(small))
         return Snapshot(commit, files, self._origins(commit, root))
+
+    def _ensure_commit(self, commit: str) -> None:
+        for attempt in range(2):
+            try:
+                self._git().cat_file("-e", f"{commit}^{{commit}}")
+                return
+            except git.GitCommandError:
+                if attempt == 0:
+                    self.fetch_all()
+        raise UnknownRevision(f"commit {commit[:12]} not found in {self.display_url}")
 
     def _read_blobs(self, shas: dict[str, str]) -> dict[str, bytes]:
         if not shas:

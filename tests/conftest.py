@@ -1,0 +1,99 @@
+"""Shared fixtures: real Git repositories in temporary directories, example documents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+EXAMPLES = PROJECT / "examples-repo"
+SHARED = PROJECT.parent / "shared"
+IMAGE = "ghcr.io/acme/wf/increase-memory@sha256:" + "a" * 64
+
+CATALOG = f"""\
+apiVersion: kubernaut.ai/v1alpha1
+kind: WorkflowDefinition
+metadata: {{name: increase-memory-limit-1-2-0}}
+spec:
+  workflowId: increase-memory-limit
+  version: "1.2.0"
+  containerImage: {IMAGE}
+  parameters:
+    - {{name: NAMESPACE, required: true}}
+    - {{name: MEMORY_LIMIT, required: true, description: New memory limit}}
+    - {{name: CONTAINER, required: false}}
+"""
+
+
+def execution_yaml(name: str = "oom-payment-api", *, target: str = "payments/Deployment/payment-api",
+                   params: str = "{NAMESPACE: payments, MEMORY_LIMIT: 1Gi}", extra: str = "",
+                   workflow: str = 'workflowId: increase-memory-limit, version: "1.2.0"') -> str:
+    return f"""\
+apiVersion: kubernaut.ai/v1alpha1
+kind: WorkflowExecution
+metadata:
+  name: {name}
+spec:
+  workflowRef: {{{workflow}}}
+  targetResource: {target}
+  parameters: {params}
+{extra}"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class WorkRepo:
+    """A real repository with helpers to write files and commit them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        git(path, "init", "-q", "-b", "main")
+        git(path, "config", "commit.gpgsign", "false")
+
+    def write(self, rel: str, text: str) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def remove(self, rel: str) -> None:
+        (self.path / rel).unlink()
+
+    def commit(self, message: str = "change", **files: str) -> str:
+        for rel, text in files.items():
+            self.write(rel, text)
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+    def git(self, *args: str) -> str:
+        return git(self.path, *args)
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> Callable[[str], WorkRepo]:
+    def factory(name: str = "repo") -> WorkRepo:
+        return WorkRepo(tmp_path / name)
+
+    return factory
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (outside CI): Tekton schemas unavailable")
+    return SHARED
