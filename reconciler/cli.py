@@ -143,8 +143,7 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
                 sys.exit(EXIT_INVALID)
             _fail(f"no execution named {name!r} at {commit[:12]}")
             return
-        run = Renderer(templates, namespace).render(execution, execution.origin.last_commit
-                                                    if execution.origin else commit)
+        run = Renderer(templates, namespace).render_checked(execution)
     except (GitError, TemplateError, ConfigError) as e:
         _fail(str(e))
         return

@@ -9,9 +9,11 @@ problems, and the recorded statuses.  One bad file never hides or blocks another
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -133,7 +135,9 @@ def spec_hash(document: WorkflowExecution, parameters: Iterable[tuple[str, str]]
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _single_document(raw: bytes | int, file: str, max_bytes: int) -> tuple[YamlDocument | None, list[Problem]]:
+def _single_document(
+    raw: bytes | int, file: str, max_bytes: int
+) -> tuple[YamlDocument | None, list[Problem]]:
     docs, problems = load_documents(raw, file, max_bytes=max_bytes)
     if problems:
         return None, problems
@@ -166,9 +170,9 @@ def _parameter_values(doc: YamlDocument, raw: Any) -> tuple[list[tuple[str, str]
                                         f"{key} is reserved: the reconciler sets it from "
                                         "spec.targetResource"))
         if isinstance(value, bool):
-            text = doc.plain_text.get(path, "true" if value else "false")
+            text = doc.plain_text(path) or ("true" if value else "false")
         elif isinstance(value, int | float):
-            text = doc.plain_text.get(path, str(value))
+            text = doc.plain_text(path) or str(value)
         elif isinstance(value, str):
             text = value
         else:
@@ -272,6 +276,20 @@ def _load_catalog(
     return catalog, problems
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Parsing thousands of files allocates millions of short-lived, acyclic objects; the
+    cyclic collector's repeated full passes over them cost a third of the time. Reference
+    counting still frees them; the collector runs again afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_declaration(
     files: Mapping[str, bytes | int],
     *,
@@ -280,7 +298,13 @@ def load_declaration(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Declaration:
     """Validate and resolve every declared file under ``root``. Never raises for bad input."""
-    origins = origins or {}
+    with gc_paused():
+        return _load_declaration(files, root, origins or {}, max_bytes)
+
+
+def _load_declaration(
+    files: Mapping[str, bytes | int], root: str, origins: Mapping[str, FileOrigin], max_bytes: int
+) -> Declaration:
     roles: dict[str, dict[str, bytes | int]] = {"execution": {}, "workflow": {}, "status": {}}
     for path, raw in files.items():
         role = classify(path, root)
@@ -301,11 +325,11 @@ def load_declaration(
             files_by_name.setdefault(item.name, []).append(item.file)
     for item in parsed:
         others = [f for f in files_by_name.get(item.name or "", []) if f != item.file]
-        if others and item.doc is not None:
+        if others:
             # Neither runs: which one the author meant is a question for review.
-            item.problems.append(item.doc.problem(("metadata", "name"), "duplicate-name",
-                                                  f"name {item.name!r} is also used by "
-                                                  f"{', '.join(others)}"))
+            line, col = item.name_position
+            item.problems.append(Problem(item.file, line, col, "metadata.name", "duplicate-name",
+                                         f"name {item.name!r} is also used by {', '.join(others)}"))
         if item.resolved is not None and not item.problems:
             decl.executions.append(item.resolved)
         else:
@@ -322,8 +346,10 @@ def load_declaration(
 
 @dataclass
 class _Parsed:
+    """One execution file after checking; keeps no YAML nodes (memory at 10 000 files)."""
+
     file: str
-    doc: YamlDocument | None
+    name_position: tuple[int | None, int | None]
     name: str | None
     problems: list[Problem]
     resolved: ResolvedExecution | None
@@ -335,13 +361,14 @@ def _parse_execution(
     have_catalog: bool, origin: FileOrigin | None, max_bytes: int,
 ) -> _Parsed:
     doc, problems = _single_document(raw, file, max_bytes)
-    item = _Parsed(file, doc, None, problems, None, origin)
+    item = _Parsed(file, (None, None), None, problems, None, origin)
     if doc is None:
         return item
     raw_meta = doc.data.get("metadata")
     raw_name = raw_meta.get("name") if isinstance(raw_meta, dict) else None
     if isinstance(raw_name, str) and names.DNS1123_LABEL.match(raw_name) and len(raw_name) <= 63:
         item.name = raw_name
+        item.name_position = doc.position(("metadata", "name"))
     raw_spec = doc.data.get("spec")
     params, param_problems = _parameter_values(
         doc, raw_spec.get("parameters") if isinstance(raw_spec, dict) else None

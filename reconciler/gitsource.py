@@ -161,7 +161,8 @@ class GitSource:
         base, suffix = _REV_SUFFIX.match(rev).groups()  # type: ignore[union-attr]
         candidates = [rev]
         if base == "HEAD":
-            candidates = [f"{_SOURCE_HEAD}{suffix}"] if self.is_local else [f"refs/heads/{self.branch}{suffix}"]
+            head = _SOURCE_HEAD if self.is_local else f"refs/heads/{self.branch}"
+            candidates = [f"{head}{suffix}"]
         for attempt in range(2):
             for candidate in candidates:
                 try:

@@ -106,10 +106,13 @@ class WorkflowRef(_Strict):
     workflow_id: str = Field(description="Catalog id of the workflow, a DNS-1123 label.")
     version: str = Field(description='Workflow version, quoted: "1.2.0".')
     container_image: str | None = Field(
-        default=None, description="OCI bundle (tekton) or image (job); required unless the catalog supplies it."
+        default=None,
+        description="OCI bundle (tekton) or image (job); required unless the catalog supplies it.",
     )
     execution_engine: Engine | None = Field(default=None, description="tekton (default) or job.")
-    pipeline_name: str | None = Field(default=None, description='Pipeline inside the bundle; default "workflow".')
+    pipeline_name: str | None = Field(
+        default=None, description='Pipeline inside the bundle; default "workflow".'
+    )
 
     @field_validator("workflow_id")
     @classmethod
@@ -133,8 +136,12 @@ class WorkflowRef(_Strict):
 
 
 class ExecutionConfig(_Strict):
-    service_account_name: str | None = Field(default=None, description='ServiceAccount of the run; default "default".')
-    timeout: str | None = Field(default=None, description="Go duration such as 30m or 1h30m; default 30m, at most 24h.")
+    service_account_name: str | None = Field(
+        default=None, description='ServiceAccount of the run; default "default".'
+    )
+    timeout: str | None = Field(
+        default=None, description="Go duration such as 30m or 1h30m; default 30m, at most 24h."
+    )
 
     @field_validator("service_account_name")
     @classmethod

@@ -162,7 +162,8 @@ def plan_change(base: Declaration, head: Declaration, *, base_revision: str = ""
         if entry.action == Action.INVALID:
             old = base_invalid.get(entry.file)
             if old is None or old.problems != entry.problems:
-                entries.append(_with(entry, change=Change.EDITED if entry.file in base_files else Change.ADDED))
+                change = Change.EDITED if entry.file in base_files else Change.ADDED
+                entries.append(_with(entry, change=change))
             continue
         current = head.find(entry.name)
         previous = base_by_name.get(entry.name)

@@ -19,8 +19,7 @@ The same input always yields byte-identical YAML (:func:`to_yaml`).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .declared import ResolvedExecution
+from .declared import ResolvedExecution, gc_paused
 from .errors import TemplateError
 
 MANAGED_BY = "kubernaut-gitops-reconciler"
@@ -67,6 +66,10 @@ def _escape_char(match: re.Match[str]) -> str:
 def yaml_scalar(value: Any) -> str:
     """Render one value as YAML that can only ever be a single scalar (or a flow
     collection of such scalars)."""
+    if type(value) is str:  # the common case first: most values need no escaping
+        if _NEEDS_ESCAPE.search(value) is None:
+            return f'"{value}"'
+        return '"' + _NEEDS_ESCAPE.sub(_escape_char, value) + '"'
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -83,17 +86,36 @@ def yaml_scalar(value: Any) -> str:
     return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
 
 
-@dataclass(frozen=True)
 class RenderedRun:
-    """The manifest to apply for one execution."""
+    """The rendered run for one execution.
 
-    execution: str
-    engine: str
-    api_version: str
-    kind: str
-    name: str
-    namespace: str
-    manifest: dict[str, Any]
+    ``text`` is the template output.  ``manifest`` — the parsed dict, checked for kind,
+    name, namespace and ownership labels — is computed on first use: a cycle renders every
+    execution to compare, but parses only those it is about to apply or print.
+    """
+
+    def __init__(self, execution: ResolvedExecution, renderer: Renderer, template_name: str, text: str):
+        self.execution_name = execution.name
+        self.engine = execution.engine
+        self.api_version, self.kind = KIND_FOR_ENGINE[execution.engine]
+        self.name = execution.run_name
+        self.namespace = renderer.namespace
+        self.text = text
+        self._execution = execution
+        self._template_name = template_name
+        self._manifest: dict[str, Any] | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            try:
+                loaded = yaml.load(self.text, Loader=_Loader)
+            except yaml.YAMLError as e:
+                raise TemplateError(f"template {self._template_name} produced invalid YAML: {e}") from e
+            _check(self._execution, self._template_name, loaded, self.namespace)
+            self._manifest = loaded
+            self._execution = None  # type: ignore[assignment]
+        return self._manifest
 
     def to_yaml(self) -> str:
         return to_yaml(self.manifest)
@@ -180,47 +202,53 @@ class Renderer:
             },
         }
 
-    def render(self, execution: ResolvedExecution, revision: str = "") -> RenderedRun:
+    def render(self, execution: ResolvedExecution, revision: str | None = None) -> RenderedRun:
+        """Render ``execution``; ``revision`` defaults to the commit that last changed it."""
+        if revision is None:
+            revision = execution.origin.last_commit if execution.origin else ""
         template_name = TEMPLATE_FOR_ENGINE[execution.engine]
         try:
             text = self._template(template_name).render(self.context(execution, revision))
         except jinja2.TemplateError as e:
             raise TemplateError(f"template {template_name} failed for {execution.name}: {e}") from e
-        try:
-            manifest = yaml.load(text, Loader=_Loader)
-        except yaml.YAMLError as e:
-            raise TemplateError(f"template {template_name} produced invalid YAML: {e}") from e
-        return self._checked(execution, template_name, manifest, revision)
+        return RenderedRun(execution, self, template_name, text)
 
-    def _checked(
-        self, execution: ResolvedExecution, template_name: str, manifest: Any, revision: str
-    ) -> RenderedRun:
-        api_version, kind = KIND_FOR_ENGINE[execution.engine]
-        expected_labels = {
-            LABEL_MANAGED_BY: MANAGED_BY,
-            LABEL_EXECUTION: execution.name,
-            LABEL_WORKFLOW: execution.workflow_id,
-            LABEL_TARGET: execution.target_label,
-        }
-        problem = ""
-        if not isinstance(manifest, dict):
-            problem = "did not produce a mapping"
-        elif (manifest.get("apiVersion"), manifest.get("kind")) != (api_version, kind):
-            problem = f"must produce {api_version} {kind}"
+    def render_all(self, executions: Iterable[ResolvedExecution]) -> dict[str, RenderedRun]:
+        """Render many executions (a whole cycle) by name."""
+        with gc_paused():
+            return {e.name: self.render(e) for e in executions}
+
+    def render_checked(self, execution: ResolvedExecution, revision: str | None = None) -> RenderedRun:
+        """Render and parse/check at once (for callers that will apply the manifest)."""
+        run = self.render(execution, revision)
+        run.manifest  # noqa: B018 - parse and check now
+        return run
+
+
+def _check(execution: ResolvedExecution, template_name: str, manifest: Any, namespace: str) -> None:
+    api_version, kind = KIND_FOR_ENGINE[execution.engine]
+    expected_labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_EXECUTION: execution.name,
+        LABEL_WORKFLOW: execution.workflow_id,
+        LABEL_TARGET: execution.target_label,
+    }
+    problem = ""
+    if not isinstance(manifest, dict):
+        problem = "did not produce a mapping"
+    elif (manifest.get("apiVersion"), manifest.get("kind")) != (api_version, kind):
+        problem = f"must produce {api_version} {kind}"
+    else:
+        meta = manifest.get("metadata")
+        if not isinstance(meta, dict) or meta.get("name") != execution.run_name:
+            problem = f"metadata.name must be {execution.run_name}"
+        elif meta.get("namespace") != namespace:
+            problem = f"metadata.namespace must be {namespace}"
         else:
-            meta = manifest.get("metadata")
-            if not isinstance(meta, dict) or meta.get("name") != execution.run_name:
-                problem = f"metadata.name must be {execution.run_name}"
-            elif meta.get("namespace") != self.namespace:
-                problem = f"metadata.namespace must be {self.namespace}"
-            else:
-                labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-                wrong = [k for k, v in expected_labels.items() if labels.get(k) != v]
-                if wrong:
-                    problem = f"labels {', '.join(wrong)} are missing or wrong"
-        if problem:
-            raise TemplateError(f"template {template_name} {problem} (execution {execution.name})")
-        return RenderedRun(
-            execution=execution.name, engine=execution.engine, api_version=api_version,
-            kind=kind, name=execution.run_name, namespace=self.namespace, manifest=manifest,
-        )
+            found = meta.get("labels")
+            labels: dict[str, Any] = found if isinstance(found, dict) else {}
+            wrong = [k for k, v in expected_labels.items() if labels.get(k) != v]
+            if wrong:
+                problem = f"labels {', '.join(wrong)} are missing or wrong"
+    if problem:
+        raise TemplateError(f"template {template_name} {problem} (execution {execution.name})")

@@ -104,12 +104,12 @@ def translate(
                 doc.problem(loc, "wrong-value", f"must be {expected}, got {_describe(value)}")
             )
         elif kind in _TYPE_WORDS:
-            hint = ""
+            quote_hint = ""
             if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
-                hint = f'; quote it: "{doc.plain_text.get(loc, value)}"'
+                quote_hint = f'; quote it: "{doc.plain_text(loc) or value}"'
             problems.append(
                 doc.problem(
-                    loc, "wrong-type", f"must be {_TYPE_WORDS[kind]}, got {_describe(value)}{hint}"
+                    loc, "wrong-type", f"must be {_TYPE_WORDS[kind]}, got {_describe(value)}{quote_hint}"
                 )
             )
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):

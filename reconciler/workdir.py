@@ -41,7 +41,8 @@ def _roots_below(directory: Path) -> list[Path]:
     roots = []
     for marker in ROOT_MARKERS:
         for found in directory.rglob(marker):
-            if found.is_dir() and not any(part.startswith(".") for part in found.relative_to(directory).parts):
+            hidden = any(part.startswith(".") for part in found.relative_to(directory).parts)
+            if found.is_dir() and not hidden:
                 roots.append(found.parent)
     return sorted(set(roots))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -38,6 +37,14 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     tagged ``str`` and :func:`_resolve_plain` applies the YAML 1.2 core schema instead."""
 
     yaml_implicit_resolvers: dict[str, Any] = {}  # noqa: RUF012
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        # called by libyaml for every untagged node; no path or implicit resolvers here
+        if kind is yaml.ScalarNode:
+            return "tag:yaml.org,2002:str"
+        if kind is yaml.SequenceNode:
+            return "tag:yaml.org,2002:seq"
+        return "tag:yaml.org,2002:map"
 
 # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution)
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
@@ -67,24 +74,65 @@ class _DocumentError(Exception):
         self.path = path
 
 
-@dataclass
 class YamlDocument:
-    """One YAML document as plain data plus where each field path starts in the file."""
+    """One YAML document as plain data, plus its node tree for locating fields.
 
-    data: Any
-    file: str
-    positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
-    plain_text: dict[PathKey, str] = field(default_factory=dict)
+    Positions and the source text of plain scalars are looked up in the node tree only
+    when asked (when a problem is reported, or a parameter is a number), so a valid file
+    costs nothing extra.
+    """
+
+    __slots__ = ("data", "file", "root")
+
+    def __init__(self, data: Any, file: str, root: yaml.Node | None = None):
+        self.data = data
+        self.file = file
+        self.root = root
+
+    def _walk(self, path: PathKey) -> tuple[yaml.Node | None, yaml.Node | None]:
+        """(deepest node found along ``path``, the key node of the last mapping step)."""
+        node = self.root
+        key_node: yaml.Node | None = None
+        for part in path:
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                match = next(((k, v) for k, v in node.value if k.value == part), None)
+                if match is None:
+                    return node, key_node
+                key_node, node = match
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                key_node, node = None, node.value[part]
+            else:
+                return node, key_node
+        return node, key_node
 
     def position(self, path: PathKey) -> tuple[int | None, int | None]:
-        """Line/column (1-based) of ``path`` or of its nearest ancestor the file contains."""
-        probe = tuple(path)
-        while True:
-            if probe in self.positions:
-                return self.positions[probe]
-            if not probe:
-                return (None, None)
-            probe = probe[:-1]
+        """Line/column (1-based) of ``path`` — of its key where it has one — or of the
+        nearest ancestor the file contains."""
+        node, key_node = self._walk(path)
+        mark_node = key_node if key_node is not None else node
+        if mark_node is None:
+            return (None, None)
+        return (mark_node.start_mark.line + 1, mark_node.start_mark.column + 1)
+
+    def _has(self, path: PathKey) -> bool:
+        probe: Any = self.data
+        for part in path:
+            in_dict = isinstance(probe, dict) and part in probe
+            in_list = isinstance(probe, list) and isinstance(part, int) and part < len(probe)
+            if in_dict or in_list:
+                probe = probe[part]
+            else:
+                return False
+        return True
+
+    def plain_text(self, path: PathKey) -> str | None:
+        """The source text of a plain (unquoted) scalar at ``path``: ``1.10`` stays 1.10."""
+        if not self._has(path):
+            return None
+        node, _ = self._walk(path)
+        if isinstance(node, yaml.ScalarNode):
+            return str(node.value)
+        return None
 
     def problem(self, path: PathKey, rule: str, message: str) -> Problem:
         line, col = self.position(path)
@@ -122,74 +170,68 @@ def _resolve_plain(value: str) -> tuple[str, Any]:
     return "str", value
 
 
+_STR = "tag:yaml.org,2002:str"
+
+
 class _Builder:
-    def __init__(self, doc: YamlDocument):
-        self.doc = doc
-        self.count = 0
+    """Plain data from a node tree, YAML 1.2 core scalars, with a node budget."""
+
+    def __init__(self) -> None:
+        self.budget = MAX_NODES
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise _DocumentError(
-                "too-complex", f"document has more than {MAX_NODES} nodes", node.start_mark, path
-            )
-        mark = node.start_mark
-        self.doc.positions.setdefault(path, (mark.line + 1, mark.column + 1))
+        self.budget -= 1
+        if self.budget < 0:
+            raise _DocumentError("too-complex", f"document has more than {MAX_NODES} nodes",
+                                 node.start_mark, path)
         tag = node.tag
-        if tag and tag.startswith("tag:yaml.org,2002:") and tag not in _STD_TAGS:
-            raise _DocumentError("unsupported-tag", f"YAML tag {tag!r} is not allowed", mark, path)
-        if tag and not tag.startswith("tag:yaml.org,2002:") and tag != "!":
-            raise _DocumentError("unsupported-tag", f"YAML tag {tag!r} is not allowed", mark, path)
+        if tag != _STR and tag not in _STD_TAGS and tag != "!":
+            raise _DocumentError("unsupported-tag", f"YAML tag {tag!r} is not allowed",
+                                 node.start_mark, path)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self._scalar(node, path)
+        return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
 
-    def _scalar(self, node: yaml.ScalarNode, path: PathKey) -> Any:
+    @staticmethod
+    def _scalar(node: yaml.ScalarNode, path: PathKey) -> Any:
         value: str = node.value
         tag = node.tag
-        if tag in ("tag:yaml.org,2002:str", "!"):
-            if node.style in (None, ""):
-                kind, parsed = _resolve_plain(value)
-                if kind != "str":
-                    self.doc.plain_text[path] = value
-                return parsed
+        if tag == _STR or tag == "!":
+            if not node.style:
+                # plain scalar: YAML 1.2 core schema; most values are plain words
+                first = value[:1]
+                if first and (first.isalpha() and value not in _WORDS):
+                    return value
+                return _resolve_plain(value)[1]
             return value
         # an explicit standard tag such as !!int "3"
         kind, parsed = _resolve_plain(value)
         if tag != f"tag:yaml.org,2002:{kind}":
-            raise _DocumentError(
-                "wrong-type", f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}",
-                node.start_mark, path,
-            )
+            raise _DocumentError("wrong-type", f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}",
+                                 node.start_mark, path)
         return parsed
 
     def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _DocumentError(
-                    "unsupported-tag", "merge keys (<<) are not allowed", key_node.start_mark, path
-                )
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise _DocumentError(
-                    "wrong-type", "mapping keys must be strings", key_node.start_mark, path
-                )
-            key = key_node.value  # keys stay text (`on:` is the string "on"); the schema judges them
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in (_STR, "!"):
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise _DocumentError("unsupported-tag", "merge keys (<<) are not allowed",
+                                         key_node.start_mark, path)
+                raise _DocumentError("wrong-type", "mapping keys must be strings",
+                                     key_node.start_mark, path)
+            key = key_node.value  # keys stay text (`on:` is "on"); the schema judges them
             if key in result:
-                raise _DocumentError(
-                    "duplicate-key",
-                    f"key {key!r} appears twice in the same mapping",
-                    key_node.start_mark,
-                    (*path, key),
-                )
-            child = (*path, key)
-            mark = key_node.start_mark
-            self.doc.positions[child] = (mark.line + 1, mark.column + 1)
-            result[key] = self.build(value_node, child)
+                raise _DocumentError("duplicate-key", f"key {key!r} appears twice in the same mapping",
+                                     key_node.start_mark, (*path, key))
+            result[key] = self.build(value_node, (*path, key))
         return result
+
+
+# plain words that YAML 1.2 resolves to something other than a string
+_WORDS = frozenset({"null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE"})
 
 
 def _reject_aliases(text: str, file: str) -> None:
@@ -235,10 +277,8 @@ def load_documents(
         if "*" in text:
             _reject_aliases(text, file)
         for node in _compose_all(text):
-            doc = YamlDocument(data=None, file=file)
-            if node is not None:
-                doc.data = _Builder(doc).build(node, ())
-            docs.append(doc)
+            data = _Builder().build(node, ()) if node is not None else None
+            docs.append(YamlDocument(data, file, node))
     except _DocumentError as e:
         line, col = (e.mark.line + 1, e.mark.column + 1) if e.mark is not None else (None, None)
         return [], [Problem(file, line, col, format_path(e.path), e.rule, e.message)]

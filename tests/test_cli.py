@@ -112,7 +112,7 @@ def test_plan_text_lists_actions_and_run_names(repo: WorkRepo, cache_dir: Path) 
 
 
 def test_plan_local_subdirectory_selects_sub_path(repo: WorkRepo, cache_dir: Path) -> None:
-    code, out, _ = run("plan", "--repo", str(repo.path / "ops"), "--cache-dir", str(cache_dir), "-o", "json")
+    _, out, _ = run("plan", "--repo", str(repo.path / "ops"), "--cache-dir", str(cache_dir), "-o", "json")
     data = json.loads(out)
     assert {e["name"]: e["action"] for e in data["executions"]} == {
         "first": "create", "second": "skip", "held": "hold", "bad.yaml": "invalid"}

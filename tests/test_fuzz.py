@@ -35,7 +35,7 @@ def check(raw: bytes) -> None:
         decl = load_declaration({"executions/f.yaml": raw, "workflows/w.yaml": CATALOG.encode()})
         assert all(isinstance(p, Problem) and p.file == "executions/f.yaml" for p in decl.problems)
         for execution in decl.executions:
-            renderer.render(execution)
+            renderer.render_checked(execution)
     except ReconcilerError:
         pass
 

@@ -194,7 +194,7 @@ def test_broken_custom_templates_are_refused(tmp_path: Path, edit: Any, words: s
     text = (builtin_templates_dir() / "pipelinerun.yaml.j2").read_text()
     (tmp_path / "pipelinerun.yaml.j2").write_text(edit(text))
     with pytest.raises(TemplateError, match=words.replace(".", r"\.").replace("(", r"\(")):
-        Renderer(tmp_path).render(resolve(execution_yaml()))
+        Renderer(tmp_path).render_checked(resolve(execution_yaml()))
 
 
 def test_sandbox_blocks_attribute_escape(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_sandbox_blocks_attribute_escape(tmp_path: Path) -> None:
     (tmp_path / "pipelinerun.yaml.j2").write_text(
         text + "\n# {{ ''.__class__.__mro__[1].__subclasses__() }}\n")
     with pytest.raises(TemplateError):
-        Renderer(tmp_path).render(resolve(execution_yaml()))
+        Renderer(tmp_path).render_checked(resolve(execution_yaml()))
 
 
 def test_missing_templates_dir_is_an_error(tmp_path: Path) -> None:
