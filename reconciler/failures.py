@@ -3,9 +3,9 @@
 A failed PipelineRun or Job spreads its cause over several objects: the PipelineRun's
 ``Succeeded`` condition, the child TaskRuns' conditions, each step's container state, the
 Job's conditions, its pods and events. This module reads those payloads (plain mappings, as
-the API returns them) and produces one :class:`FailureDetails` (SPEC §6): which task and
-step failed, a reason from a closed vocabulary, the exit code, when, after how long, whether
-the workflow had started changing the cluster, and a summary ending in a concrete next step.
+the API returns them) into one :class:`FailureDetails` (SPEC §6): which task and step failed,
+a reason from a closed vocabulary, exit code, when and after how long, whether the workflow
+had started (so may have changed the cluster), and a summary ending in a concrete next step.
 
 Structured signals come first (condition reasons, ``terminated.reason``/``exitCode``,
 ``waiting.reason``); message text is only a fallback, matched on word boundaries so that
@@ -13,33 +13,53 @@ Structured signals come first (condition reasons, ``terminated.reason``/``exitCo
 
 Reason strings are Tekton's own (tektoncd/pipeline, v1 API):
   pkg/apis/pipeline/v1/pipelinerun_types.go  PipelineRunReason* (PipelineRunTimeout, Cancelled,
-      CouldntGetPipeline, ParameterMissing, ... ) and spec.status values
+      CouldntGetPipeline, ParameterMissing, ...), spec.status values (CancelledRunFinally, ...)
   pkg/apis/pipeline/v1/taskrun_types.go      TaskRunReason* (TaskRunTimeout, TaskRunCancelled,
       TaskRunImagePullFailed, ...), TaskRunCancelledByPipelineTimeoutMsg
   pkg/pod/status.go                          ExceededResourceQuota, ExceededNodeResources,
-      PullImageFailed, CreateContainerConfigError, PodCreationFailed, PodAdmissionFailed,
-      the '"step-x" exited with code N' message and the kubelet image-error reasons
-  pkg/reconciler/taskrun/taskrun.go          failTaskRun: on cancel/timeout every unfinished step
-      is marked terminated with exitCode 1 and reason = the TaskRun reason (synthetic, not a
-      real exit), checkPodFailed's image-pull message
-Job reasons are Kubernetes' (k8s.io/api/batch/v1 types.go: DeadlineExceeded,
-BackoffLimitExceeded, PodFailurePolicy, ...).
+      PullImageFailed, CreateContainerConfigError, PodCreationFailed, PodAdmissionFailed, the
+      '"step-x" exited with code N' message, the kubelet image-error reasons
+  pkg/reconciler/taskrun/taskrun.go          failTaskRun: on cancel, timeout or image-pull failure
+      every unfinished step is marked terminated, exitCode 1, reason = the TaskRun reason
+      (synthetic, not a real exit); checkPodFailed's image-pull message
+  pkg/reconciler/pipelinerun/pipelinerun.go  validation reasons and their messages
+Job reasons are Kubernetes' (k8s.io/api batch/v1 types.go: DeadlineExceeded,
+BackoffLimitExceeded, PodFailurePolicy; "Job was active longer than specified deadline").
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Literal
 
-Obj = Mapping[str, Any]
+from reconciler.runstatus import (
+    CANCELLED_BY_ANNOTATION,
+    Obj,
+    camel_dict,
+    canceller,
+    child_runs,
+    container_started,
+    describe_container,
+    dig,
+    failing_step,
+    find_condition,
+    first_time,
+    human_duration,
+    mappings,
+    parse_time,
+    squash,
+    termination_text,
+    text,
+)
 
-#: Annotation the reconciler may set on a run before cancelling it, saying who or what asked.
-CANCELLED_BY_ANNOTATION = "reconciler.kubernaut.ai/cancelled-by"
+__all__ = [
+    "CANCELLED_BY_ANNOTATION", "FailureDetails", "FailureReason", "RunContext",
+    "classify_job", "classify_pipelinerun", "classify_text", "externally_deleted",
+]
 
 
 class FailureReason(str, Enum):
@@ -83,126 +103,13 @@ class FailureDetails:
     was_execution_failure: bool
 
     def to_status_dict(self) -> dict[str, Any]:
-        """camelCase keys for ``status.failureDetails``; ``None`` values are left out."""
-        values: dict[str, Any] = {
-            "failedTaskIndex": self.failed_task_index,
-            "failedTaskName": self.failed_task_name,
-            "failedStepName": self.failed_step_name,
-            "reason": self.reason,
-            "message": self.message,
-            "exitCode": self.exit_code,
-            "failedAt": format_time(self.failed_at) if self.failed_at else None,
-            "executionTimeBeforeFailure": format_duration(self.execution_time_before_failure)
-            if self.execution_time_before_failure is not None else None,
-            "naturalLanguageSummary": self.natural_language_summary,
-            "wasExecutionFailure": self.was_execution_failure,
-        }
-        return {k: v for k, v in values.items() if v is not None}
+        """``status.failureDetails``: failedTaskIndex, failedTaskName, failedStepName, reason,
+        message, exitCode, failedAt (RFC3339), executionTimeBeforeFailure (Go duration),
+        naturalLanguageSummary, wasExecutionFailure; None values left out."""
+        return camel_dict(self)
 
 
-# --- time -------------------------------------------------------------------------------
-
-def parse_time(value: str | None) -> datetime | None:
-    """RFC3339 (``2026-11-21T09:12:03Z``, fractions and offsets allowed) → aware UTC datetime."""
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def format_time(value: datetime) -> str:
-    """RFC3339 in UTC with a ``Z`` and whole seconds, as Kubernetes writes ``metav1.Time``."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_duration(value: timedelta) -> str:
-    """Go's ``time.Duration.String()``: ``1h2m3s``, ``1h0m0s``, ``2m38s``, ``45s``, ``1.5s``, ``0s``."""
-    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    if micros < 0:
-        return "-" + format_duration(timedelta(microseconds=-micros))
-    if micros == 0:
-        return "0s"
-    if micros < 1_000_000:
-        return f"{micros}µs" if micros < 1000 else _strip_fraction(micros / 1000) + "ms"
-    hours, rest = divmod(micros, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    seconds = _strip_fraction(rest / 1_000_000) + "s"
-    if hours:
-        return f"{hours}h{minutes}m{seconds}"
-    return f"{minutes}m{seconds}" if minutes else seconds
-
-
-def _strip_fraction(number: float) -> str:
-    return f"{number:.6f}".rstrip("0").rstrip(".")
-
-
-def human_duration(value: timedelta) -> str:
-    """For sentences: ``2m 38s``, ``1h 5s``, ``45s``, ``0s`` (whole seconds)."""
-    total = max(0, int(value.total_seconds()))
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n]
-    return " ".join(parts) or "0s"
-
-
-# --- payload access ---------------------------------------------------------------------
-
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _s(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _items(value: Any) -> list[Obj]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, (list, tuple)) else []
-
-
-def find_condition(obj: Obj, kind: str = "Succeeded") -> Obj | None:
-    """The ``status.conditions`` entry of ``type == kind``, or None."""
-    return next((c for c in _items(_get(obj, "status", "conditions")) if c.get("type") == kind),
-                None)
-
-
-def _started(state: Any) -> bool:
-    """Did this container state ever run? (a container that failed to start has a 1970 time)."""
-    if _get(state, "running") is not None:
-        return True
-    started = parse_time(_get(state, "terminated", "startedAt"))
-    return started is not None and started.year > 1970
-
-
-def _clean(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _termination_text(message: str) -> str:
-    """A step's ``terminated.message``: Tekton writes a JSON list of results there; keep the
-    values (dropping internal type-3 entries such as StartedAt); plain text passes through."""
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return message.strip()
-    if not isinstance(data, list):
-        return message.strip()
-    return "; ".join(str(r["value"]) for r in _items(data)
-                     if r.get("type") != 3 and r.get("value") not in (None, ""))
-
-
-# --- signal tables ----------------------------------------------------------------------
+# --- signals ----------------------------------------------------------------------------
 
 _PR_REASONS: dict[str, FailureReason] = {
     "PipelineRunTimeout": R.DeadlineExceeded,
@@ -219,29 +126,26 @@ _PR_REASONS: dict[str, FailureReason] = {
     ), R.ConfigurationError),
 }
 _TR_REASONS: dict[str, FailureReason] = {
-    "TaskRunTimeout": R.DeadlineExceeded,
-    "TaskRunCancelled": R.Cancelled,
-    "TaskRunImagePullFailed": R.ImagePullBackOff,
-    "PullImageFailed": R.ImagePullBackOff,
-    "ExceededResourceQuota": R.ResourceExhausted,
-    "ExceededNodeResources": R.ResourceExhausted,
+    "TaskRunTimeout": R.DeadlineExceeded, "TaskRunCancelled": R.Cancelled,
+    "TaskRunImagePullFailed": R.ImagePullBackOff, "PullImageFailed": R.ImagePullBackOff,
+    "ExceededResourceQuota": R.ResourceExhausted, "ExceededNodeResources": R.ResourceExhausted,
     "TaskRunResultLargerThanAllowedLimit": R.TaskFailed,
-    **dict.fromkeys((
-        "CreateContainerConfigError", "TaskRunResolutionFailed", "TaskRunValidationFailed",
-        "TaskValidationFailed", "InvalidParamValue", "ResourceVerificationFailed",
-        "CouldntGetTask",
-    ), R.ConfigurationError),
+    **dict.fromkeys(("CreateContainerConfigError", "TaskRunResolutionFailed",
+                     "TaskRunValidationFailed", "TaskValidationFailed", "InvalidParamValue",
+                     "ResourceVerificationFailed", "CouldntGetTask"), R.ConfigurationError),
 }
 # Reasons whose message says more than the reason (quota, admission, RBAC): text decides.
 _TEXT_FIRST = {"CreateRunFailed", "PodCreationFailed", "PodAdmissionFailed"}
-# kubelet image errors (Tekton pkg/pod/status.go isImageErrorReason)
-_IMAGE_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ImageInspectError",
-                  "ErrImageNeverPull", "RegistryUnavailable"}
-_CONFIG_WAITING = {"CreateContainerConfigError", "CreateContainerError"}
+# kubelet image errors (Tekton pkg/pod/status.go isImageErrorReason), container config errors
+_WAITING = {**dict.fromkeys(("ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                             "ImageInspectError", "ErrImageNeverPull", "RegistryUnavailable"),
+                            R.ImagePullBackOff),
+            "CreateContainerConfigError": R.ConfigurationError,
+            "CreateContainerError": R.ConfigurationError}
 _PIPELINE_TIMEOUT_MSG = "TaskRun cancelled as the PipelineRun it belongs to has timed out."
-# Never-started reasons, and reasons a non-zero exit may be refined to from its message.
-_BLOCKERS = {R.ImagePullBackOff, R.ResourceExhausted, R.ConfigurationError, R.Forbidden}
-_REFINES_EXIT = {R.OOMKilled, R.Forbidden, R.ResourceExhausted}
+# What can keep a run from ever starting; what a non-zero exit may be refined to by its text.
+_BLOCKERS = (R.ImagePullBackOff, R.ResourceExhausted, R.ConfigurationError, R.Forbidden)
+_REFINES_EXIT = (R.OOMKilled, R.Forbidden, R.ResourceExhausted)
 
 # Ordered: quota before Forbidden ("pods ... is forbidden: exceeded quota"), image before
 # Forbidden (a registry's "403 Forbidden" is a pull failure).
@@ -254,20 +158,20 @@ _TEXT_RULES: tuple[tuple[FailureReason, re.Pattern[str]], ...] = tuple(
                              r"|\bInvalidImageName\b|\bBack-off pulling image\b"
                              r"|\bfailed to pull (?:the )?image\b|\bpull access denied\b"),
         (R.Forbidden, r"\bforbidden\b|\bcannot (?:get|list|watch|patch|update|create|delete"
-                      r"|deletecollection) resource\b"),
+                      r"|deletecollection) resource\b|\bdenied the request\b"),
         (R.DeadlineExceeded, r"\bdeadline exceeded\b|\bDeadlineExceeded\b|\btimed out\b"
                              r"|\bfailed to finish within\b"
                              r"|\bactive longer than specified deadline\b"),
-        (R.ConfigurationError, r"\bCreateContainerConfigError\b"
-                               r"|\b(?:configmaps?|secrets?) \"[^\"]+\" not found\b"
-                               r"|\bmissing (?:some )?parameters\b"),
+        (R.ConfigurationError, r"\bCreateContainerConfigError\b|\bmissing (?:some )?parameters\b"
+                               r"|\b(?:configmaps?|secrets?) \"[^\"]+\" not found\b"),
     ))
-_RBAC = re.compile(r'User "(?P<user>[^"]+)" cannot (?P<verb>[\w-]+) resource "(?P<res>[^"]+)"'
+_RBAC = re.compile(r'cannot (?P<verb>[\w-]+) resource "(?P<res>[^"]+)"'
                    r'(?: in API group "(?P<group>[^"]*)")?(?: in the namespace "(?P<ns>[^"]+)")?')
 _SA = re.compile(r"system:serviceaccount:(?P<ns>[^:\s\"]+):(?P<name>[^:\s\"]+)")
 _QUOTA = re.compile(r"exceeded quota: (?P<quota>[\w.-]+)")
-_IMAGE = re.compile(r'(?:pull(?:ing)? (?:the )?image) \\?"(?P<image>[^"\\]+)\\?"')
+_IMAGE = re.compile(r'pull(?:ing)? (?:the )?image \\?"(?P<image>[^"\\]+)\\?"')
 _PARAMS = re.compile(r"parameters?: \[(?P<names>[^\]]+)\]")
+_ADMISSION = re.compile(r"\bviolates PodSecurity\b|\badmission webhook\b|\bdenied the request\b")
 _WITHIN = re.compile(r'within "(?P<timeout>[^"]+)"')
 _EXITED = re.compile(r'"(?P<container>[^"]+)" exited with code (?P<code>\d+)')
 
@@ -278,130 +182,64 @@ def classify_text(*texts: str) -> FailureReason | None:
     return next((reason for reason, rx in _TEXT_RULES if rx.search(joined)), None)
 
 
-def _was_execution(reason: FailureReason, ran: bool | None) -> bool:
-    if reason in (R.ConfigurationError, R.ImagePullBackOff, R.ResourceExhausted,
-                  R.ExternallyDeleted):
-        return False
-    if reason in (R.TaskFailed, R.OOMKilled):
-        return True
-    return ran is not False  # unknown counts as "may have run": the cautious answer
-
-
-def _waiting_reason(reason: str) -> FailureReason | None:
-    if reason in _IMAGE_WAITING:
-        return R.ImagePullBackOff
-    return R.ConfigurationError if reason in _CONFIG_WAITING else None
-
-
-def _container_signal(state: Obj, extra_text: str) -> tuple[FailureReason | None, int | None]:
-    """Classify one container/step state: (reason, real exit code)."""
-    term, wait = _get(state, "terminated"), _get(state, "waiting")
-    if isinstance(wait, Mapping) and _waiting_reason(_s(wait.get("reason"))):
-        return _waiting_reason(_s(wait.get("reason"))), None
+def _container_signal(state: Any, extra: str) -> tuple[FailureReason | None, int | None]:
+    """Classify one container (or Tekton step) state: (reason, real exit code)."""
+    if waiting := _WAITING.get(text(dig(state, "waiting", "reason"))):
+        return waiting, None
+    term = dig(state, "terminated")
     if not isinstance(term, Mapping):
         return None, None
-    treason, code = _s(term.get("reason")), term.get("exitCode")
-    if treason in _TR_REASONS:  # synthetic: written by failTaskRun, not by the container
-        return _TR_REASONS[treason], None
+    reason, code = text(term.get("reason")), term.get("exitCode")
+    if reason in _TR_REASONS:  # synthetic: written by Tekton's failTaskRun, not a real exit
+        return _TR_REASONS[reason], None
     code = code if isinstance(code, int) else None
-    if treason == "OOMKilled":
-        return R.OOMKilled, code if code is not None else 137
-    if code:
-        refined = classify_text(_termination_text(_s(term.get("message"))), extra_text)
-        return (refined if refined in _REFINES_EXIT else R.TaskFailed), code
-    return None, code
+    if reason == "OOMKilled":
+        return R.OOMKilled, 137 if code is None else code
+    if not code:
+        return None, None
+    refined = classify_text(termination_text(text(term.get("message"))), extra)
+    return (refined if refined in _REFINES_EXIT else R.TaskFailed), code
 
 
 # --- Tekton -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Child:
-    index: int
-    task: str
-    taskrun: Obj | None
-
-
-def _children(pipelinerun: Obj, taskruns: Sequence[Obj]) -> list[_Child]:
-    by_name = {_s(_get(tr, "metadata", "name")): tr for tr in taskruns}
-    refs = _items(_get(pipelinerun, "status", "childReferences"))
-    out = [_Child(i, _s(r.get("pipelineTaskName")) or _s(r.get("name")),
-                  by_name.pop(_s(r.get("name")), None)) for i, r in enumerate(refs)]
-    for name in sorted(by_name):  # not referenced (older status): after, in name order
-        task = _s(_get(by_name[name], "metadata", "labels", "tekton.dev/pipelineTask")) or name
-        out.append(_Child(len(out), task, by_name[name]))
-    return out
-
-
-def _failing_child(children: list[_Child]) -> _Child | None:
-    def state(c: _Child) -> tuple[str, str]:
-        cond = find_condition(c.taskrun) if c.taskrun else None
-        return _s(_get(cond, "status")) or "Unknown", _s(_get(cond, "reason"))
-
-    failed = [c for c in children if c.taskrun and state(c) == ("False", state(c)[1])
-              and state(c)[1] != "FailureIgnored"]
-    stuck = [c for c in children if c.taskrun and state(c)[0] == "Unknown"]
-    return (failed or stuck or [None])[0]
-
-
-def _failing_step(taskrun: Obj) -> Obj | None:
-    steps = _items(_get(taskrun, "status", "steps"))
-    for step in steps:
-        term = step.get("terminated")
-        if isinstance(term, Mapping) and (term.get("exitCode") not in (0, None)
-                                          or _s(term.get("reason")) not in ("", "Completed")):
-            return step
-    return next((s for s in steps if _s(_get(s, "waiting", "reason"))), None)
-
-
-def _canceller(run: Obj) -> str:
-    """Who or what cancelled: our annotation, else spec.status and the field manager that set it."""
-    if annotation := _s(_get(run, "metadata", "annotations", CANCELLED_BY_ANNOTATION)):
-        return annotation
-    spec_status = _s(_get(run, "spec", "status"))
-    managers = [_s(m.get("manager")) for m in _items(_get(run, "metadata", "managedFields"))
-                if "f:status" in (_get(m, "fieldsV1", "f:spec") or {})]
-    who = f'spec.status was set to "{spec_status}"' if spec_status else ""
-    if managers and managers[-1]:
-        who = (who or "it was cancelled") + f' by field manager "{managers[-1]}"'
-    return who
-
 
 def classify_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
                          context: RunContext) -> FailureDetails:
     """FailureDetails for a PipelineRun whose ``Succeeded`` condition is False."""
     cond = find_condition(pipelinerun) or {}
-    pr_reason, pr_msg = _s(cond.get("reason")), _s(cond.get("message"))
-    children = _children(pipelinerun, taskruns)
-    child = _failing_child(children)
+    pr_reason, pr_msg = text(cond.get("reason")), text(cond.get("message"))
+    children = child_runs(pipelinerun, taskruns)
+    # The failing task: first failed child in childReferences order (not onError: continue),
+    # else the first still unfinished (stuck on quota or an image when the run was stopped).
+    child = next(iter([c for c in children if c.taskrun and c.state[0] == "False"
+                       and c.state[1] != "FailureIgnored"]
+                      or [c for c in children if c.taskrun and c.state[0] == "Unknown"]), None)
     tr = child.taskrun if child else None
-    step = _failing_step(tr) if tr else None
-    tcond = (find_condition(tr) if tr else None) or {}
-    tr_reason, tr_msg = _s(tcond.get("reason")), _s(tcond.get("message"))
-    step_text = _termination_text(_s(_get(step, "terminated", "message")))
-    ran: bool | None = False
+    step = failing_step(tr) if tr else None
+    tr_reason = child.state[1] if child else ""
+    tr_msg = text(dig(find_condition(tr) if tr else None, "message"))
+    step_text = termination_text(text(dig(step, "terminated", "message")))
+    ran: bool | None = False  # did any step start? None: a child we were not shown may have
     for c in children:
-        if c.taskrun is None:
-            ran = None if ran is False else ran
-        elif any(_started(s) for s in _items(_get(c.taskrun, "status", "steps"))):
+        if any(container_started(s) for s in mappings(dig(c.taskrun, "status", "steps"))):
             ran = True
             break
+        ran = None if c.taskrun is None else ran
 
-    reason: FailureReason | None = None
-    exit_code: int | None = None
-    message = pr_msg
-    step_reason, step_code = _container_signal(step, tr_msg) if step else (None, None)
     tr_mapped = _TR_REASONS.get(tr_reason)
-    if tr_reason == "TaskRunCancelled" and (
-            _s(_get(tr, "spec", "statusMessage")) == _PIPELINE_TIMEOUT_MSG
-            or _PIPELINE_TIMEOUT_MSG in tr_msg):
+    if tr_reason == "TaskRunCancelled" and _PIPELINE_TIMEOUT_MSG in (
+            text(dig(tr, "spec", "statusMessage")) + tr_msg):
         tr_mapped = R.DeadlineExceeded
     if tr_reason in _TEXT_FIRST:
         tr_mapped = classify_text(tr_msg) or R.ConfigurationError
     pr_mapped = _PR_REASONS.get(pr_reason)
     if pr_reason in _TEXT_FIRST:
         pr_mapped = classify_text(pr_msg) or R.ConfigurationError
+    step_reason, step_code = _container_signal(step, tr_msg) if step else (None, None)
     blocker = next((r for r in (tr_mapped, step_reason) if r in _BLOCKERS), None)
 
+    exit_code: int | None = None
+    message = pr_msg
     if pr_mapped is R.DeadlineExceeded and not ran and blocker:
         # The timeout is the symptom; what kept the task from starting is the cause.
         reason, message = blocker, f"{tr_msg} (the PipelineRun then timed out: {pr_msg})"
@@ -415,34 +253,214 @@ def classify_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
     elif tr_reason == "Failed" and (m := _EXITED.search(tr_msg)):
         reason, exit_code, message = R.TaskFailed, int(m["code"]), tr_msg
     else:
-        reason = classify_text(step_text, tr_msg, pr_msg)
-        message = next((t for t in (step_text, tr_msg, pr_msg) if t), pr_msg)
-        if reason is None:
-            counts = re.search(r"\(Failed: (\d+)", pr_msg)
-            reason = R.TaskFailed if counts and int(counts[1]) > 0 else R.Unknown
-    if reason is R.OOMKilled and exit_code is None and step_code:
-        exit_code = step_code
+        message = next((t for t in (step_text, tr_msg) if t), pr_msg)
+        counts = re.search(r"\(Failed: (\d+)", pr_msg)
+        reason = classify_text(step_text, tr_msg, pr_msg) or (
+            R.TaskFailed if counts and int(counts[1]) > 0 else R.Unknown)
 
-    start = parse_time(_get(pipelinerun, "status", "startTime"))
-    failed_at = next((t for t in (
-        parse_time(_get(step, "terminated", "finishedAt")),
-        parse_time(_get(tr, "status", "completionTime")),
-        parse_time(_get(pipelinerun, "status", "completionTime")),
-        parse_time(cond.get("lastTransitionTime"))) if t), None)
-    step_name = _s(_get(step, "name")) or None
-    container = _s(_get(step, "container")) or (f"step-{step_name}" if step_name else "")
-    namespace = (_s(_get(tr, "metadata", "namespace"))
-                 or _s(_get(pipelinerun, "metadata", "namespace")) or "kubernaut-workflows")
-    hints = _Hints(namespace=namespace, pod=_s(_get(tr, "status", "podName")),
-                   container=container, kind="pipelinerun",
-                   run=_s(_get(pipelinerun, "metadata", "name")),
-                   cancelled_by=_canceller(pipelinerun) if reason is R.Cancelled else "")
-    return _details(context, reason, message, hints, ran=ran, exit_code=exit_code,
-                    index=child.index if child and reason not in _PR_ONLY(pr_mapped) else None,
-                    task=child.task if child and reason not in _PR_ONLY(pr_mapped) else None,
-                    step=step_name, failed_at=failed_at, start=start)
+    cancelled_by = canceller(pipelinerun) if reason is R.Cancelled else ""
+    if reason is R.Cancelled and not cancelled_by and tr and "PipelineRun it belongs to" not in (
+            text(dig(tr, "spec", "statusMessage"))):  # the TaskRun itself was cancelled
+        cancelled_by = canceller(tr)
+    whole_run = pr_mapped is R.ConfigurationError and reason is R.ConfigurationError
+    step_name = None if whole_run else text(dig(step, "name")) or None
+    namespace = (text(dig(tr, "metadata", "namespace"))
+                 or text(dig(pipelinerun, "metadata", "namespace")) or "kubernaut-workflows")
+    return _details(
+        context, reason, message, ran=ran, exit_code=exit_code,
+        index=None if whole_run or not child else child.index,
+        task=None if whole_run or not child else child.task, step=step_name,
+        failed_at=first_time(dig(step, "terminated", "finishedAt"),
+                             dig(tr, "status", "completionTime"),
+                             dig(pipelinerun, "status", "completionTime"),
+                             cond.get("lastTransitionTime")),
+        start=parse_time(dig(pipelinerun, "status", "startTime")),
+        hints=_Hints(namespace, text(dig(tr, "status", "podName")),
+                     text(dig(step, "container")) or (f"step-{step_name}" if step_name else ""),
+                     "pipelinerun", text(dig(pipelinerun, "metadata", "name")),
+                     cancelled_by))
 
 
-def _PR_ONLY(pr_mapped: FailureReason | None) -> set[FailureReason]:  # noqa: N802
-    """A PipelineRun-level configuration error happened before any task: name none."""
-    return {R.ConfigurationError} if pr_mapped is R.ConfigurationError else set()
+# --- Job --------------------------------------------------------------------------------
+
+def classify_job(job: Obj, pods: Sequence[Obj], context: RunContext, *,
+                 events: Sequence[Obj] = ()) -> FailureDetails:
+    """FailureDetails for a batch/v1 Job with a ``Failed`` condition. ``events`` (optional):
+    the Job's and its pods' events; a pod the Job could not create (quota, admission) is
+    only visible there."""
+    cond = find_condition(job, "Failed") or find_condition(job, "FailureTarget") or {}
+    j_reason, j_msg = text(cond.get("reason")), text(cond.get("message"))
+    pod = min(pods, default=None, key=lambda p: (
+        dig(p, "status", "phase") != "Failed", text(dig(p, "metadata", "creationTimestamp")),
+        text(dig(p, "metadata", "name"))))
+    statuses = mappings(dig(pod, "status", "containerStatuses"))
+    cstat = next((c for c in statuses if c.get("name") == "workflow"), None) or next(
+        iter(statuses), None)
+    name, state = text(dig(cstat, "name")) or "workflow", dig(cstat, "state") or {}
+    pod_texts = [text(dig(pod, "status", "message"))] + [
+        text(c.get("message")) for c in mappings(dig(pod, "status", "conditions"))
+        if c.get("status") != "True"]
+    texts = [t for t in (*pod_texts, *(text(e.get("message")) for e in events
+                                       if e.get("type") != "Normal")) if t]
+    ran: bool | None = None if pod is None and not texts else False
+    if cstat is not None:
+        ran = container_started(state) or container_started(dig(cstat, "lastState"))
+
+    c_reason, c_code = _container_signal(state, " ".join(pod_texts))
+    c_msg = describe_container(name, state)
+    blocker, b_msg = (c_reason, c_msg) if c_reason in _BLOCKERS else (None, "")
+    if blocker is None and (t_reason := classify_text(*texts)) in _BLOCKERS:
+        blocker, b_msg = t_reason, next(t for t in texts if classify_text(t))
+    exit_code: int | None = None
+    if j_reason == "DeadlineExceeded":
+        reason, message = R.DeadlineExceeded, j_msg
+        if not ran and blocker:  # the deadline is the symptom of what kept it from starting
+            reason, message = blocker, f"{b_msg} (the Job then hit its deadline: {j_msg})"
+    elif c_reason is not None:
+        reason, message, exit_code = c_reason, c_msg, c_code
+    elif blocker is not None:
+        reason, message = blocker, b_msg
+    else:
+        reason = classify_text(*texts, j_msg) or (
+            R.TaskFailed if dig(job, "status", "failed") else R.Unknown)
+        message = next(iter(texts), j_msg)
+    return _details(
+        context, reason, message or j_msg, ran=ran, exit_code=exit_code, index=0,
+        task="workflow", step=name if cstat else None,
+        failed_at=first_time(dig(state, "terminated", "finishedAt"),
+                             cond.get("lastTransitionTime"),
+                             dig(job, "status", "completionTime")),
+        start=parse_time(dig(job, "status", "startTime")),
+        hints=_Hints(text(dig(job, "metadata", "namespace")) or "kubernaut-workflows",
+                     text(dig(pod, "metadata", "name")), name, "job",
+                     text(dig(job, "metadata", "name")),
+                     canceller(job) if reason is R.Cancelled else ""))
+
+
+def externally_deleted(context: RunContext, started_at: datetime | None,
+                       now: datetime) -> FailureDetails:
+    """The run vanished while Running and the reconciler did not delete it (BR-WF-007)."""
+    kind = "PipelineRun" if context.engine == "tekton" else "Job"
+    message = (f"the {kind} of execution {context.execution_name} was deleted outside the "
+               "reconciler while it was running")
+    return _details(context, R.ExternallyDeleted, message, ran=started_at is not None,
+                    exit_code=None, index=None, task=None, step=None, failed_at=now,
+                    start=started_at, hints=_Hints("", "", "", kind.lower(), ""))
+
+
+# --- words ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Hints:
+    namespace: str
+    pod: str
+    container: str
+    kind: str
+    run: str
+    cancelled_by: str = ""
+
+
+def _details(ctx: RunContext, reason: FailureReason, message: str, *, ran: bool | None,
+             exit_code: int | None, index: int | None, task: str | None, step: str | None,
+             failed_at: datetime | None, start: datetime | None,
+             hints: _Hints) -> FailureDetails:
+    elapsed = max(failed_at - start, timedelta(0)) if failed_at and start else None
+    # Did the workflow run (so may have changed the cluster)? A step exited or started: yes.
+    # Unknown (a child we were not shown): the pre-start reasons say no, the rest may have.
+    # ExternallyDeleted is reported as not an execution failure (SPEC §4.8) whatever ran.
+    was = reason is not R.ExternallyDeleted and (
+        reason in (R.TaskFailed, R.OOMKilled) or bool(ran)
+        or (ran is None and reason not in (R.ConfigurationError, R.ImagePullBackOff,
+                                           R.ResourceExhausted)))
+    where = [f'in task "{task}" (index {index})' if task else "",
+             f'step "{step}"' if step and task else f'in step "{step}"' if step else "",
+             f"after {human_duration(elapsed)}" if elapsed is not None else ""]
+    clauses = ", ".join(w for w in where if w)
+    code = f" (exit code {exit_code})" if exit_code is not None else ""
+    detail = f": {squash(message, 300).rstrip('.')}" if message else ""
+    detail += "" if detail.endswith("…") else "."
+    target = ctx.target_resource
+    if reason is R.ExternallyDeleted:
+        change = (f"It had been running for {human_duration(elapsed)}, so it may have changed "
+                  f"the cluster; check {target}." if elapsed is not None else
+                  f"Whether it changed the cluster before deletion is unknown; check {target}.")
+    elif was:
+        change = ("The workflow had started executing, so it may have changed the cluster; "
+                  f"check the current state of {target} before retrying.")
+    else:
+        change = "The workflow never started executing, so it did not change the cluster."
+    summary = (f"Execution {ctx.execution_name} of workflow {ctx.workflow_id}@"
+               f"{ctx.workflow_version} on {target} failed{f' {clauses},' if clauses else ''} with "
+               f"{reason.value}{code}{detail} {change} Recommendation: "
+               f"{_recommend(reason, ctx, message, hints, task, step)}")
+    return FailureDetails(
+        failed_task_index=index, failed_task_name=task, failed_step_name=step,
+        reason=reason.value, message=squash(message, 1024), exit_code=exit_code,
+        failed_at=failed_at, execution_time_before_failure=elapsed,
+        natural_language_summary=summary, was_execution_failure=was)
+
+
+def _recommend(reason: FailureReason, ctx: RunContext, msg: str, h: _Hints,
+               task: str | None, step: str | None) -> str:
+    wf, again = f"{ctx.workflow_id}@{ctx.workflow_version}", "then declare a new execution."
+    where = f'step "{step}"' if step else "the failing step"
+    ns = f' in namespace "{h.namespace}"' if h.namespace else ""
+    if reason is R.OOMKilled:
+        return (f"raise the memory limit of {where} (computeResources.limits.memory) in the "
+                f"workflow bundle of {wf}, or reduce its working set; {again}")
+    if reason is R.DeadlineExceeded:
+        now = f" (currently {m['timeout']})" if (m := _WITHIN.search(msg)) else ""
+        limit = (f'the timeout of task "{task}" in the workflow bundle{now}' if
+                 msg.startswith("TaskRun ") and task else f"spec.executionConfig.timeout{now}")
+        if not (task or step):
+            return (f"nothing had started when the time ran out: find what held the run back "
+                    f"with `kubectl describe {h.kind} -n {h.namespace} {h.run}` (bundle "
+                    f"resolution, scheduling, admission), or raise {limit}; {again}")
+        return (f"raise {limit} or investigate why {where} was slow; changes made before the "
+                f"timeout may already be applied to {ctx.target_resource}, so check it first; "
+                f"{again}")
+    if reason is R.Forbidden:
+        who = (f'ServiceAccount "{m["ns"]}/{m["name"]}"' if (m := _SA.search(msg)) else
+               "the runner ServiceAccount (spec.executionConfig.serviceAccountName)")
+        if rbac := _RBAC.search(msg):
+            scope = f' in namespace "{rbac["ns"]}"' if rbac["ns"] else " (cluster-wide)"
+            return (f'grant verb "{rbac["verb"]}" on resource "{rbac["res"]}" (API group '
+                    f'"{rbac["group"] or ""}"){scope} to {who} with a Role/ClusterRole and '
+                    f"binding; {again}")
+        if _ADMISSION.search(msg):
+            return ("change the workflow bundle so its pods satisfy the admission policy the "
+                    "message names (or have that policy changed for the execution namespace); "
+                    f"{again}")
+        return f"grant {who} the permission the message says is missing; {again}"
+    if reason is R.ImagePullBackOff:
+        image = f'"{m["image"]}"' if (m := _IMAGE.search(msg)) else "the workflow image"
+        return (f"check that {image} exists with that reference/digest (workflowRef."
+                "containerImage or the catalog entry) and that the runner ServiceAccount's "
+                f"pull credentials (imagePullSecrets) can read it; {again}")
+    if reason is R.ResourceExhausted:
+        if m := _QUOTA.search(msg):
+            return f'free quota or raise ResourceQuota "{m["quota"]}"{ns}; {again}'
+        if "insufficient" in msg.lower():
+            return f"free node capacity or lower the workflow's resource requests; {again}"
+        return f"free quota or raise the ResourceQuota{ns}; {again}"
+    if reason is R.ConfigurationError:
+        if m := _PARAMS.search(msg):
+            return (f"fix parameter(s) {m['names']} in the execution's spec.parameters (or the "
+                    f"parameters the catalog declares for {wf}); {again}")
+        return ("fix the reference or value the message names (spec.parameters, workflowRef."
+                f"pipelineName/containerImage, or the catalog entry for {wf}); {again}")
+    if reason is R.TaskFailed:
+        label = "tekton.dev/pipelineRun" if h.kind == "pipelinerun" else "job-name"
+        logs = (f"kubectl logs -n {h.namespace} {h.pod} -c {h.container or 'workflow'}" if h.pod
+                else f"kubectl logs -n {h.namespace} -l {label}={h.run} --all-containers")
+        return (f"inspect the step logs with `{logs}` and fix the underlying error before "
+                "declaring a new execution.")
+    if reason is R.Cancelled:
+        who = (f"It was cancelled: {h.cancelled_by}." if h.cancelled_by else
+               "The run does not record who cancelled it.")
+        return f"{who} If that was not intended, declare a new execution to run it again."
+    if reason is R.ExternallyDeleted:
+        return ("the run was deleted outside the reconciler, which does not retry on its own; "
+                "declare a new execution to retry.")
+    return (f"inspect the run with `kubectl describe {h.kind} -n {h.namespace} {h.run}` and its "
+            f"pod logs and fix the cause; {again}")
