@@ -13,18 +13,25 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from . import __version__
+from . import __version__, logs
+from .cluster import Cluster, DryRunCluster, KubeCluster, OfflineCluster
+from .cycle import Reconciler
 from .errors import ConfigError, GitError, ReconcilerError, TemplateError
 from .gitsource import GitSource
+from .kube import KubeClient, load_api_client
+from .lifecycle import Settings
 from .model import WorkflowDefinition, WorkflowExecution
+from .names import parse_duration
 from .plan import plan_change, plan_declaration
 from .render import DEFAULT_NAMESPACE, Renderer
 from .report import (
+    format_cycle,
     plan_json,
     plan_markdown,
     plan_text,
@@ -82,14 +89,12 @@ def open_source(repo: str, branch: str, sub_path: str | None, cache_dir: Path | 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr.")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="RECONCILER_LOG_FORMAT",
+              show_default=True, help="json: one object per line, for log shippers.")
+def main(verbose: int, log_format: str) -> None:
     """GitOps reconciler for kubernaut remediation runs (Tekton PipelineRuns and Jobs)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING, log_format)
 
 
 @main.command()
@@ -192,3 +197,64 @@ def schema(kind: str) -> None:
     data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     data["$id"] = f"https://kubernaut.ai/schemas/v1alpha1/{kind}.json"
     click.echo(json.dumps(data, indent=2))
+
+
+def kube_options(func: F) -> F:
+    """--kubeconfig/--context: which cluster (default: in-cluster, KUBECONFIG, ~/.kube/config)."""
+    func = click.option("--context", default=None, envvar="RECONCILER_KUBE_CONTEXT",
+                        help="kubeconfig context to use.")(func)
+    func = click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
+                        help="kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).")(func)
+    return func
+
+
+def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, offline_ok: bool) -> tuple[Cluster, str]:
+    try:
+        api = load_api_client(context=context, kubeconfig=kubeconfig)
+    except ConfigError as e:
+        if not offline_ok:
+            raise
+        return OfflineCluster(namespace), f"no cluster configured ({e}); planning against an empty cluster"
+    return KubeCluster(KubeClient(api), namespace), ""
+
+
+@main.command()
+@source_options
+@kube_options
+@click.option("--once", is_flag=True, help="Run exactly one reconcile cycle and exit.")
+@click.option("--dry-run", is_flag=True, help="Compute every decision; change nothing (no cluster needed).")
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, envvar="RECONCILER_NAMESPACE",
+              help="Namespace the runs are created in.")
+@click.option("--cooldown", default="5m", show_default=True, help="Cooldown after a run on a target ends.")
+@click.option("--templates", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="RECONCILER_TEMPLATES")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True,
+              help="yaml: the status documents as they would be written to status/.")
+def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, kubeconfig: str | None,
+         context: str | None, once: bool, dry_run: bool, namespace: str, cooldown: str,
+         templates: Path | None, output: str) -> None:
+    """Reconcile the tracked branch against the cluster: create, follow and clean up runs.
+
+    Exit 0 when the cycle completed, 1 when some executions hit errors, 2 when the cycle
+    could not run (Git or the API server unreachable, bad configuration).
+    """
+    if not once:
+        _fail("sync needs --once (the long-running service is `reconciler run`)")
+    try:
+        settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
+        source = open_source(repo, branch, sub_path, cache_dir)
+        cluster, note = _cluster(kubeconfig, context, namespace, offline_ok=dry_run)
+        if dry_run:
+            cluster = DryRunCluster(cluster)
+        reconciler = Reconciler(source, cluster, renderer=Renderer(templates, namespace), settings=settings,
+                                dry_run=dry_run)
+        result = reconciler.run_once()
+    except (ReconcilerError, ValueError) as e:
+        _fail(str(e))
+        return
+    if note:
+        click.echo(note, err=True)
+    click.echo(format_cycle(result, output, getattr(cluster, "intentions", None)))
+    if not result.revision or (result.cluster_unknown and not dry_run):
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_INVALID if result.errors else EXIT_OK)

@@ -11,9 +11,15 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from .errors import Problem
 from .plan import Action, Plan, PlanEntry
+
+if TYPE_CHECKING:
+    from .cycle import CycleResult
 
 SYMBOL = {
     Action.CREATE: "+", Action.SKIP: "~", Action.HOLD: "=", Action.OBSERVE: ">",
@@ -139,3 +145,34 @@ def plan_markdown(plan: Plan) -> str:
                 for p in problems]
         out += ["", "</details>"]
     return "\n".join(out) + "\n"
+
+
+# -- reconcile cycle ----------------------------------------------------------------------
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
+
+
+def format_cycle(result: CycleResult, output: str, intentions: list[str] | None = None) -> str:
+    """The outcome of one cycle: every execution's state, errors, dry-run intentions."""
+    states = [result.states[name] for name in sorted(result.states)]
+    if output == "json":
+        data: dict[str, Any] = {"revision": result.revision, "clusterUnknown": result.cluster_unknown,
+                                "executions": [s.to_document() for s in states], "errors": result.errors}
+        if intentions is not None:
+            data["dryRun"] = {"wouldDo": intentions}
+        return json.dumps(data, indent=2, default=str)
+    if output == "yaml":
+        return yaml.safe_dump_all([s.to_document() for s in states], sort_keys=False, allow_unicode=True)
+    rows: list[tuple[str, ...]] = [("EXECUTION", "PHASE", "REASON", "SYNC", "HEALTH", "TARGET", "RUN", "MESSAGE")]
+    for s in states:
+        rows.append((s.name, s.phase, s.reason or "-", s.sync, s.health, s.target or "-",
+                     s.execution_ref.name if s.execution_ref else "-", s.message.replace("\n", " ")[:160]))
+    out = [f"Revision {result.revision[:12] or '?'}" + (" (cluster unknown)" if result.cluster_unknown else "")]
+    out += _table(rows)
+    if intentions is not None:
+        out.append("Dry run — would do:" if intentions else "Dry run — nothing to change.")
+        out += [f"  {i}" for i in intentions]
+    out += [f"error: {e}" for e in result.errors]
+    return "\n".join(out)

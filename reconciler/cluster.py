@@ -1,0 +1,172 @@
+"""Runs as the reconcile loop sees them: one interface, three implementations.
+
+The loop needs a handful of operations on runs — list ours, get one, its children,
+create, cancel, delete, record an event.  :class:`Cluster` is that boundary.
+
+* :class:`KubeCluster` performs them through :mod:`reconciler.kube`;
+* :class:`DryRunCluster` reads through another cluster but turns every write into a
+  recorded intention (``--dry-run``: compute everything, change nothing);
+* :class:`OfflineCluster` is an empty cluster for planning without any API server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from .errors import NotFound
+from .kube import JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS, KubeClient
+from .render import LABEL_MANAGED_BY, MANAGED_BY, RenderedRun
+from .runstatus import format_time
+
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+class Cluster(Protocol):
+    namespace: str
+
+    def list_runs(self) -> dict[str, dict[str, Any]]: ...
+    def get_run(self, kind: str, name: str) -> dict[str, Any] | None: ...
+    def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+    def create_run(self, rendered: RenderedRun) -> dict[str, Any]: ...
+    def cancel_run(self, kind: str, name: str) -> None: ...
+    def delete_run(self, kind: str, name: str, uid: str) -> None: ...
+    def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
+                     warning: bool = False) -> None: ...
+
+
+class KubeCluster:
+    def __init__(self, kube: KubeClient, namespace: str, *, component: str = "kubernaut-gitops-reconciler",
+                 clock: Any = None, logger: logging.Logger | None = None):
+        self.kube = kube
+        self.namespace = namespace
+        self.component = component
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.log = logger or logging.getLogger("reconciler.cluster")
+        self._event_seq = itertools.count()
+
+    def list_runs(self) -> dict[str, dict[str, Any]]:
+        runs: dict[str, dict[str, Any]] = {}
+        for res in (PIPELINERUNS, JOBS):
+            items, _ = self.kube.list(res, self.namespace, label_selector=MANAGED_SELECTOR)
+            for item in items:
+                item.setdefault("kind", res.kind)
+                runs[item["metadata"]["name"]] = item
+        return runs
+
+    def get_run(self, kind: str, name: str) -> dict[str, Any] | None:
+        run = self.kube.get_or_none(RUN_RESOURCES[kind], self.namespace, name)
+        if run is not None:
+            run.setdefault("kind", kind)
+        return run
+
+    def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]:
+        name = run["metadata"]["name"]
+        if run.get("kind") == "Job":
+            items, _ = self.kube.list(PODS, self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
+            if not items:
+                items, _ = self.kube.list(PODS, self.namespace, label_selector=f"job-name={name}")
+            return items
+        items, _ = self.kube.list(TASKRUNS, self.namespace, label_selector=f"tekton.dev/pipelineRun={name}")
+        return items
+
+    def create_run(self, rendered: RenderedRun) -> dict[str, Any]:
+        created = self.kube.create(RUN_RESOURCES[rendered.kind], self.namespace, rendered.manifest)
+        created.setdefault("kind", rendered.kind)
+        return created
+
+    def cancel_run(self, kind: str, name: str) -> None:
+        if kind == "PipelineRun":
+            self.kube.patch(PIPELINERUNS, self.namespace, name, {"spec": {"status": "Cancelled"}})
+        else:  # a suspended Job stops its pod but keeps the object (the lock and the record)
+            self.kube.patch(JOBS, self.namespace, name, {"spec": {"suspend": True}})
+
+    def delete_run(self, kind: str, name: str, uid: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.kube.delete(RUN_RESOURCES[kind], self.namespace, name, uid=uid or None)
+
+    def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
+                     warning: bool = False) -> None:
+        if run is None:
+            return
+        meta = run.get("metadata") or {}
+        now = format_time(self.clock())
+        api_version = "batch/v1" if run.get("kind") == "Job" else "tekton.dev/v1"
+        self.kube.create_event(self.namespace, {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta.get('name')}.{int(self.clock().timestamp() * 1000):x}"
+                                 f"{next(self._event_seq):x}", "namespace": self.namespace},
+            "involvedObject": {"apiVersion": api_version, "kind": run.get("kind"),
+                               "name": meta.get("name"), "namespace": self.namespace,
+                               "uid": meta.get("uid")},
+            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
+            "source": {"component": self.component}, "reportingComponent": self.component,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        })
+
+
+class OfflineCluster:
+    """No API server: nothing is running, nothing can be written."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+
+    def list_runs(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def get_run(self, kind: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    def create_run(self, rendered: RenderedRun) -> dict[str, Any]:
+        raise NotImplementedError("offline")
+
+    def cancel_run(self, kind: str, name: str) -> None:
+        raise NotImplementedError("offline")
+
+    def delete_run(self, kind: str, name: str, uid: str) -> None:
+        raise NotImplementedError("offline")
+
+    def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
+                     warning: bool = False) -> None:
+        return None
+
+
+class DryRunCluster:
+    """Reads through ``inner``; every write becomes an entry in ``intentions``."""
+
+    def __init__(self, inner: Cluster):
+        self.inner = inner
+        self.namespace = inner.namespace
+        self.intentions: list[str] = []
+
+    def list_runs(self) -> dict[str, dict[str, Any]]:
+        return self.inner.list_runs()
+
+    def get_run(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.inner.get_run(kind, name)
+
+    def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return self.inner.children(run)
+
+    def create_run(self, rendered: RenderedRun) -> dict[str, Any]:
+        self.intentions.append(f"create {rendered.kind} {self.namespace}/{rendered.name}")
+        manifest = dict(rendered.manifest)
+        manifest["metadata"] = {**manifest["metadata"], "uid": ""}
+        return manifest
+
+    def cancel_run(self, kind: str, name: str) -> None:
+        self.intentions.append(f"cancel {kind} {self.namespace}/{name}")
+
+    def delete_run(self, kind: str, name: str, uid: str) -> None:
+        self.intentions.append(f"delete {kind} {self.namespace}/{name}")
+
+    def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
+                     warning: bool = False) -> None:
+        return None

@@ -1,0 +1,390 @@
+"""One reconcile cycle: a chain of small steps with one signature (``step(ctx) -> None``).
+
+    fetch → load → previous status → read cluster → observe started runs
+          → release expired locks → start pending executions → summarise → record
+
+Each step reads and extends the :class:`CycleContext`.  Status is summarised (sync,
+health, Ready) in one place at the end and handed to a :class:`StatusStore` in one call —
+in memory for ``sync --once``, a Git commit in the service.  A step that cannot do its
+work records the error and leaves the states it could not compute as they were, so one
+failing execution or an unreachable API server never loses another's status.
+
+Order is deterministic: executions are processed first-merged-first (the commit that
+introduced the file), then by name; observation happens before new starts so running
+executions keep their targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from .cluster import Cluster
+from .declared import Declaration, ResolvedExecution
+from .errors import AlreadyExists, GitError, Invalid, KubeError, ReconcilerError, TemplateError
+from .failures import FailureDetails, FailureReason, RunContext, externally_deleted
+from .gitsource import GitSource
+from .lifecycle import (
+    Act,
+    Settings,
+    adopt,
+    apply_observation,
+    decide_start,
+    fail,
+    mark_spec_change,
+    overdue,
+    release_due,
+    run_info,
+)
+from .render import Renderer
+from .runstatus import human_duration, observe_job, observe_pipelinerun
+from .status import ExecutionState, from_document, with_summary
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    from_phase: str
+    to_phase: str
+    reason: str
+    message: str
+    target: str
+    run: str
+
+
+class StatusStore(Protocol):
+    def load(self) -> dict[str, ExecutionState]: ...
+    def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None: ...
+
+
+class MemoryStatusStore:
+    """Keeps states between cycles of one process (``sync --once``, tests)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, ExecutionState] = {}
+        self.saves = 0
+
+    def load(self) -> dict[str, ExecutionState]:
+        return dict(self.states)
+
+    def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None:
+        self.states = dict(states)
+        self.saves += 1
+
+
+@dataclass
+class CycleContext:
+    source: GitSource
+    cluster: Cluster
+    renderer: Renderer
+    settings: Settings
+    store: StatusStore
+    now: datetime
+    log: logging.Logger
+    dry_run: bool = False
+    revision: str = ""
+    decl: Declaration | None = None
+    previous: dict[str, ExecutionState] = field(default_factory=dict)
+    states: dict[str, ExecutionState] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cluster_unknown: bool = False
+    aborted: bool = False
+    claimed: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    missing_runs: set[str] = field(default_factory=set)
+
+    def execution(self, name: str) -> ResolvedExecution | None:
+        return self.decl.find(name) if self.decl else None
+
+    def error(self, name: str, err: Exception) -> None:
+        message = f"{name}: {err}"
+        self.errors.append(message)
+        self.log.error("reconcile error", extra={"execution": name, "error": str(err),
+                                                 "revision": self.revision})
+
+
+def _context(execution: ResolvedExecution | None, state: ExecutionState) -> RunContext:
+    if execution is not None:
+        return RunContext(execution.workflow_id, execution.version, execution.target, execution.name,
+                          "job" if execution.engine == "job" else "tekton")
+    workflow, _, version = state.workflow.partition("@")
+    engine = "job" if state.execution_ref and state.execution_ref.kind == "Job" else "tekton"
+    return RunContext(workflow, version, state.target, state.name, engine)  # type: ignore[arg-type]
+
+
+# -- steps ------------------------------------------------------------------------------
+
+def fetch(ctx: CycleContext) -> None:
+    try:
+        ctx.revision = ctx.source.fetch()
+    except GitError as e:
+        ctx.error("git", e)
+        ctx.aborted = True
+
+
+def load(ctx: CycleContext) -> None:
+    ctx.decl = ctx.source.load(ctx.revision)
+    for problem in ctx.decl.problems:
+        ctx.log.warning("invalid declaration", extra={"file": problem.file, "field": problem.path,
+                                                      "rule": problem.rule, "error": problem.message})
+
+
+def previous_status(ctx: CycleContext) -> None:
+    """The last known state: this process's memory, else the status files in Git."""
+    assert ctx.decl is not None
+    recorded = {name: from_document(rec.raw) for name, rec in ctx.decl.statuses.items()}
+    ctx.previous = {name: s for name, s in recorded.items() if s is not None}
+    ctx.previous.update(ctx.store.load())
+    ctx.states = dict(ctx.previous)
+
+
+def read_cluster(ctx: CycleContext) -> None:
+    try:
+        ctx.runs = ctx.cluster.list_runs()
+    except KubeError as e:
+        ctx.error("cluster", e)
+        ctx.cluster_unknown = True
+
+
+def observe_started(ctx: CycleContext) -> None:
+    """Follow every run we started: phase, failure details, external deletion, cancel."""
+    for name, state in sorted(ctx.states.items()):
+        if not state.started or state.terminal or state.execution_ref is None:
+            continue
+        execution = ctx.execution(name)
+        ref = state.execution_ref
+        try:
+            run = ctx.runs.get(ref.name) or ctx.cluster.get_run(ref.kind, ref.name)
+            if run is not None and run_info(run).execution not in ("", name):
+                run = None  # the name is now someone else's run: ours is gone
+            if run is None:
+                details = externally_deleted(_context(execution, state), state.start_time, ctx.now)
+                ctx.states[name] = fail(state, details, ctx.now)
+                ctx.missing_runs.add(name)
+                continue
+            if execution is None and name not in _invalid_names(ctx):
+                ctx.cluster.cancel_run(ref.kind, ref.name)
+                ctx.states[name] = fail(state, _cancelled(state, "the execution file was deleted from "
+                                                          f"the tracked branch at {ctx.revision[:12]}", ctx), ctx.now)
+                ctx.cluster.record_event(run, "Cancelled", f"execution {name} was deleted from Git")
+                continue
+            if overdue(state, execution, ctx.now, ctx.settings):
+                ctx.cluster.cancel_run(ref.kind, ref.name)
+                ctx.states[name] = fail(state, _deadline(state, execution, ctx), ctx.now)
+                ctx.cluster.record_event(run, "DeadlineExceeded", ctx.states[name].message, warning=True)
+                continue
+            ctx.states[name] = _observe(ctx, state, execution, run)
+            ctx.claimed.setdefault(state.target, name)
+        except KubeError as e:
+            ctx.error(name, e)
+
+
+def _observe(ctx: CycleContext, state: ExecutionState, execution: ResolvedExecution | None,
+             run: dict[str, Any]) -> ExecutionState:
+    children = ctx.cluster.children(run)
+    context = _context(execution, state)
+    if run.get("kind") == "Job":
+        observation = observe_job(run, children, context)
+    else:
+        observation = observe_pipelinerun(run, children, context)
+    new = apply_observation(state, observation)
+    if new.terminal and not state.terminal:
+        summary = observation.failure.natural_language_summary if observation.failure else new.message
+        ctx.cluster.record_event(run, "Completed" if new.phase == "Completed" else "Failed",
+                                 summary, warning=new.phase == "Failed")
+    return new
+
+
+def _invalid_names(ctx: CycleContext) -> set[str]:
+    return {i.name for i in ctx.decl.invalid if i.name} if ctx.decl else set()
+
+
+def _cancelled(state: ExecutionState, why: str, ctx: CycleContext) -> FailureDetails:
+    ran = human_duration(ctx.now - state.start_time) if state.start_time else "an unknown time"
+    workflow, target = state.workflow or "the workflow", state.target or "the target"
+    summary = (f"Execution {state.name} of {workflow} on {target} was cancelled by the reconciler "
+               f"after {ran}: {why}. The workflow had started, so it may have changed {target}; "
+               "check its state before declaring a new execution.")
+    return FailureDetails(None, None, None, FailureReason.Cancelled.value, why, None, ctx.now,
+                          ctx.now - state.start_time if state.start_time else None, summary, True)
+
+
+def _deadline(state: ExecutionState, execution: ResolvedExecution | None, ctx: CycleContext) -> FailureDetails:
+    timeout = execution.timeout if execution else "its timeout"
+    why = (f"the run did not finish within {timeout} and the engine did not stop it; the reconciler "
+           "cancelled it")
+    details = _cancelled(state, why, ctx)
+    summary = details.natural_language_summary.replace("was cancelled by the reconciler",
+                                                       "exceeded its deadline and was cancelled") + (
+        " Recommendation: raise spec.executionConfig.timeout in a new execution or investigate why "
+        "the run is slow or stuck.")
+    return replace(details, reason=FailureReason.DeadlineExceeded.value, natural_language_summary=summary)
+
+
+def release_locks(ctx: CycleContext) -> None:
+    """After terminal + cooldown, delete our runs (lock released), oldest first."""
+    declared = {e.name for e in ctx.decl.executions} if ctx.decl else set()
+    for run_name, run in sorted(ctx.runs.items()):
+        info = run_info(run)
+        owner = ctx.states.get(info.execution)
+        if not release_due(info, owner, info.execution in declared, ctx.now, ctx.settings):
+            continue
+        try:
+            ctx.cluster.record_event(run, "LockReleased",
+                                     f"cooldown over: releasing the lock on {info.name} held by {info.execution}")
+            ctx.cluster.delete_run(info.kind, info.name, info.uid)
+            ctx.runs.pop(run_name, None)
+            ctx.log.info("lock released", extra={"execution": info.execution, "run": info.name,
+                                                  "revision": ctx.revision})
+        except KubeError as e:
+            ctx.error(info.execution, e)
+
+
+def start_pending(ctx: CycleContext) -> None:
+    assert ctx.decl is not None
+    for item in ctx.decl.invalid:
+        if item.name is None or (item.name in ctx.states and ctx.states[item.name].started):
+            continue
+        problems = "; ".join(f"{p.file}:{p.line or '?'} {p.path or '(file)'}: {p.message}"
+                             for p in item.problems[:5])
+        previous = ctx.states.get(item.name) or ExecutionState(name=item.name)
+        ctx.states[item.name] = replace(previous, phase="Failed", reason="ConfigurationError",
+                                        message=problems[:2000], observed_revision=ctx.revision,
+                                        completion_time=previous.completion_time or ctx.now)
+    for execution in ctx.decl.executions:
+        state = ctx.states.get(execution.name)
+        if state is not None and (state.started or state.terminal):
+            continue
+        try:
+            _start_one(ctx, execution, state)
+        except (KubeError, TemplateError) as e:
+            ctx.error(execution.name, e)
+
+
+def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None) -> None:
+    run = ctx.runs.get(execution.run_name)
+    decision = decide_start(execution, prev, run_info(run) if run else None, ctx.claimed, ctx.now,
+                            ctx.settings, ctx.revision)
+    state = decision.state
+    if decision.act == Act.CREATE:
+        rendered = ctx.renderer.render_checked(execution, execution.origin.last_commit
+                                               if execution.origin else ctx.revision)
+        try:
+            created = ctx.cluster.create_run(rendered)
+        except AlreadyExists:
+            existing = ctx.cluster.get_run(rendered.kind, rendered.name)
+            if existing is None:
+                raise
+            ctx.runs[rendered.name] = existing
+            decision = decide_start(execution, prev, run_info(existing), ctx.claimed, ctx.now,
+                                    ctx.settings, ctx.revision)
+            state = decision.state
+        except Invalid as e:
+            state = replace(state, phase="Failed", reason="ConfigurationError",
+                            message=f"the API server rejected the run: {e}", completion_time=ctx.now)
+        else:
+            if ctx.dry_run:  # nothing was created: say what would happen, keep it Pending
+                ctx.claimed.setdefault(execution.target, execution.name)
+                ctx.states[execution.name] = replace(
+                    state, message=f"would create {rendered.kind} {rendered.name}")
+                return
+            ctx.runs[rendered.name] = created
+            state = adopt(state, run_info(created), ctx.now)
+            state = replace(state, message=f"created {rendered.kind} {rendered.name}")
+            ctx.cluster.record_event(created, "Created",
+                                     f"created for execution {execution.name} at {ctx.revision[:12]}")
+    if state.phase == "Running" and decision.act != Act.CREATE:
+        run = ctx.runs.get(execution.run_name)
+        if run is not None:
+            state = _observe(ctx, state, execution, run)
+    if state.phase == "Skipped":
+        holder = ctx.runs.get(execution.run_name)
+        ctx.cluster.record_event(holder, "ExecutionSkipped", f"{execution.name}: {state.message}")
+    if state.phase in ("Running", "Completed", "Failed") or (state.phase == "Pending" and state.reason == "Creating"):
+        ctx.claimed.setdefault(execution.target, execution.name)
+    ctx.states[execution.name] = state
+
+
+def summarise(ctx: CycleContext) -> None:
+    """Sync, health, Ready and spec-change conditions for every state; the transitions."""
+    declared = {e.name: e.spec_hash for e in ctx.decl.executions} if ctx.decl else {}
+    for name, state in sorted(ctx.states.items()):
+        declared_hash = declared.get(name)
+        state = mark_spec_change(state, declared_hash, ctx.now)
+        state = with_summary(state, declared_hash, run_missing=name in ctx.missing_runs and not state.terminal,
+                             cluster_unknown=ctx.cluster_unknown, now=ctx.now)
+        ctx.states[name] = state
+        before = ctx.previous.get(name)
+        if before is None or (before.phase, before.reason) != (state.phase, state.reason):
+            transition = Transition(name, before.phase if before else "", state.phase, state.reason,
+                                    state.message, state.target,
+                                    state.execution_ref.name if state.execution_ref else "")
+            ctx.transitions.append(transition)
+            ctx.log.info("transition", extra={
+                "execution": name, "from": transition.from_phase or "-", "to": state.phase,
+                "reason": state.reason, "target": state.target, "run": transition.run,
+                "revision": ctx.revision})
+
+
+def record(ctx: CycleContext) -> None:
+    if ctx.dry_run:
+        return
+    ctx.store.save(ctx.states, ctx.transitions, ctx.revision)
+
+
+STEPS: list[Callable[[CycleContext], None]] = [
+    fetch, load, previous_status, read_cluster, observe_started, release_locks, start_pending,
+    summarise, record,
+]
+NEEDS_CLUSTER = {observe_started, release_locks, start_pending}
+
+
+@dataclass
+class CycleResult:
+    revision: str
+    states: dict[str, ExecutionState]
+    transitions: list[Transition]
+    errors: list[str]
+    declaration: Declaration | None
+    cluster_unknown: bool
+    seconds: float
+
+
+class Reconciler:
+    """Runs cycles for one source against one cluster."""
+
+    def __init__(self, source: GitSource, cluster: Cluster, *, renderer: Renderer | None = None,
+                 settings: Settings | None = None, store: StatusStore | None = None,
+                 clock: Callable[[], datetime] | None = None, logger: logging.Logger | None = None,
+                 dry_run: bool = False):
+        self.source = source
+        self.cluster = cluster
+        self.settings = settings or Settings()
+        self.renderer = renderer or Renderer(namespace=self.settings.namespace)
+        self.store = store or MemoryStatusStore()
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.log = logger or logging.getLogger("reconciler.cycle")
+        self.dry_run = dry_run
+
+    def run_once(self) -> CycleResult:
+        started = time.perf_counter()
+        ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
+                           self.clock(), self.log, dry_run=self.dry_run)
+        for step in STEPS:
+            if ctx.aborted:
+                break
+            if ctx.cluster_unknown and step in NEEDS_CLUSTER:
+                continue
+            try:
+                step(ctx)
+            except ReconcilerError as e:
+                ctx.error(step.__name__, e)
+                ctx.aborted = True
+        return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
+                           ctx.cluster_unknown, time.perf_counter() - started)
+

@@ -1,0 +1,319 @@
+"""The Kubernetes adapter: the only module that imports the ``kubernetes`` client.
+
+It speaks to the API server through the official client's ``ApiClient`` (its
+configuration loading, authentication, TLS and HTTP pool), using one generic REST path for
+every resource the reconciler touches — PipelineRuns, TaskRuns, Jobs, Pods, Events,
+Leases — with plain dicts in and out.  Every failure leaves this module as one of the
+project's own errors (``errors.KubeError`` and subclasses), with the HTTP status, the
+API's reason, and for 403 the verb and resource that was refused, so callers never catch
+``ApiException`` or urllib3's exceptions.
+
+Transient failures (5xx, 429, dropped connections, timeouts) are retried here with
+exponential backoff, honouring ``Retry-After``.  Retrying a create is safe because run
+names are deterministic: a create whose response was lost comes back as AlreadyExists
+and the caller adopts the run by its labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
+
+from .errors import (
+    AlreadyExists,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    KubeError,
+    NotFound,
+    Unavailable,
+)
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str  # "" for the core API
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+            if sub:
+                base += f"/{sub}"
+        return base
+
+
+PIPELINERUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
+TASKRUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
+JOBS = Resource("batch", "v1", "jobs", "Job")
+PODS = Resource("", "v1", "pods", "Pod")
+EVENTS = Resource("", "v1", "events", "Event")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+RUN_RESOURCES = {"PipelineRun": PIPELINERUNS, "Job": JOBS}
+
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: dict[str, Any]
+
+
+class Expired(KubeError):
+    """A watch's resourceVersion is too old (410 Gone): list again, then watch."""
+
+    reason = "Expired"
+
+
+def load_api_client(context: str | None = None, kubeconfig: str | None = None) -> k8s.ApiClient:
+    """In-cluster config, then ``KUBECONFIG``, then ``~/.kube/config`` (SPEC §9)."""
+    configuration = k8s.Configuration()
+    try:
+        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        else:
+            path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(
+                Path.home() / ".kube" / "config"
+            )
+            k8s_config.load_kube_config(config_file=path, context=context,
+                                        client_configuration=configuration)
+    except (ConfigException, OSError, ValueError) as e:
+        raise ConfigError(f"cannot load Kubernetes configuration: {e}") from e
+    configuration.retries = 0  # retries are decided here, per request kind
+    return k8s.ApiClient(configuration)
+
+
+class KubeClient:
+    """Dict-in, dict-out access to the resources the reconciler uses."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        retry: RetryPolicy | None = None,
+        request_timeout: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+        logger: logging.Logger | None = None,
+    ):
+        self.api = api_client
+        self.retry = retry or RetryPolicy()
+        self.request_timeout = request_timeout
+        self.sleep = sleep
+        self.log = logger or logging.getLogger("reconciler.kube")
+
+    # -- transport -------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
+              body: Any = None, content_type: str | None = None, timeout: float | None = None,
+              stream: bool = False) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        try:
+            method_, url, header_params, body_, post_params = self.api.param_serialize(
+                method=method, resource_path=path, query_params=query or [],
+                header_params=headers, body=body, auth_settings=["BearerToken"],
+            )
+            response = self.api.call_api(method_, url, header_params=header_params, body=body_,
+                                         post_params=post_params,
+                                         _request_timeout=timeout or self.request_timeout)
+        except ApiException as e:
+            raise _from_status(method, path, e.status or 0, e.body, e.headers) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Unavailable(f"{method} {path}: API server unreachable: {type(e).__name__}") from e
+        if response.status >= 400:
+            raw = response.read()
+            raise _from_status(method, path, response.status, raw, response.headers)
+        if stream:
+            return response.response
+        raw = response.read()
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError as e:
+            raise Unavailable(f"{method} {path}: API server sent a non-JSON response") from e
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
+        policy = self.retry
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                return self._send(method, path, **kw)
+            except Unavailable as e:
+                if attempt == policy.attempts:
+                    raise
+                delay = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
+                delay = e.retry_after if e.retry_after is not None else delay * (0.5 + random.random())
+                self.log.warning("retrying after transient API error",
+                                 extra={"attempt": attempt, "error": str(e), "delay": round(delay, 3)})
+                self.sleep(min(delay, policy.max_delay))
+        raise AssertionError("unreachable")
+
+    # -- resources ---------------------------------------------------------------------
+
+    def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", res.path(namespace, name))
+        return result
+
+    def get_or_none(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.get(res, namespace, name)
+        except NotFound:
+            return None
+
+    def list(self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None,
+             field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        query: list[tuple[str, Any]] = []
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        data = self._request("GET", res.path(namespace), query=query)
+        return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion", ""))
+
+    def create(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", res.path(namespace), body=dict(body))
+        return result
+
+    def patch(self, res: Resource, namespace: str, name: str, body: Any, *, patch_type: str = "merge",
+              subresource: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "PATCH", res.path(namespace, name, subresource), body=body,
+            content_type=_PATCH_TYPES[patch_type])
+        return result
+
+    def replace(self, res: Resource, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("PUT", res.path(namespace, name), body=dict(body))
+        return result
+
+    def delete(self, res: Resource, namespace: str, name: str, *, uid: str | None = None,
+               propagation: str = "Background") -> None:
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions",
+                                "propagationPolicy": propagation}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self._request("DELETE", res.path(namespace, name), body=body)
+
+    def watch(self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None,
+              resource_version: str | None = None, timeout_seconds: int = 60) -> Iterator[WatchEvent]:
+        """Events until the server closes the watch after ``timeout_seconds``."""
+        query: list[tuple[str, Any]] = [("watch", "true"), ("timeoutSeconds", timeout_seconds),
+                                        ("allowWatchBookmarks", "true")]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        response = self._send("GET", res.path(namespace), query=query, stream=True,
+                              timeout=timeout_seconds + 10)
+        try:
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:
+                        raise Expired(status.get("message", "resourceVersion too old"), status=410)
+                    raise _from_status("GET", res.path(namespace), int(status.get("code") or 500),
+                                       json.dumps(status).encode(), {})
+                yield WatchEvent(event.get("type", ""), event.get("object") or {})
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            raise Unavailable(f"watch {res.qualified}: stream broke: {type(e).__name__}") from e
+        finally:
+            response.release_conn()
+
+    def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Events are best effort: a failure is logged, never raised (no run depends on it)."""
+        try:
+            self._send("POST", EVENTS.path(namespace), body=dict(body))
+        except KubeError as e:
+            self.log.warning("could not record event", extra={"error": str(e)})
+
+
+def _from_status(method: str, path: str, status: int, raw: Any, headers: Any) -> KubeError:
+    try:
+        body = json.loads(raw) if raw else {}
+    except (ValueError, TypeError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("message") or f"HTTP {status}")
+    api_reason = str(body.get("reason") or "")
+    where = f"{method} {path}"
+    if status == 404:
+        return NotFound(f"{where}: {message}", status=status, api_reason=api_reason)
+    if status == 409 and api_reason == "AlreadyExists":
+        return AlreadyExists(f"{where}: {message}", status=status, api_reason=api_reason)
+    if status == 409:
+        return Conflict(f"{where}: {message}", status=status, api_reason=api_reason)
+    if status == 403:
+        verb = _VERBS.get(method, method.lower())
+        parts = path.strip("/").split("/")
+        resource = _resource_of(parts)
+        return Forbidden(
+            f"forbidden: the reconciler may not {verb} {resource}: {message} — grant this verb on "
+            "this resource to the reconciler's ServiceAccount (see deploy/)",
+            verb=verb, resource=resource, status=status, api_reason=api_reason)
+    if status in (400, 422):
+        return Invalid(f"{where}: {message}", status=status, api_reason=api_reason)
+    if status == 410:
+        return Expired(f"{where}: {message}", status=status, api_reason=api_reason)
+    if status == 429 or status >= 500 or status == 0:
+        retry_after = None
+        try:
+            value = headers.get("Retry-After") if headers else None
+            retry_after = float(value) if value is not None else None
+        except (TypeError, ValueError):
+            retry_after = None
+        return Unavailable(f"{where}: {message}", retry_after=retry_after, status=status,
+                           api_reason=api_reason)
+    return KubeError(f"{where}: {message}", status=status, api_reason=api_reason)
+
+
+def _resource_of(parts: list[str]) -> str:
+    """'pipelineruns.tekton.dev' from an API path."""
+    if parts[:1] == ["api"]:
+        group, rest = "", parts[2:]
+    else:
+        group, rest = parts[1] if len(parts) > 1 else "", parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    plural = rest[0] if rest else "?"
+    return f"{plural}.{group}" if group else plural
