@@ -38,6 +38,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
 
     yaml_implicit_resolvers: dict[str, Any] = {}  # noqa: RUF012
 
+    # libyaml calls these for every node; path resolvers are not used here
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
         # called by libyaml for every untagged node; no path or implicit resolvers here
         if kind is yaml.ScalarNode:
