@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .cluster import Cluster
+from .cluster import Cluster, DryRunCluster
 from .declared import Declaration, ResolvedExecution
 from .errors import AlreadyExists, GitError, Invalid, KubeError, ReconcilerError, TemplateError
 from .failures import FailureDetails, FailureReason, RunContext, externally_deleted
@@ -287,6 +287,10 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
         except Invalid as e:
             state = replace(state, phase="Failed", reason="ConfigurationError",
                             message=f"the API server rejected the run: {e}", completion_time=ctx.now)
+        except KubeError as e:  # Forbidden, Unavailable after retries: try again next cycle
+            ctx.error(execution.name, e)
+            ctx.states[execution.name] = replace(state, reason=e.reason, message=f"could not create the run: {e}")
+            return
         else:
             if ctx.dry_run:  # nothing was created: say what would happen, keep it Pending
                 ctx.claimed.setdefault(execution.target, execution.name)
@@ -363,7 +367,7 @@ class Reconciler:
                  clock: Callable[[], datetime] | None = None, logger: logging.Logger | None = None,
                  dry_run: bool = False):
         self.source = source
-        self.cluster = cluster
+        self.cluster = DryRunCluster(cluster) if dry_run and not isinstance(cluster, DryRunCluster) else cluster
         self.settings = settings or Settings()
         self.renderer = renderer or Renderer(namespace=self.settings.namespace)
         self.store = store or MemoryStatusStore()

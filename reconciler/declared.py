@@ -41,6 +41,7 @@ class FileOrigin:
     last_commit_time: int
     introduced_commit: str
     introduced_time: int
+    introduced_seq: int = 0  # position of the introducing commit in history, oldest first
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ class ResolvedExecution:
 
     @property
     def order_key(self) -> tuple[int, str]:
-        """First merged, first served: the commit that introduced the file, then the name."""
-        return (self.origin.introduced_time if self.origin else 0, self.name)
+        """First merged, first served: the commit that introduced the file (its place in
+        history, which commit timestamps with one-second resolution cannot tell), then the name."""
+        return (self.origin.introduced_seq if self.origin else 0, self.name)
 
 
 @dataclass(frozen=True)

@@ -242,14 +242,13 @@ class GitSource:
                                   commit, "--", *specs)
         except git.GitCommandError as e:
             raise GitError(f"cannot read history at {commit[:12]}: {_clean_stderr(e, self.url)}") from e
-        last: dict[str, tuple[str, int]] = {}
-        first: dict[str, tuple[str, int]] = {}
-        for block in log.split("\x01"):
-            if not block.strip("\0\n"):
-                continue
+        last: dict[str, tuple[str, int, int]] = {}
+        first: dict[str, tuple[str, int, int]] = {}
+        blocks = [b for b in log.split("\x01") if b.strip("\0\n")]
+        for index, block in enumerate(blocks):  # newest first
             header, _, names = block.partition("\0")
             sha, ts = header.split()
-            stamp = (sha, int(ts))
+            stamp = (sha, int(ts), len(blocks) - index)
             for name in names.split("\0"):
                 name = name.strip("\n")
                 if not name:
@@ -257,7 +256,7 @@ class GitSource:
                 last.setdefault(name, stamp)
                 first[name] = stamp
         return {
-            path: FileOrigin(last[path][0], last[path][1], first[path][0], first[path][1])
+            path: FileOrigin(last[path][0], last[path][1], first[path][0], first[path][1], first[path][2])
             for path in last
         }
 

@@ -302,7 +302,7 @@ def _from_status(method: str, path: str, status: int, raw: Any, headers: Any) ->
             retry_after = float(value) if value is not None else None
         except (TypeError, ValueError):
             retry_after = None
-        return Unavailable(f"{where}: {message}", retry_after=retry_after, status=status,
+        return Unavailable(f"{where}: {message} (HTTP {status})", retry_after=retry_after, status=status,
                            api_reason=api_reason)
     return KubeError(f"{where}: {message}", status=status, api_reason=api_reason)
 

@@ -107,8 +107,10 @@ def _base(execution: ResolvedExecution, prev: ExecutionState | None, revision: s
 
 def _pending(state: ExecutionState, why: str, text: str, now: datetime, **details: Any) -> ExecutionState:
     """Still Pending; ``details`` (conflicting execution, remaining cooldown) go to skipDetails."""
-    conditions = set_condition(state.conditions, "Suspended", "True" if why == "Suspended" else "False",
-                               why, text, now)
+    if why == "Suspended":
+        conditions = set_condition(state.conditions, "Suspended", "True", why, text, now)
+    else:
+        conditions = drop_condition(state.conditions, "Suspended")
     skip = {"reason": why, "message": text, **{k: v for k, v in details.items() if v}} if details else {}
     return replace(state, phase="Pending", reason=why, message=text, skip_details=skip,
                    conditions=conditions)
