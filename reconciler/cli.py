@@ -28,7 +28,7 @@ from .kube import KubeClient, load_api_client
 from .lifecycle import Settings
 from .model import WorkflowDefinition, WorkflowExecution
 from .names import parse_duration
-from .plan import plan_change, plan_declaration
+from .plan import plan_change, plan_declaration, plan_from_states
 from .render import DEFAULT_NAMESPACE, Renderer
 from .report import (
     format_cycle,
@@ -85,6 +85,36 @@ def open_source(repo: str, branch: str, sub_path: str | None, cache_dir: Path | 
                 sub_path = rel
             repo = top
     return GitSource(repo, branch=branch, path=sub_path or "", cache_dir=cache_dir)
+
+
+class _FixedRevision(GitSource):
+    """A source pinned to one commit (plan --head REV --cluster)."""
+
+    def __init__(self, inner: GitSource, commit: str):
+        self.__dict__.update(inner.__dict__)
+        self._commit = commit
+
+    def fetch(self) -> str:
+        return self._commit
+
+
+def kube_options(func: F) -> F:
+    """--kubeconfig/--context: which cluster (default: in-cluster, KUBECONFIG, ~/.kube/config)."""
+    func = click.option("--context", default=None, envvar="RECONCILER_KUBE_CONTEXT",
+                        help="kubeconfig context to use.")(func)
+    func = click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
+                        help="kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).")(func)
+    return func
+
+
+def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, offline_ok: bool) -> tuple[Cluster, str]:
+    try:
+        api = load_api_client(context=context, kubeconfig=kubeconfig)
+    except ConfigError as e:
+        if not offline_ok:
+            raise
+        return OfflineCluster(namespace), f"no cluster configured ({e}); planning against an empty cluster"
+    return KubeCluster(KubeClient(api), namespace), ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -161,19 +191,34 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
 @source_options
 @click.option("--base", default=None, help="Show only what changed since this revision.")
 @click.option("--head", default=None, help="Plan this revision (default: the branch tip).")
+@click.option("--cluster", is_flag=True, help="Include the cluster's view: running runs, locked targets, cooldowns.")
+@kube_options
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, envvar="RECONCILER_NAMESPACE")
+@click.option("--cooldown", default="5m", show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True, help="markdown: fit to post as a pull-request comment.")
 def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
-         base: str | None, head: str | None, output: str) -> None:
-    """Show what would run: each execution's action and run name, without a cluster.
+         base: str | None, head: str | None, cluster: bool, kubeconfig: str | None, context: str | None,
+         namespace: str, cooldown: str, output: str) -> None:
+    """Show what would run: each execution's action and run name (no cluster needed).
 
-    Exit 1 when the plan contains invalid files or immutability violations.
+    With --cluster, the decisions a cycle would take now: what is running, which targets
+    are locked or cooling down. Exit 1 when the plan contains invalid files or
+    immutability violations.
     """
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         head_commit = source.resolve(head) if head else source.fetch()
         head_decl = source.load(head_commit)
-        if base:
+        if cluster and not base:
+            live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
+            settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
+            cycle = Reconciler(_FixedRevision(source, head_commit), live, settings=settings, dry_run=True)
+            outcome = cycle.run_once()
+            if outcome.cluster_unknown:
+                _fail("; ".join(outcome.errors) or "the cluster cannot be read")
+            result = plan_from_states(head_decl, outcome.states, head_commit)
+        elif base:
             base_commit = source.resolve(base)
             result = plan_change(source.load(base_commit), head_decl,
                                  base_revision=base_commit, revision=head_commit)
@@ -197,25 +242,6 @@ def schema(kind: str) -> None:
     data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     data["$id"] = f"https://kubernaut.ai/schemas/v1alpha1/{kind}.json"
     click.echo(json.dumps(data, indent=2))
-
-
-def kube_options(func: F) -> F:
-    """--kubeconfig/--context: which cluster (default: in-cluster, KUBECONFIG, ~/.kube/config)."""
-    func = click.option("--context", default=None, envvar="RECONCILER_KUBE_CONTEXT",
-                        help="kubeconfig context to use.")(func)
-    func = click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False),
-                        help="kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config).")(func)
-    return func
-
-
-def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, offline_ok: bool) -> tuple[Cluster, str]:
-    try:
-        api = load_api_client(context=context, kubeconfig=kubeconfig)
-    except ConfigError as e:
-        if not offline_ok:
-            raise
-        return OfflineCluster(namespace), f"no cluster configured ({e}); planning against an empty cluster"
-    return KubeCluster(KubeClient(api), namespace), ""
 
 
 @main.command()

@@ -17,6 +17,7 @@ executions keep their targets.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -97,6 +98,7 @@ class CycleContext:
     errors: list[str] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     missing_runs: set[str] = field(default_factory=set)
+    only: set[str] | None = None  # observe just these executions (the watch fast path)
 
     def execution(self, name: str) -> ResolvedExecution | None:
         return self.decl.find(name) if self.decl else None
@@ -155,6 +157,8 @@ def observe_started(ctx: CycleContext) -> None:
     """Follow every run we started: phase, failure details, external deletion, cancel."""
     for name, state in sorted(ctx.states.items()):
         if not state.started or state.terminal or state.execution_ref is None:
+            continue
+        if ctx.only is not None and name not in ctx.only:
             continue
         execution = ctx.execution(name)
         ref = state.execution_ref
@@ -345,6 +349,8 @@ STEPS: list[Callable[[CycleContext], None]] = [
     fetch, load, previous_status, read_cluster, observe_started, release_locks, start_pending,
     summarise, record,
 ]
+# the fast path after a watch event: no fetch, no new starts, just observe and record
+FOLLOW_STEPS: list[Callable[[CycleContext], None]] = [load, previous_status, observe_started, summarise, record]
 NEEDS_CLUSTER = {observe_started, release_locks, start_pending}
 
 
@@ -374,12 +380,32 @@ class Reconciler:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.log = logger or logging.getLogger("reconciler.cycle")
         self.dry_run = dry_run
+        self.last_revision = ""
+        self._lock = threading.Lock()  # cycles and follow-ups never overlap
 
     def run_once(self) -> CycleResult:
+        """A full cycle: fetch, observe, release, start, record."""
+        with self._lock:
+            result = self._run(STEPS, None, "")
+            if result.revision:
+                self.last_revision = result.revision
+            return result
+
+    def observe_now(self, names: set[str]) -> CycleResult:
+        """Observe only ``names`` at the last reconciled revision (after a watch event)."""
+        with self._lock:
+            if not self.last_revision:
+                result = self._run(STEPS, None, "")
+                self.last_revision = result.revision
+                return result
+            return self._run(FOLLOW_STEPS, names, self.last_revision)
+
+    def _run(self, steps: list[Callable[[CycleContext], None]], only: set[str] | None,
+             revision: str) -> CycleResult:
         started = time.perf_counter()
         ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
-                           self.clock(), self.log, dry_run=self.dry_run)
-        for step in STEPS:
+                           self.clock(), self.log, dry_run=self.dry_run, revision=revision, only=only)
+        for step in steps:
             if ctx.aborted:
                 break
             if ctx.cluster_unknown and step in NEEDS_CLUSTER:

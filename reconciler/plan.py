@@ -11,12 +11,13 @@ on by the executor in a later step; this module needs only data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .declared import Declaration, InvalidExecution, ResolvedExecution
 from .errors import Problem
+from .status import ExecutionState
 from .statusdoc import StatusRecord
 
 
@@ -28,6 +29,7 @@ class Action:
     DONE = "done"
     INVALID = "invalid"
     REMOVED = "removed"
+    WAIT = "wait"
 
 
 class Change:
@@ -197,3 +199,28 @@ def plan_change(base: Declaration, head: Declaration, *, base_revision: str = ""
 def _with(entry: PlanEntry, **changes: Any) -> PlanEntry:
     data = {**entry.__dict__, **changes}
     return PlanEntry(**data)
+
+
+def plan_from_states(decl: Declaration, states: Mapping[str, ExecutionState], revision: str) -> Plan:
+    """The plan with the cluster's view: what a (dry-run) cycle decided for each execution."""
+    entries: list[PlanEntry] = []
+    for execution in decl.executions:
+        state = states.get(execution.name)
+        if state is None:
+            entries.append(_describe(execution, Action.CREATE, message=f"create {execution.run_name}"))
+            continue
+        action = _ACTION_FOR.get((state.phase, state.reason)) or _ACTION_FOR.get((state.phase, "*"), Action.WAIT)
+        entries.append(_describe(execution, action, reason=state.reason, message=state.message,
+                                 conflicting_execution=str(state.skip_details.get("conflictingExecution", ""))))
+    entries.extend(_invalid(item) for item in decl.invalid)
+    return Plan(entries=entries, revision=revision)
+
+
+_ACTION_FOR = {
+    ("Pending", "Creating"): Action.CREATE,
+    ("Pending", "Suspended"): Action.HOLD,
+    ("Running", "*"): Action.OBSERVE,
+    ("Skipped", "*"): Action.SKIP,
+    ("Completed", "*"): Action.DONE,
+    ("Failed", "*"): Action.DONE,
+}

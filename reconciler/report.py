@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 SYMBOL = {
     Action.CREATE: "+", Action.SKIP: "~", Action.HOLD: "=", Action.OBSERVE: ">",
-    Action.DONE: "✓", Action.INVALID: "✗", Action.REMOVED: "-",
+    Action.DONE: "✓", Action.INVALID: "✗", Action.REMOVED: "-", Action.WAIT: "…",
 }
 
 

@@ -1,0 +1,64 @@
+"""Watch-based following: a finished run is recorded without waiting for the next cycle."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from reconciler.follow import RunFollower
+from reconciler.names import run_name
+from tests.test_cycle import NS, TARGET, Env, declare, env  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def followed(env: Env) -> Iterator[tuple[Env, list[str], threading.Event]]:  # noqa: F811
+    seen: list[str] = []
+    recorded = threading.Event()
+
+    def on_change(name: str) -> None:
+        seen.append(name)
+        result = env.reconciler.observe_now({name})
+        if result.states.get(name) is not None and result.states[name].terminal:
+            recorded.set()
+
+    follower = RunFollower(env.kube, NS, on_change, watch_timeout=1, max_backoff=0.05)
+    follower.start()
+    assert follower.ready.wait(5)
+    yield env, seen, recorded
+    follower.stop()
+
+
+def test_terminal_run_is_recorded_from_the_watch(followed: tuple[Env, list[str], threading.Event]) -> None:
+    env, seen, recorded = followed
+    declare(env, "oom")
+    env.cycle()
+    env.tekton.start(NS, run_name(TARGET))
+    saves = env.store.saves
+    env.tekton.succeed(NS, run_name(TARGET))
+    assert recorded.wait(5), "the watch did not deliver the terminal run"
+    assert seen[-1] == "oom"
+    assert env.store.states["oom"].phase == "Completed" and env.store.saves > saves
+
+
+def test_watch_survives_expiry_and_outage(followed: tuple[Env, list[str], threading.Event]) -> None:
+    env, _, recorded = followed
+    declare(env, "oom")
+    env.cycle()
+    env.server.compact()  # every resourceVersion the watch knows is now too old (410)
+    fault = env.server.inject(method="GET", path_regex="pipelineruns", status=503, times=3)
+    env.tekton.start(NS, run_name(TARGET))
+    env.tekton.fail(NS, run_name(TARGET), kind="oom")
+    assert recorded.wait(10)
+    assert env.store.states["oom"].reason == "OOMKilled"
+    assert fault.hits >= 1
+
+
+def test_external_deletion_is_noticed_by_the_watch(followed: tuple[Env, list[str], threading.Event]) -> None:
+    env, seen, recorded = followed
+    declare(env, "oom")
+    env.cycle()
+    env.server.delete_object("tekton.dev", "v1", "pipelineruns", NS, run_name(TARGET))
+    assert recorded.wait(5)
+    assert env.store.states["oom"].reason == "ExternallyDeleted"
