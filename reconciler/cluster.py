@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .errors import NotFound
+from .errors import KubeError, NotFound
 from .kube import JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS, KubeClient
 from .render import LABEL_MANAGED_BY, MANAGED_BY, RenderedRun
 from .runstatus import format_time
@@ -37,6 +37,7 @@ class Cluster(Protocol):
     def delete_run(self, kind: str, name: str, uid: str) -> None: ...
     def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
                      warning: bool = False) -> None: ...
+    def step_log(self, pod: str, container: str) -> str: ...
 
 
 class KubeCluster:
@@ -89,6 +90,14 @@ class KubeCluster:
         with contextlib.suppress(NotFound):
             self.kube.delete(RUN_RESOURCES[kind], self.namespace, name, uid=uid or None)
 
+    def step_log(self, pod: str, container: str) -> str:
+        """The tail of one container's log; empty when it cannot be read (best effort)."""
+        try:
+            return self.kube.pod_log(self.namespace, pod, container)
+        except KubeError as e:
+            self.log.info("step log unavailable", extra={"pod": pod, "container": container, "error": str(e)})
+            return ""
+
     def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
                      warning: bool = False) -> None:
         if run is None:
@@ -137,6 +146,9 @@ class OfflineCluster:
                      warning: bool = False) -> None:
         return None
 
+    def step_log(self, pod: str, container: str) -> str:
+        return ""
+
 
 class DryRunCluster:
     """Reads through ``inner``; every write becomes an entry in ``intentions``."""
@@ -170,3 +182,6 @@ class DryRunCluster:
     def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
                      warning: bool = False) -> None:
         return None
+
+    def step_log(self, pod: str, container: str) -> str:
+        return self.inner.step_log(pod, container)

@@ -41,6 +41,7 @@ from .lifecycle import (
     release_due,
     run_info,
 )
+from .logevidence import explaining_line, with_step_message
 from .render import Renderer
 from .runstatus import human_duration, observe_job, observe_pipelinerun
 from .status import ExecutionState, from_document, with_summary
@@ -192,16 +193,35 @@ def _observe(ctx: CycleContext, state: ExecutionState, execution: ResolvedExecut
              run: dict[str, Any]) -> ExecutionState:
     children = ctx.cluster.children(run)
     context = _context(execution, state)
-    if run.get("kind") == "Job":
-        observation = observe_job(run, children, context)
-    else:
-        observation = observe_pipelinerun(run, children, context)
+    observe = observe_job if run.get("kind") == "Job" else observe_pipelinerun
+    observation = observe(run, children, context)
+    failure = observation.failure
+    if failure is not None and failure.reason == "TaskFailed" and failure.failed_step_name:
+        # the status says only "exited with code N": look for the reason in the step's log
+        line = _explaining_log_line(ctx, run, children, failure.failed_task_name, failure.failed_step_name)
+        if line:
+            task = None if run.get("kind") == "Job" else failure.failed_task_name
+            observation = observe(run, with_step_message(children, task, failure.failed_step_name, line), context)
     new = apply_observation(state, observation)
     if new.terminal and not state.terminal:
         summary = observation.failure.natural_language_summary if observation.failure else new.message
         ctx.cluster.record_event(run, "Completed" if new.phase == "Completed" else "Failed",
                                  summary, warning=new.phase == "Failed")
     return new
+
+
+def _explaining_log_line(ctx: CycleContext, run: dict[str, Any], children: list[dict[str, Any]],
+                         task: str | None, step: str) -> str | None:
+    if run.get("kind") == "Job":
+        pods = [c for c in children if (c.get("status") or {}).get("containerStatuses")]
+        pod, container = ((pods[-1].get("metadata") or {}).get("name", "") if pods else ""), step
+    else:
+        taskrun = next((c for c in children if ((c.get("metadata") or {}).get("labels") or {})
+                        .get("tekton.dev/pipelineTask") == task), None)
+        pod, container = ((taskrun or {}).get("status") or {}).get("podName", ""), f"step-{step}"
+    if not pod:
+        return None
+    return explaining_line(ctx.cluster.step_log(pod, container))
 
 
 def _invalid_names(ctx: CycleContext) -> set[str]:

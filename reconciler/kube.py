@@ -144,8 +144,8 @@ class KubeClient:
 
     def _send(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
               body: Any = None, content_type: str | None = None, timeout: float | None = None,
-              stream: bool = False) -> Any:
-        headers = {"Accept": "application/json"}
+              stream: bool = False, text: bool = False) -> Any:
+        headers = {"Accept": "text/plain" if text else "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         try:
@@ -166,6 +166,8 @@ class KubeClient:
         if stream:
             return response.response
         raw = response.read()
+        if text:
+            return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw or "")
         try:
             return json.loads(raw) if raw else {}
         except ValueError as e:
@@ -258,6 +260,13 @@ class KubeClient:
             raise Unavailable(f"watch {res.qualified}: stream broke: {type(e).__name__}") from e
         finally:
             response.release_conn()
+
+    def pod_log(self, namespace: str, pod: str, container: str, *, tail_lines: int = 200,
+                limit_bytes: int = 65536) -> str:
+        text: str = self._request("GET", PODS.path(namespace, pod, "log"), text=True,
+                                  query=[("container", container), ("tailLines", tail_lines),
+                                         ("limitBytes", limit_bytes)])
+        return text
 
     def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         """Events are best effort: a failure is logged, never raised (no run depends on it)."""

@@ -283,6 +283,7 @@ def test_api_server_down_marks_sync_unknown(env: Env) -> None:
 @pytest.mark.parametrize(("kind", "task", "reason", "was"), [
     ("oom", "apply", "OOMKilled", True),
     ("exit", "apply", "TaskFailed", True),
+    ("forbidden", "apply", "Forbidden", True),  # the reason is only in the step's log
     ("timeout", "apply", "DeadlineExceeded", True),
     ("image_pull", "validate", "ImagePullBackOff", False),  # nothing ran yet
     ("image_pull", "apply", "ImagePullBackOff", True),  # "validate" ran before
