@@ -9,11 +9,11 @@ import pytest
 
 from reconciler.follow import RunFollower
 from reconciler.names import run_name
-from tests.test_cycle import NS, TARGET, Env, declare, env  # noqa: F401  (fixture)
+from tests.harness import NS, TARGET, Env, declare
 
 
 @pytest.fixture
-def followed(env: Env) -> Iterator[tuple[Env, list[str], threading.Event]]:  # noqa: F811
+def followed(env: Env) -> Iterator[tuple[Env, list[str], threading.Event]]:
     seen: list[str] = []
     recorded = threading.Event()
 
@@ -56,7 +56,7 @@ def test_watch_survives_expiry_and_outage(followed: tuple[Env, list[str], thread
 
 
 def test_external_deletion_is_noticed_by_the_watch(followed: tuple[Env, list[str], threading.Event]) -> None:
-    env, seen, recorded = followed
+    env, _, recorded = followed
     declare(env, "oom")
     env.cycle()
     env.server.delete_object("tekton.dev", "v1", "pipelineruns", NS, run_name(TARGET))
