@@ -6,6 +6,7 @@ import functools
 import json
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -530,7 +531,14 @@ def _crd_validator(file: str) -> jsonschema.Draft7Validator:
 
 
 def _valid(server: FakeKubeServer) -> None:
-    """Every PipelineRun and TaskRun the simulator wrote fits the real Tekton v1 CRD schema."""
+    """Every PipelineRun and TaskRun the simulator wrote fits the real Tekton v1 CRD schema.
+
+    Outside CI (no ../shared) this one check is skipped with a visible warning; the rest of
+    each simulator test still runs."""
+    if not (SHARED / "tekton").is_dir():
+        warnings.warn(f"{SHARED}/tekton is absent: simulator output not checked against the Tekton CRDs",
+                      stacklevel=2)
+        return
     for plural, file in ((PRS, "300-pipelinerun.yaml"), (TRS, "300-taskrun.yaml")):
         for obj in server.list_objects(G, V, plural):
             _crd_validator(file).validate(obj)
