@@ -1,0 +1,239 @@
+"""The service's configuration: one YAML file, then ``RECONCILER_*`` environment, then flags.
+
+Everything the long-running service needs is declared here once, validated at start with
+errors that name the setting (``repository.url: field required``), and printable by
+``reconciler config check`` with secrets shown only as "set"/"not set".  Credentials are
+never *values* in this file: it names the files or environment variables that hold them
+(mounted Secrets), so the ConfigMap can be shown to anyone.
+
+Environment variables use ``RECONCILER_`` plus the path with ``__`` between levels, e.g.
+``RECONCILER_REPOSITORY__URL``, ``RECONCILER_EXECUTION__COOLDOWN``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from . import names
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+def _duration(value: str) -> str:
+    names.parse_duration(value)
+    return value
+
+
+class GitAuth(_Section):
+    token_file: Path | None = Field(None, description="File holding an HTTPS token (a mounted Secret).")
+    token_env: str | None = Field(None, description="Environment variable holding an HTTPS token.")
+    username: str = Field("x-access-token", description="HTTPS user name sent with the token.")
+    ssh_key_file: Path | None = Field(None, description="Private SSH key file (a mounted Secret).")
+    known_hosts_file: Path | None = Field(None, description="known_hosts for SSH; required with sshKeyFile.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GitAuth:
+        if self.ssh_key_file and not self.known_hosts_file:
+            raise ValueError("sshKeyFile needs knownHostsFile: host keys are always verified")
+        if self.ssh_key_file and (self.token_file or self.token_env):
+            raise ValueError("choose one of sshKeyFile or tokenFile/tokenEnv")
+        return self
+
+
+class Author(_Section):
+    name: str = "kubernaut-reconciler"
+    email: str = "kubernaut-reconciler@users.noreply.invalid"
+
+
+class RepositoryConfig(_Section):
+    url: str = Field(..., description="Git URL (https://, ssh://, git@host:path) or local path.")
+    branch: str = Field("main", description="Tracked branch: the only branch that executes.")
+    path: str = Field("", description="Sub-path holding executions/, workflows/, status/.")
+    status_branch: str = Field("", description="Branch receiving status commits (default: the tracked branch).")
+    poll_interval: str = Field("30s", description="Reconcile interval (jittered); webhooks only accelerate.")
+    auth: GitAuth = Field(default_factory=GitAuth)
+    commit_author: Author = Field(default_factory=Author)
+    cache_dir: Path | None = None
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _poll(cls, value: str) -> str:
+        return _duration(value)
+
+
+class ExecutionConfigSection(_Section):
+    namespace: str = "kubernaut-workflows"
+    cooldown: str = "5m"
+    templates_dir: Path | None = None
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: str) -> str:
+        return _duration(value)
+
+
+class KubernetesConfig(_Section):
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+
+class LeaderElectionConfig(_Section):
+    enabled: bool = True
+    lease_name: str = "kubernaut-gitops-reconciler"
+    lease_namespace: str = "kubernaut-system"
+    lease_duration: str = "15s"
+    renew_deadline: str = "10s"
+    retry_period: str = "2s"
+
+    @model_validator(mode="after")
+    def _timings(self) -> LeaderElectionConfig:
+        lease, renew, retry = (names.parse_duration(x) for x in
+                               (self.lease_duration, self.renew_deadline, self.retry_period))
+        if not retry < renew < lease:
+            raise ValueError("need retryPeriod < renewDeadline < leaseDuration")
+        return self
+
+
+class WebhookConfig(_Section):
+    secret_file: Path | None = Field(None, description="Shared secret for HMAC/token verification.")
+    secret_env: str | None = None
+    max_body_bytes: int = Field(1024 * 1024, gt=0, le=25 * 1024 * 1024)
+
+
+class ServerConfig(_Section):
+    health_address: str = ":8081"
+    metrics_address: str = ":9090"
+    webhook_address: str = ":8080"
+    metrics_token_file: Path | None = Field(None, description="If set, /metrics requires this bearer token.")
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+
+    @field_validator("health_address", "metrics_address", "webhook_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        _, _, port = value.rpartition(":")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port (e.g. ':8081')")
+        return value
+
+
+class LoggingConfig(_Section):
+    format: Literal["text", "json"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    """The whole configuration (see deploy/base/config.yaml for a commented example)."""
+
+    repository: RepositoryConfig
+    execution: ExecutionConfigSection = Field(default_factory=ExecutionConfigSection)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    """RECONCILER_A__B_C=v → {"a": {"b_c": v}} (snake case keys; camelCase also accepted)."""
+    layer: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith("RECONCILER_") or "__" not in key:
+            continue
+        parts = [p.lower() for p in key[len("RECONCILER_"):].split("__")]
+        node = layer
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return layer
+
+
+def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """File, then environment, then flag overrides; ConfigError naming each bad setting."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the configuration must be a mapping")
+        data = loaded or {}
+    data = _deep_merge(_to_snake(data), _env_layer(dict(os.environ if environ is None else environ)))
+    data = _deep_merge(data, overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors(include_url=False):
+            where = ".".join(to_camel(str(p)) if isinstance(p, str) else f"[{p}]" for p in err["loc"])
+            lines.append(f"{where or '(config)'}: {err['msg']}")
+        raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}:\n  " + "\n  ".join(lines)) from e
+
+
+def _to_snake(data: Any) -> Any:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            snake = "".join("_" + c.lower() if c.isupper() else c for c in str(key))
+            out[snake] = _to_snake(value)
+        return out
+    return data
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """The effective configuration for people: secrets replaced by set/not set."""
+    data = config.model_dump(by_alias=True, mode="json")
+    auth = data["repository"]["auth"]
+    auth["tokenEnv"] = _presence_env(config.repository.auth.token_env)
+    data["server"]["webhook"]["secretEnv"] = _presence_env(config.server.webhook.secret_env)
+    from .gitsource import redact_url
+
+    data["repository"]["url"] = redact_url(config.repository.url)
+    return data
+
+
+def _presence_env(name: str | None) -> str | None:
+    if not name:
+        return None
+    return f"{name} ({'set' if os.environ.get(name) else 'NOT SET'})"
+
+
+def read_secret(file: Path | None, env: str | None, what: str) -> str | None:
+    """A secret's value from its file or variable; ConfigError if configured but missing."""
+    if file is not None:
+        try:
+            value = file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{what}: cannot read {file}: {e.strerror}") from e
+        if not value:
+            raise ConfigError(f"{what}: {file} is empty")
+        return value
+    if env:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise ConfigError(f"{what}: environment variable {env} is not set")
+        return value
+    return None
+
+
+def seconds(value: str) -> int:
+    return names.parse_duration(value)
