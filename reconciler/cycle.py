@@ -88,7 +88,8 @@ class CycleContext:
     now: datetime
     log: logging.Logger
     dry_run: bool = False
-    revision: str = ""
+    revision: str = ""  # the branch tip that was read
+    declared: str = ""  # the last commit that changed executions/ or workflows/ (observedRevision)
     decl: Declaration | None = None
     previous: dict[str, ExecutionState] = field(default_factory=dict)
     states: dict[str, ExecutionState] = field(default_factory=dict)
@@ -132,6 +133,7 @@ def fetch(ctx: CycleContext) -> None:
 
 def load(ctx: CycleContext) -> None:
     ctx.decl = ctx.source.load(ctx.revision)
+    ctx.declared = ctx.decl.revision or ctx.revision
     for problem in ctx.decl.problems:
         ctx.log.warning("invalid declaration", extra={"file": problem.file, "field": problem.path,
                                                       "rule": problem.rule, "error": problem.message})
@@ -278,7 +280,7 @@ def start_pending(ctx: CycleContext) -> None:
                              for p in item.problems[:5])
         previous = ctx.states.get(item.name) or ExecutionState(name=item.name)
         ctx.states[item.name] = replace(previous, phase="Failed", reason="ConfigurationError",
-                                        message=problems[:2000], observed_revision=ctx.revision,
+                                        message=problems[:2000], observed_revision=ctx.declared,
                                         completion_time=previous.completion_time or ctx.now)
     for execution in ctx.decl.executions:
         state = ctx.states.get(execution.name)
@@ -293,11 +295,11 @@ def start_pending(ctx: CycleContext) -> None:
 def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None) -> None:
     run = ctx.runs.get(execution.run_name)
     decision = decide_start(execution, prev, run_info(run) if run else None, ctx.claimed, ctx.now,
-                            ctx.settings, ctx.revision)
+                            ctx.settings, ctx.declared)
     state = decision.state
     if decision.act == Act.CREATE:
         rendered = ctx.renderer.render_checked(execution, execution.origin.last_commit
-                                               if execution.origin else ctx.revision)
+                                               if execution.origin else ctx.declared)
         try:
             created = ctx.cluster.create_run(rendered)
         except AlreadyExists:
@@ -306,7 +308,7 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
                 raise
             ctx.runs[rendered.name] = existing
             decision = decide_start(execution, prev, run_info(existing), ctx.claimed, ctx.now,
-                                    ctx.settings, ctx.revision)
+                                    ctx.settings, ctx.declared)
             state = decision.state
         except Invalid as e:
             state = replace(state, phase="Failed", reason="ConfigurationError",
@@ -325,7 +327,7 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
             state = adopt(state, run_info(created), ctx.now)
             state = replace(state, message=f"created {rendered.kind} {rendered.name}")
             ctx.cluster.record_event(created, "Created",
-                                     f"created for execution {execution.name} at {ctx.revision[:12]}")
+                                     f"created for execution {execution.name} at {ctx.declared[:12]}")
     if state.phase == "Running" and decision.act != Act.CREATE:
         run = ctx.runs.get(execution.run_name)
         if run is not None:
@@ -356,13 +358,13 @@ def summarise(ctx: CycleContext) -> None:
             ctx.log.info("transition", extra={
                 "execution": name, "from": transition.from_phase or "-", "to": state.phase,
                 "reason": state.reason, "target": state.target, "run": transition.run,
-                "revision": ctx.revision})
+                "revision": ctx.declared})
 
 
 def record(ctx: CycleContext) -> None:
     if ctx.dry_run:
         return
-    ctx.store.save(ctx.states, ctx.transitions, ctx.revision)
+    ctx.store.save(ctx.states, ctx.transitions, ctx.declared)
 
 
 STEPS: list[Callable[[CycleContext], None]] = [

@@ -94,6 +94,7 @@ class InvalidExecution:
 
 @dataclass
 class Declaration:
+    revision: str = ""  # the declared revision (last commit touching executions/ or workflows/)
     executions: list[ResolvedExecution] = field(default_factory=list)
     invalid: list[InvalidExecution] = field(default_factory=list)
     catalog: dict[tuple[str, str], WorkflowDefinition] = field(default_factory=dict)

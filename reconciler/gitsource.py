@@ -23,7 +23,7 @@ import re
 import subprocess
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +31,7 @@ import git
 
 from .declared import Declaration, FileOrigin, classify, load_declaration
 from .errors import GitError, UnknownRevision
+from .statusdoc import StatusRecord
 from .yamldoc import DEFAULT_MAX_BYTES
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -91,6 +92,7 @@ class GitSource:
         self.cache_path = (cache_dir or default_cache_dir()) / f"{key}.git"
         self._repo: git.Repo | None = None
         self._declarations: OrderedDict[str, Declaration] = OrderedDict()
+        self._statuses: dict[str, dict[str, StatusRecord]] = {}
         self.parse_count = 0  # how many times files were actually parsed (observable caching)
 
     # -- low level ---------------------------------------------------------------------
@@ -175,8 +177,25 @@ class GitSource:
 
     # -- reading -----------------------------------------------------------------------
 
-    def snapshot(self, commit: str) -> Snapshot:
-        """The declared files under the watched path at ``commit``, with their history."""
+    def declared_revision(self, commit: str) -> str:
+        """The last commit at or before ``commit`` that changed executions/ or workflows/.
+
+        Status commits do not move it: this is what ``observedRevision`` records and what
+        parsing is cached by, so writing status never looks like new work (no feedback loop).
+        """
+        try:
+            found = self._git().log("-1", "--format=%H", commit, "--", *self._declared_paths())
+        except git.GitCommandError as e:
+            raise GitError(f"cannot read history at {commit[:12]}: {_clean_stderr(e, self.url)}") from e
+        return str(found).strip() or commit
+
+    def _declared_paths(self) -> list[str]:
+        root = f"{self.path}/" if self.path else ""
+        return [f"{root}executions", f"{root}workflows"]
+
+    def snapshot(self, commit: str, roles: frozenset[str] | None = None) -> Snapshot:
+        """The declared files under the watched path at ``commit``, with their history.
+        ``roles`` limits it to some of execution/workflow/status."""
         if not _SHA.match(commit):
             raise UnknownRevision(f"{commit!r} is not a commit id")
         self._ensure_commit(commit)
@@ -191,7 +210,8 @@ class GitSource:
                 continue
             meta, path = entry.split("\t", 1)
             mode, kind, sha, size = meta.split()
-            if kind != "blob" or mode == "120000" or classify(path, root) is None:
+            role = classify(path, root)
+            if kind != "blob" or mode == "120000" or role is None or (roles is not None and role not in roles):
                 continue  # submodules and symlinks are never followed
             wanted[path] = (sha, int(size))
         files: dict[str, bytes | int] = {}
@@ -200,7 +220,8 @@ class GitSource:
             if path not in small:
                 files[path] = size
         files.update(self._read_blobs(small))
-        return Snapshot(commit, files, self._origins(commit, root))
+        wants_history = roles is None or bool(roles & {"execution", "workflow"})
+        return Snapshot(commit, files, self._origins(commit, root) if wants_history else {})
 
     def _ensure_commit(self, commit: str) -> None:
         for attempt in range(2):
@@ -261,19 +282,31 @@ class GitSource:
         }
 
     def load(self, commit: str) -> Declaration:
-        """The validated declaration at ``commit``; parsed once per commit."""
-        cached = self._declarations.get(commit)
-        if cached is not None:
-            self._declarations.move_to_end(commit)
-            return cached
-        snap = self.snapshot(commit)
-        self.parse_count += 1
-        decl = load_declaration(snap.files, root=self.path, origins=snap.origins,
-                                max_bytes=self.max_file_bytes)
-        self._declarations[commit] = decl
-        while len(self._declarations) > 4:
-            self._declarations.popitem(last=False)
-        return decl
+        """The validated declaration at ``commit``.
+
+        Executions and the catalog are parsed once per *declared* revision (a status-only
+        commit re-uses the previous parse); status files are read at ``commit`` itself.
+        """
+        self._ensure_commit(commit)
+        declared = self.declared_revision(commit)
+        decl = self._declarations.get(declared)
+        if decl is None:
+            snap = self.snapshot(declared, frozenset({"execution", "workflow"}))
+            self.parse_count += 1
+            decl = load_declaration(snap.files, root=self.path, origins=snap.origins,
+                                    max_bytes=self.max_file_bytes)
+            decl.revision = declared
+            self._declarations[declared] = decl
+            while len(self._declarations) > 4:
+                self._declarations.popitem(last=False)
+        else:
+            self._declarations.move_to_end(declared)
+        statuses = self._statuses.get(commit)
+        if statuses is None:
+            status_files = self.snapshot(commit, frozenset({"status"})).files
+            statuses = load_declaration(status_files, root=self.path, max_bytes=self.max_file_bytes).statuses
+            self._statuses = {commit: statuses}
+        return replace(decl, statuses=statuses)
 
 
 def _clean_stderr(error: git.GitCommandError, url: str) -> str:

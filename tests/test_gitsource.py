@@ -94,7 +94,7 @@ def test_same_commit_is_not_parsed_twice(make_repo: Callable[[str], WorkRepo], c
     source = GitSource(str(repo.path), cache_dir=cache_dir)
     first = source.load(source.fetch())
     again = source.load(source.fetch())
-    assert again is first and source.parse_count == 1
+    assert again.executions is first.executions and source.parse_count == 1
     repo.commit("second", **{"executions/second.yaml": execution_yaml("second", target="x/Deployment/y")})
     assert names(source, source.fetch()) == ["first", "second"]
     assert source.parse_count == 2
@@ -212,3 +212,17 @@ def test_plan_base_head_allows_releasing_a_held_execution(
     (entry,) = plan.entries
     assert (entry.change, entry.action, entry.violations) == (Change.SUSPEND, Action.CREATE, ())
     assert not plan.failed
+
+
+def test_status_commits_do_not_count_as_declared_changes(make_repo: Callable[[str], WorkRepo],
+                                                         cache_dir: Path) -> None:
+    repo = seeded(make_repo)
+    declared = repo.git("rev-parse", "HEAD")
+    source = GitSource(str(repo.path), cache_dir=cache_dir)
+    source.load(source.fetch())
+    status_commit = repo.commit("status", **{"status/first.yaml": STATUS_COMPLETED})
+    assert source.fetch() == status_commit
+    assert source.declared_revision(status_commit) == declared
+    decl = source.load(status_commit)
+    assert source.parse_count == 1  # executions not parsed again
+    assert decl.revision == declared and decl.statuses["first"].phase == "Completed"

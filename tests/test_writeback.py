@@ -1,0 +1,188 @@
+"""Status write-back to real bare remotes: one commit per cycle, never forced, nothing lost."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.cycle import Transition
+from reconciler.errors import GitError
+from reconciler.gitsource import GitSource
+from reconciler.status import ExecutionState
+from reconciler.writeback import GitStatusStore, Identity
+from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
+
+
+class Remote:
+    """A bare repository that refuses non-fast-forward updates and logs every ref update."""
+
+    def __init__(self, root: Path, seed: WorkRepo):
+        self.path = root / "remote.git"
+        git(root, "init", "-q", "--bare", "-b", "main", str(self.path))
+        git(self.path, "config", "receive.denyNonFastForwards", "true")
+        git(self.path, "config", "receive.denyDeletes", "true")
+        hook = self.path / "hooks" / "post-receive"
+        hook.write_text("#!/bin/sh\ncat >> \"$GIT_DIR/updates.log\"\n")
+        hook.chmod(0o755)
+        seed.git("push", "-q", str(self.path), "main")
+        self.url = f"file://{self.path}"
+
+    def updates(self) -> list[tuple[str, str]]:
+        log = self.path / "updates.log"
+        if not log.exists():
+            return []
+        return [(line.split()[0], line.split()[1]) for line in log.read_text().splitlines() if line.strip()]
+
+    def log(self, *args: str) -> str:
+        return git(self.path, "log", *args)
+
+    def show(self, path: str, ref: str = "main") -> str:
+        return git(self.path, "show", f"{ref}:{path}")
+
+
+@pytest.fixture
+def remote(make_repo: Callable[[str], WorkRepo], tmp_path: Path) -> Remote:
+    seed = make_repo("seed")
+    seed.commit("declare", **{"workflows/w.yaml": CATALOG, "executions/oom.yaml": execution_yaml("oom")})
+    return Remote(tmp_path, seed)
+
+
+@pytest.fixture
+def store(remote: Remote, tmp_path: Path) -> Iterator[GitStatusStore]:
+    source = GitSource(remote.url, cache_dir=tmp_path / "cache")
+    yield GitStatusStore(source, identity=Identity("kubernaut-bot", "bot@example.invalid"),
+                         base_delay=0.001, max_delay=0.01)
+
+
+def state(name: str, phase: str = "Running", reason: str = "Running", **kw: object) -> ExecutionState:
+    return ExecutionState(name=name, phase=phase, reason=reason, message=f"{name} is {phase}",
+                          workflow="increase-memory-limit@1.2.0", target="payments/Deployment/x", **kw)  # type: ignore[arg-type]
+
+
+def test_one_commit_per_save_with_message_and_trailers(store: GitStatusStore, remote: Remote) -> None:
+    before = remote.log("-1", "--format=%H")
+    transitions = [Transition("oom", "", "Running", "Running", "m", "payments/Deployment/x", "wfe-1"),
+                   Transition("other", "", "Pending", "Suspended", "m", "t", "")]
+    store.save({"oom": state("oom"), "other": state("other", "Pending", "Suspended")}, transitions, "abc123")
+    assert remote.log("--format=%H", f"{before}..main").count("\n") == 0  # exactly one new commit
+    message = remote.log("-1", "--format=%B")
+    assert "status: 2 executions changed" in message
+    assert "- oom: new → Running (Running, run wfe-1)" in message
+    assert "- other: new → Pending (Suspended)" in message
+    assert "Reconciled-Revision: abc123" in message and "Executions-Changed: 2" in message
+    assert remote.log("-1", "--format=%an <%ae>|%cn") == "kubernaut-bot <bot@example.invalid>|kubernaut-bot"
+    doc = yaml.safe_load(remote.show("status/oom.yaml"))
+    assert doc["kind"] == "WorkflowExecutionStatus" and doc["status"]["phase"] == "Running"
+    assert remote.show("executions/oom.yaml").startswith("apiVersion")  # foreign files untouched
+
+
+def test_no_commit_when_nothing_changed(store: GitStatusStore, remote: Remote) -> None:
+    store.save({"oom": state("oom")}, [], "r1")
+    tip = remote.log("-1", "--format=%H")
+    store.save({"oom": state("oom")}, [], "r2")
+    assert remote.log("-1", "--format=%H") == tip and store.commits == 1
+    store.save({"oom": state("oom", "Completed", "Succeeded")}, [], "r3")
+    assert store.commits == 2 and "status: update oom" in remote.log("-1", "--format=%s")
+
+
+def test_sub_path_and_status_branch(remote: Remote, tmp_path: Path) -> None:
+    source = GitSource(remote.url, path="team-a", cache_dir=tmp_path / "c2")
+    store = GitStatusStore(source, branch="status", base_delay=0.001)
+    store.save({"oom": state("oom")}, [], "r")
+    assert yaml.safe_load(remote.show("team-a/status/oom.yaml", "status"))["metadata"]["name"] == "oom"
+    assert "status" not in git(remote.path, "ls-tree", "--name-only", "main")  # main untouched
+
+
+def test_states_are_read_back_after_a_restart(store: GitStatusStore, remote: Remote, tmp_path: Path) -> None:
+    store.save({"oom": state("oom", "Completed", "Succeeded")}, [], "r")
+    fresh = GitStatusStore(GitSource(remote.url, cache_dir=tmp_path / "other-cache"))
+    loaded = fresh.load()
+    assert loaded["oom"].phase == "Completed"
+    fresh.save(loaded, [], "r")  # same content → no new commit
+    assert fresh.commits == 0
+
+
+def test_unreachable_remote_keeps_the_change_pending(remote: Remote, tmp_path: Path) -> None:
+    source = GitSource(remote.url, cache_dir=tmp_path / "c3")
+    store = GitStatusStore(source, attempts=2, base_delay=0.001)
+    store.load()
+    hidden = remote.path.with_name("hidden.git")
+    remote.path.rename(hidden)
+    with pytest.raises(GitError):
+        store.save({"oom": state("oom")}, [], "r")
+    assert store.pending and store.failures == 1
+    hidden.rename(remote.path)
+    store.save({"oom": state("oom")}, [], "r")  # repaired on the next cycle
+    assert not store.pending and yaml.safe_load(remote.show("status/oom.yaml"))["status"]["phase"] == "Running"
+
+
+def test_concurrent_foreign_pushes_lose_nothing(remote: Remote, tmp_path: Path) -> None:
+    """20 foreign pushes race with write-backs: every status change lands exactly once,
+    every foreign commit survives, and every update of main is a fast-forward."""
+    # a human pushing as fast as git allows is far more contention than real life: give the
+    # store the retries it would spread over seconds in production
+    store = GitStatusStore(GitSource(remote.url, cache_dir=tmp_path / "cache"), attempts=60,
+                           base_delay=0.005, max_delay=0.05)
+    clone = tmp_path / "human"
+    git(tmp_path, "clone", "-q", remote.url, str(clone))
+    git(clone, "config", "user.email", "sre@example.invalid")
+    git(clone, "config", "user.name", "SRE")
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def foreign() -> None:
+        try:
+            started.set()
+            for i in range(20):
+                (clone / "notes").mkdir(exist_ok=True)
+                (clone / "notes" / f"n{i}.md").write_text(f"note {i}\n")
+                git(clone, "add", "-A")
+                git(clone, "commit", "-q", "-m", f"foreign {i}")
+                for _ in range(50):  # a human's `git pull --rebase && git push` loop
+                    try:
+                        git(clone, "push", "-q", "origin", "HEAD:main")
+                        break
+                    except Exception:  # noqa: BLE001 - rejected: rebase and retry
+                        git(clone, "pull", "-q", "--rebase", "origin", "main")
+                else:
+                    raise AssertionError("foreign push never landed")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    thread = threading.Thread(target=foreign)
+    thread.start()
+    started.wait(5)
+    phases = ["Pending", "Running", "Completed"]
+    expected: dict[str, str] = {}
+    for round_ in range(6):
+        states = {f"e{i}": state(f"e{i}", phases[(round_ + i) % 3], "r") for i in range(5)}
+        store.save(states, [], f"rev{round_}")
+        expected = {n: s.phase for n, s in states.items()}
+    thread.join(60)
+    assert not errors, errors
+    subjects = remote.log("--format=%s", "main").splitlines()
+    assert sorted(s for s in subjects if s.startswith("foreign")) == sorted(f"foreign {i}" for i in range(20))
+    assert sum(1 for s in subjects if s.startswith("status:")) == store.commits == 6
+    for name, phase in expected.items():
+        assert yaml.safe_load(remote.show(f"status/{name}.yaml"))["status"]["phase"] == phase
+    for old, new in remote.updates():  # fast-forwards only: no force push ever happened
+        if set(old) != {"0"}:
+            git(remote.path, "merge-base", "--is-ancestor", old, new)
+
+
+def test_changed_status_on_remote_is_rewritten_not_skipped(store: GitStatusStore, remote: Remote,
+                                                           tmp_path: Path) -> None:
+    """Someone edits a status file by hand: the next change to it restores the truth."""
+    store.save({"oom": state("oom")}, [], "r")
+    clone = tmp_path / "editor"
+    git(tmp_path, "clone", "-q", remote.url, str(clone))
+    (clone / "status" / "oom.yaml").write_text("hand edited\n")
+    git(clone, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "hand edit")
+    git(clone, "push", "-q", "origin", "HEAD:main")
+    store.save({"oom": replace(state("oom"), message="still running")}, [], "r2")
+    assert yaml.safe_load(remote.show("status/oom.yaml"))["status"]["message"] == "still running"
