@@ -114,7 +114,7 @@ class GitSource:
                     self._repo = git.Repo.init(self.cache_path, bare=True)
             except (git.GitError, OSError) as e:
                 raise GitError(f"cannot open cache repository {self.cache_path}: {e}") from e
-            self._repo.git.update_environment(GIT_TERMINAL_PROMPT="0", **self.env)
+            self._repo.git.update_environment(**{"GIT_TERMINAL_PROMPT": "0", **self.env})
         return self._repo
 
     @contextlib.contextmanager
