@@ -60,8 +60,8 @@ class GitHttpServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = _handle  # noqa: N815
-            do_POST = _handle  # noqa: N815
+            do_GET = _handle
+            do_POST = _handle
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
