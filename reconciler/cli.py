@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import yaml
 
 from . import __version__, logs
 from .cluster import Cluster, DryRunCluster, KubeCluster, OfflineCluster
+from .config import Config, describe, load_config
 from .cycle import Reconciler
 from .errors import ConfigError, GitError, ReconcilerError, TemplateError
 from .gitsource import GitSource
@@ -39,6 +41,7 @@ from .report import (
     problems_json,
     problems_text,
 )
+from .service import Service, check
 from .workdir import validate_paths
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -284,3 +287,58 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
     if not result.revision or (result.cluster_unknown and not dry_run):
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_INVALID if result.errors else EXIT_OK)
+
+
+def _load_config(config_file: Path | None, repo: str | None, branch: str | None) -> Config:
+    overrides: dict[str, Any] = {}
+    if repo or branch:
+        overrides["repository"] = {k: v for k, v in (("url", repo), ("branch", branch)) if v}
+    return load_config(config_file, overrides=overrides)
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), envvar="RECONCILER_CONFIG",
+              help="Configuration file (YAML); RECONCILER_* environment and these flags override it.")
+@click.option("--repo", default=None, help="Override repository.url.")
+@click.option("--branch", default=None, help="Override repository.branch.")
+def run(config_file: Path | None, repo: str | None, branch: str | None) -> None:
+    """Run the service: reconcile on an interval and on push webhooks, write status to Git,
+    serve /healthz /readyz (:8081), /metrics (:9090) and /webhook (:8080)."""
+    try:
+        config = _load_config(config_file, repo, branch)
+        level = getattr(logging, config.logging.level.upper())
+        logs.setup(level, config.logging.format)
+        service = Service(config)
+    except ReconcilerError as e:
+        _fail(str(e))
+        return
+    service.run_forever()
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the service configuration."""
+
+
+@config_group.command("check")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), envvar="RECONCILER_CONFIG")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
+def config_check(config_file: Path | None, output: str) -> None:
+    """Validate the configuration and show the effective settings (secrets as set/not set).
+
+    Exit 0 when valid, 1 when it has problems, 2 when it cannot be read at all."""
+    try:
+        config = load_config(config_file)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_INVALID)
+    problems = check(config)
+    effective = describe(config)
+    if output == "json":
+        click.echo(json.dumps({"valid": not problems, "problems": problems, "config": effective}, indent=2))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump({"valid": not problems, "problems": problems, "config": effective}, sort_keys=False))
+    else:
+        click.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
+        click.echo("\n".join(f"problem: {p}" for p in problems) or "configuration is valid")
+    sys.exit(EXIT_INVALID if problems else EXIT_OK)

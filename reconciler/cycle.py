@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from .cluster import Cluster, DryRunCluster
 from .declared import Declaration, ResolvedExecution
-from .errors import AlreadyExists, GitError, Invalid, KubeError, ReconcilerError, TemplateError
+from .errors import AlreadyExists, GitError, Invalid, KubeError, NotLeader, ReconcilerError, TemplateError
 from .failures import FailureDetails, FailureReason, RunContext, externally_deleted
 from .gitsource import GitSource
 from .lifecycle import (
@@ -101,6 +101,11 @@ class CycleContext:
     transitions: list[Transition] = field(default_factory=list)
     missing_runs: set[str] = field(default_factory=set)
     only: set[str] | None = None  # observe just these executions (the watch fast path)
+    fence: Callable[[], bool] = lambda: True  # checked right before every write
+
+    def check_fence(self) -> None:
+        if not self.dry_run and not self.fence():
+            raise NotLeader("leadership lost: stopping before the next write")
 
     def execution(self, name: str) -> ResolvedExecution | None:
         return self.decl.find(name) if self.decl else None
@@ -175,12 +180,14 @@ def observe_started(ctx: CycleContext) -> None:
                 ctx.missing_runs.add(name)
                 continue
             if execution is None and name not in _invalid_names(ctx):
+                ctx.check_fence()
                 ctx.cluster.cancel_run(ref.kind, ref.name)
                 ctx.states[name] = fail(state, _cancelled(state, "the execution file was deleted from "
                                                           f"the tracked branch at {ctx.revision[:12]}", ctx), ctx.now)
                 ctx.cluster.record_event(run, "Cancelled", f"execution {name} was deleted from Git")
                 continue
             if overdue(state, execution, ctx.now, ctx.settings):
+                ctx.check_fence()
                 ctx.cluster.cancel_run(ref.kind, ref.name)
                 ctx.states[name] = fail(state, _deadline(state, execution, ctx), ctx.now)
                 ctx.cluster.record_event(run, "DeadlineExceeded", ctx.states[name].message, warning=True)
@@ -260,6 +267,7 @@ def release_locks(ctx: CycleContext) -> None:
         owner = ctx.states.get(info.execution)
         if not release_due(info, owner, info.execution in declared, ctx.now, ctx.settings):
             continue
+        ctx.check_fence()
         try:
             ctx.cluster.record_event(run, "LockReleased",
                                      f"cooldown over: releasing the lock on {info.name} held by {info.execution}")
@@ -298,6 +306,7 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
                             ctx.settings, ctx.declared)
     state = decision.state
     if decision.act == Act.CREATE:
+        ctx.check_fence()
         rendered = ctx.renderer.render_checked(execution, execution.origin.last_commit
                                                if execution.origin else ctx.declared)
         try:
@@ -364,6 +373,7 @@ def summarise(ctx: CycleContext) -> None:
 def record(ctx: CycleContext) -> None:
     if ctx.dry_run:
         return
+    ctx.check_fence()
     ctx.store.save(ctx.states, ctx.transitions, ctx.declared)
 
 
@@ -393,7 +403,7 @@ class Reconciler:
     def __init__(self, source: GitSource, cluster: Cluster, *, renderer: Renderer | None = None,
                  settings: Settings | None = None, store: StatusStore | None = None,
                  clock: Callable[[], datetime] | None = None, logger: logging.Logger | None = None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, fence: Callable[[], bool] | None = None):
         self.source = source
         self.cluster = DryRunCluster(cluster) if dry_run and not isinstance(cluster, DryRunCluster) else cluster
         self.settings = settings or Settings()
@@ -403,6 +413,7 @@ class Reconciler:
         self.log = logger or logging.getLogger("reconciler.cycle")
         self.dry_run = dry_run
         self.last_revision = ""
+        self.fence = fence or (lambda: True)
         self._lock = threading.Lock()  # cycles and follow-ups never overlap
 
     def run_once(self) -> CycleResult:
@@ -426,7 +437,8 @@ class Reconciler:
              revision: str) -> CycleResult:
         started = time.perf_counter()
         ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
-                           self.clock(), self.log, dry_run=self.dry_run, revision=revision, only=only)
+                           self.clock(), self.log, dry_run=self.dry_run, revision=revision, only=only,
+                           fence=self.fence)
         for step in steps:
             if ctx.aborted:
                 break

@@ -90,6 +90,12 @@ class ConfigError(ReconcilerError):
     reason = "ConfigurationError"
 
 
+class NotLeader(ReconcilerError):
+    """This replica lost (or never had) the Lease: it must not write anything."""
+
+    reason = "NotLeader"
+
+
 class KubeError(ReconcilerError):
     """A Kubernetes API request failed. ``status`` is the HTTP status (0 when none)."""
 

@@ -1,0 +1,285 @@
+"""``reconciler run``: the always-on service, wired from its parts.
+
+    APScheduler ── reconcile job (poll interval, jittered, never two at once, coalesced)
+               └── follow job (every few seconds: observe running executions — the poll
+                   fallback for the watch)
+    RunFollower ── watch events → observe that execution now
+    webhook     ── push to the tracked branch → run the reconcile job now
+    Lease       ── only the leader runs jobs; every write is fenced on leadership
+    HTTP        ── :8081 /healthz /readyz, :9090 /metrics, :8080 /webhook
+
+Webhooks accelerate; they are never the only path: the interval job always runs.  On
+SIGTERM the scheduler stops taking new work, the cycle in progress finishes (so its
+status is pushed), a pending write-back is retried once, the Lease is released so a
+standby takes over at once, and the HTTP servers close.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .cluster import KubeCluster
+from .config import Config, read_secret, seconds
+from .cycle import CycleResult, Reconciler
+from .errors import ConfigError, ReconcilerError
+from .follow import RunFollower
+from .gitauth import git_environment
+from .gitsource import GitSource, redact_url
+from .httpserver import ServerThread, health_app, metrics_app, webhook_app
+from .kube import KubeClient, load_api_client
+from .leader import LeaderElector, default_identity
+from .lifecycle import Settings
+from .metrics import Metrics
+from .render import Renderer
+from .webhook import PushEvent
+from .writeback import GitStatusStore, Identity
+
+FOLLOW_INTERVAL = 5.0
+
+
+def normalise_repo_url(url: str) -> str:
+    """host/owner/name for any clone URL form, to match webhook payloads to our repository."""
+    url = redact_url(url).lower().strip()
+    url = re.sub(r"^[a-z+]+://", "", url)
+    url = re.sub(r"^[^@/]*@", "", url)  # user@ / ***@
+    url = url.replace(":", "/", 1) if re.match(r"^[^/]+:[^/0-9]", url) else re.sub(r":\d+/", "/", url)
+    return re.sub(r"(\.git)?/*$", "", url)
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return (host or "0.0.0.0"), int(port)
+
+
+class Service:
+    def __init__(self, config: Config, *, api_client: Any = None, identity: str | None = None,
+                 logger: logging.Logger | None = None):
+        self.config = config
+        self.log = logger or logging.getLogger("reconciler.service")
+        repo = config.repository
+        self.source = GitSource(repo.url, branch=repo.branch, path=repo.path, cache_dir=repo.cache_dir,
+                                env=git_environment(repo.auth))
+        self.store = GitStatusStore(self.source, branch=repo.status_branch or repo.branch,
+                                    identity=Identity(repo.commit_author.name, repo.commit_author.email))
+        kube_config = config.kubernetes
+        api = api_client or load_api_client(
+            context=kube_config.context, kubeconfig=str(kube_config.kubeconfig) if kube_config.kubeconfig else None)
+        self.kube = KubeClient(api)
+        execution = config.execution
+        settings = Settings(namespace=execution.namespace, cooldown=timedelta(seconds=seconds(execution.cooldown)))
+        self.metrics = Metrics()
+        self.identity = identity or default_identity()
+        self.elector: LeaderElector | None = None
+        election = config.leader_election
+        if election.enabled:
+            self.elector = LeaderElector(
+                self.kube, namespace=election.lease_namespace, name=election.lease_name, identity=self.identity,
+                lease_duration=seconds(election.lease_duration), renew_deadline=seconds(election.renew_deadline),
+                retry_period=seconds(election.retry_period), on_started_leading=self._started_leading,
+                on_stopped_leading=self._stopped_leading)
+        self.reconciler = Reconciler(self.source, KubeCluster(self.kube, execution.namespace), settings=settings,
+                                     renderer=Renderer(execution.templates_dir, execution.namespace),
+                                     store=self.store, fence=self.is_leader)
+        self.follower = RunFollower(self.kube, execution.namespace, self._followed)
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self.interval = float(seconds(repo.poll_interval))
+        self.last_git_ok = 0.0
+        self.last_kube_ok = 0.0
+        self.last_error = ""
+        self.cycles = 0
+        self._again = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._follower_started = False
+        self.servers: list[ServerThread] = []
+        webhook = config.server.webhook
+        self._webhook_secret = read_secret(webhook.secret_file, webhook.secret_env, "server.webhook secret")
+        self._metrics_token = read_secret(config.server.metrics_token_file, None, "server.metricsTokenFile")
+        self._our_repo = normalise_repo_url(repo.url)
+
+    # -- leadership ----------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def _started_leading(self) -> None:
+        self.metrics.set_leader(True)
+        self.log.info("became leader", extra={"identity": self.identity})
+        self.trigger()
+
+    def _stopped_leading(self) -> None:
+        self.metrics.set_leader(False)
+        self.log.warning("lost leadership; standing by", extra={"identity": self.identity})
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def reconcile_job(self) -> CycleResult | None:
+        """One full cycle (then another at once if a push arrived meanwhile)."""
+        result: CycleResult | None = None
+        while not self._stopping.is_set() and self.is_leader():
+            self._again.clear()
+            result = self._cycle(self.reconciler.run_once)
+            if not self._again.is_set():
+                break
+        return result
+
+    def _cycle(self, run: Callable[[], CycleResult]) -> CycleResult:
+        commits = self.store.commits
+        failures = self.store.failures
+        started = time.monotonic()
+        result = run()
+        self.cycles += 1
+        now = time.monotonic()
+        if result.revision:
+            self.last_git_ok = now
+            self.metrics.record_fetch(now - started, True)
+        elif not result.revision and result.declaration is None:
+            self.metrics.record_fetch(now - started, False)
+        if result.declaration is not None and not result.cluster_unknown:
+            self.last_kube_ok = now
+        self.metrics.record_cycle(result)
+        if self.store.failures > failures:
+            self.metrics.record_writeback(False)
+        elif self.store.commits > commits:
+            self.metrics.record_writeback(True, self.store.commits - commits)
+        self.last_error = "; ".join(result.errors)[:500]
+        self._ensure_follower()
+        return result
+
+    def follow_job(self) -> None:
+        """Poll fallback for the watch: observe executions whose runs are in progress."""
+        if self._stopping.is_set() or not self.is_leader():
+            return
+        running = {n for n, s in self.store.load().items() if s.phase == "Running"}
+        if running:
+            self._cycle(lambda: self.reconciler.observe_now(running))
+
+    def _followed(self, name: str) -> None:
+        if not self._stopping.is_set() and self.is_leader():
+            self._cycle(lambda: self.reconciler.observe_now({name}))
+
+    def _ensure_follower(self) -> None:
+        if not self._follower_started:
+            self._follower_started = True
+            self.follower.start()
+
+    def trigger(self) -> None:
+        """Run the reconcile job now (or right after the one in progress)."""
+        self._again.set()
+        if self.scheduler.running:
+            self.scheduler.modify_job("reconcile", next_run_time=datetime.now(timezone.utc))
+
+    def on_push(self, event: PushEvent) -> bool:
+        if event.deleted or event.branch != self.config.repository.branch:
+            return False
+        if self._our_repo not in {normalise_repo_url(u) for u in event.clone_urls() if u}:
+            self.log.info("push for another repository ignored", extra={"repository": event.repository})
+            return False
+        self.log.info("push received; reconciling now", extra={"after": event.after, "delivery": event.delivery})
+        self.trigger()
+        return True
+
+    # -- health --------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        horizon = max(3 * self.interval, 60.0)
+        now = time.monotonic()
+        if self.elector is not None and not self.is_leader():
+            # a standby is ready when it can reach the API server (it holds no work)
+            return (True, "standby") if self.cycles == 0 or now - self.last_kube_ok < horizon else (
+                False, "kubernetes API unreachable")
+        if self.cycles == 0:
+            return False, "no reconcile cycle has completed yet"
+        if now - self.last_git_ok > horizon:
+            return False, f"git unreachable: {self.last_error or 'no successful fetch recently'}"
+        if now - self.last_kube_ok > horizon:
+            return False, f"kubernetes API unreachable: {self.last_error or 'no successful read recently'}"
+        return True, "ok"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, *, serve_http: bool = True) -> None:
+        server = self.config.server
+        if serve_http:
+            apps = [
+                ("health", health_app(lambda: not self._stopped.is_set(), self.ready), server.health_address),
+                ("metrics", metrics_app(self.metrics, self._metrics_token), server.metrics_address),
+                ("webhook", webhook_app(self._secret_for, self.on_push, self.metrics,
+                                        server.webhook.max_body_bytes), server.webhook_address),
+            ]
+            for name, app, address in apps:
+                host, port = _address(address)
+                self.servers.append(ServerThread(app, host, port, name=name).start())
+        self.scheduler.add_job(self.reconcile_job, "interval", seconds=self.interval, id="reconcile",
+                               jitter=max(1.0, self.interval * 0.1), max_instances=1, coalesce=True,
+                               next_run_time=datetime.now(timezone.utc), misfire_grace_time=None)
+        self.scheduler.add_job(self.follow_job, "interval", seconds=FOLLOW_INTERVAL, id="follow",
+                               max_instances=1, coalesce=True, misfire_grace_time=None)
+        self.scheduler.start()
+        if self.elector is not None:
+            self.elector.start()
+        else:
+            self.metrics.set_leader(True)
+
+    def _secret_for(self, provider: str) -> bytes | None:
+        return self._webhook_secret.encode() if self._webhook_secret else None
+
+    def stop(self) -> None:
+        """Graceful: finish the cycle in progress, push pending status, release the Lease."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.scheduler.shutdown(wait=True)  # the running cycle completes, including its push
+        self.follower.stop()
+        if self.store.pending and self.is_leader():
+            try:
+                self.store.save(self.store.load(), [], self.reconciler.last_revision)
+            except ReconcilerError as e:
+                self.log.error("pending status could not be pushed before exit", extra={"error": str(e)})
+        if self.elector is not None:
+            self.elector.stop(release=True)
+        for server in self.servers:
+            server.stop()
+        self._stopped.set()
+
+    def run_forever(self) -> None:
+        done = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.log.info("signal received; shutting down", extra={"signal": signum})
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        done.wait()
+        self.stop()
+
+
+def check(config: Config) -> list[str]:
+    """Problems that would stop the service, found without starting it."""
+    problems = []
+    try:
+        git_environment(config.repository.auth)
+    except ConfigError as e:
+        problems.append(str(e))
+    for file, env, what in ((config.server.webhook.secret_file, config.server.webhook.secret_env, "webhook secret"),
+                            (config.server.metrics_token_file, None, "metrics token")):
+        try:
+            read_secret(file, env, what)
+        except ConfigError as e:
+            problems.append(str(e))
+    if config.server.webhook.secret_file is None and not config.server.webhook.secret_env:
+        problems.append("server.webhook: no secret configured: every webhook will be refused (polling still works)")
+    if config.execution.templates_dir is not None and not config.execution.templates_dir.is_dir():
+        problems.append(f"execution.templatesDir: {config.execution.templates_dir} is not a directory")
+    return problems
