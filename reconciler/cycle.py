@@ -102,6 +102,7 @@ class CycleContext:
     missing_runs: set[str] = field(default_factory=set)
     only: set[str] | None = None  # observe just these executions (the watch fast path)
     fence: Callable[[], bool] = lambda: True  # checked right before every write
+    fetch_seconds: float | None = None  # how long the Git fetch took (None: no fetch this pass)
 
     def check_fence(self) -> None:
         if not self.dry_run and not self.fence():
@@ -129,11 +130,14 @@ def _context(execution: ResolvedExecution | None, state: ExecutionState) -> RunC
 # -- steps ------------------------------------------------------------------------------
 
 def fetch(ctx: CycleContext) -> None:
+    started = time.perf_counter()
     try:
         ctx.revision = ctx.source.fetch()
     except GitError as e:
         ctx.error("git", e)
         ctx.aborted = True
+    finally:
+        ctx.fetch_seconds = time.perf_counter() - started
 
 
 def load(ctx: CycleContext) -> None:
@@ -395,6 +399,7 @@ class CycleResult:
     declaration: Declaration | None
     cluster_unknown: bool
     seconds: float
+    fetch_seconds: float | None = None
 
 
 class Reconciler:
@@ -450,5 +455,5 @@ class Reconciler:
                 ctx.error(step.__name__, e)
                 ctx.aborted = True
         return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
-                           ctx.cluster_unknown, time.perf_counter() - started)
+                           ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds)
 

@@ -45,7 +45,9 @@ class RunFollower:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 0.5) -> None:
+        """Stop following. Threads blocked in a watch are daemons and end with it (they
+        deliver nothing more once stopped); waiting for the server to close it is not needed."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)

@@ -35,7 +35,7 @@ from .follow import RunFollower
 from .gitauth import git_environment
 from .gitsource import GitSource, redact_url
 from .httpserver import ServerThread, health_app, metrics_app, webhook_app
-from .kube import KubeClient, load_api_client
+from .kube import KubeClient, RetryPolicy, load_api_client
 from .leader import LeaderElector, default_identity
 from .lifecycle import Settings
 from .metrics import Metrics
@@ -81,8 +81,12 @@ class Service:
         self.elector: LeaderElector | None = None
         election = config.leader_election
         if election.enabled:
+            renew = seconds(election.renew_deadline)
+            # its own client: a renewal must fail fast, well inside the renew deadline
+            lease_client = KubeClient(api, retry=RetryPolicy(attempts=2, base_delay=0.1, max_delay=0.5),
+                                      request_timeout=max(1.0, renew / 3))
             self.elector = LeaderElector(
-                self.kube, namespace=election.lease_namespace, name=election.lease_name, identity=self.identity,
+                lease_client, namespace=election.lease_namespace, name=election.lease_name, identity=self.identity,
                 lease_duration=seconds(election.lease_duration), renew_deadline=seconds(election.renew_deadline),
                 retry_period=seconds(election.retry_period), on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading)
@@ -92,10 +96,15 @@ class Service:
         self.follower = RunFollower(self.kube, execution.namespace, self._followed)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.interval = float(seconds(repo.poll_interval))
+        # how long Git or the API server may be unreachable before /readyz says so: a few
+        # polls (one failed fetch is not an outage), never more than 10 minutes
+        self.readiness_grace = min(max(3 * self.interval, 60.0), 600.0)
         self.last_git_ok = 0.0
         self.last_kube_ok = 0.0
         self.last_error = ""
         self.cycles = 0
+        self.cycle_done = threading.Condition()
+        self.last_result: CycleResult | None = None
         self._again = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -135,15 +144,13 @@ class Service:
     def _cycle(self, run: Callable[[], CycleResult]) -> CycleResult:
         commits = self.store.commits
         failures = self.store.failures
-        started = time.monotonic()
         result = run()
         self.cycles += 1
         now = time.monotonic()
         if result.revision:
             self.last_git_ok = now
-            self.metrics.record_fetch(now - started, True)
-        elif not result.revision and result.declaration is None:
-            self.metrics.record_fetch(now - started, False)
+        if result.fetch_seconds is not None:
+            self.metrics.record_fetch(result.fetch_seconds, bool(result.revision))
         if result.declaration is not None and not result.cluster_unknown:
             self.last_kube_ok = now
         self.metrics.record_cycle(result)
@@ -153,7 +160,15 @@ class Service:
             self.metrics.record_writeback(True, self.store.commits - commits)
         self.last_error = "; ".join(result.errors)[:500]
         self._ensure_follower()
+        with self.cycle_done:
+            self.last_result = result
+            self.cycle_done.notify_all()
         return result
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds after some cycle (for operators' tools and tests)."""
+        with self.cycle_done:
+            return self.cycle_done.wait_for(predicate, timeout)
 
     def follow_job(self) -> None:
         """Poll fallback for the watch: observe executions whose runs are in progress."""
@@ -191,7 +206,7 @@ class Service:
     # -- health --------------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
-        horizon = max(3 * self.interval, 60.0)
+        horizon = self.readiness_grace
         now = time.monotonic()
         if self.elector is not None and not self.is_leader():
             # a standby is ready when it can reach the API server (it holds no work)
@@ -238,7 +253,8 @@ class Service:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self.scheduler.shutdown(wait=True)  # the running cycle completes, including its push
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)  # the running cycle completes, including its push
         self.follower.stop()
         if self.store.pending and self.is_leader():
             try:

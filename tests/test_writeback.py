@@ -147,11 +147,11 @@ def test_concurrent_foreign_pushes_lose_nothing(remote: Remote, tmp_path: Path) 
                     try:
                         git(clone, "push", "-q", "origin", "HEAD:main")
                         break
-                    except Exception:  # noqa: BLE001 - rejected: rebase and retry
+                    except Exception:
                         git(clone, "pull", "-q", "--rebase", "origin", "main")
                 else:
                     raise AssertionError("foreign push never landed")
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     thread = threading.Thread(target=foreign)
