@@ -277,6 +277,10 @@ class Service:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
+        self.log.info("reconciler started", extra={
+            "identity": self.identity, "repository": redact_url(self.config.repository.url),
+            "branch": self.config.repository.branch,
+            "ports": {s.name: s.port for s in self.servers}})
         done.wait()
         self.stop()
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,22 @@ class WorkRepo:
 
     def git(self, *args: str) -> str:
         return git(self.path, *args)
+
+
+# Credentials used across the suite. No log record of any test may contain them
+# (the fake API server's bearer token, the Git token of test_gitauth, the webhook secret).
+KNOWN_SECRETS = ("fake-bearer-token-DO-NOT-LOG", "ghp_S3cretTokenValue0123456789abcdef",
+                 "webhook-secret-for-tests")
+
+
+@pytest.fixture(autouse=True)
+def _no_credentials_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        text = f"{record.getMessage()} {record.__dict__}"
+        for secret in KNOWN_SECRETS:
+            assert secret not in text, f"a credential reached the log: {record.name}: {record.getMessage()[:200]}"
 
 
 @pytest.fixture
