@@ -98,7 +98,7 @@ def main() -> None:
             try:
                 seed.git("push", "-q", str(remote), "main")
                 break
-            except Exception:  # noqa: BLE001 - rejected: someone pushed meanwhile
+            except Exception:  # rejected: someone pushed meanwhile
                 continue
         return seed.git("rev-parse", "HEAD")
 
@@ -126,8 +126,8 @@ def main() -> None:
                     tekton.start(NS, run_name(f"ns/Deployment/{name}"))
                     started = time.perf_counter()
                     tekton.succeed(NS, run_name(f"ns/Deployment/{name}"))
-                    svc.wait_for(lambda n=name: (svc.store.load().get(n) or ExecutionState(n)).phase == "Completed"
-                                 and not svc.store.pending, 30)
+                    svc.wait_for(lambda n=name, s=svc: (s.store.load().get(n) or ExecutionState(n)).phase
+                                 == "Completed" and not s.store.pending, 30)
                     terminal.append(time.perf_counter() - started)
                 show("run terminal -> status commit on the remote", terminal)
             svc.stop()

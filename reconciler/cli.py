@@ -12,6 +12,8 @@ import json
 import logging
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from . import __version__, logs
+from . import __version__, logs, views
 from .cluster import Cluster, DryRunCluster, KubeCluster, OfflineCluster
 from .config import Config, describe, load_config
 from .cycle import Reconciler
@@ -34,6 +36,9 @@ from .plan import plan_change, plan_declaration, plan_from_states
 from .render import DEFAULT_NAMESPACE, Renderer
 from .report import (
     format_cycle,
+    format_detail,
+    format_diff,
+    format_status,
     plan_json,
     plan_markdown,
     plan_text,
@@ -342,3 +347,154 @@ def config_check(config_file: Path | None, output: str) -> None:
         click.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
         click.echo("\n".join(f"problem: {p}" for p in problems) or "configuration is valid")
     sys.exit(EXIT_INVALID if problems else EXIT_OK)
+
+
+# -- status / get / wait / diff ------------------------------------------------------------
+
+def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | None, context: str | None,
+               namespace: str, cooldown: str) -> tuple[Any, dict[str, Any], bool]:
+    """(declaration, states, cluster_used): the status recorded in Git and, with --cluster,
+    what a cycle would record now against the live cluster (nothing is changed)."""
+    decl = source.load(commit)
+    states = views.states_from(decl)
+    if not cluster:
+        return decl, states, False
+    live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
+    settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
+    outcome = Reconciler(_FixedRevision(source, commit), live, settings=settings, dry_run=True).run_once()
+    if outcome.cluster_unknown:
+        raise ConfigError("; ".join(outcome.errors) or "the cluster cannot be read")
+    return decl, outcome.states, True
+
+
+def view_options(func: F) -> F:
+    func = click.option("--cooldown", default="5m", show_default=True, hidden=True)(func)
+    func = click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True,
+                        envvar="RECONCILER_NAMESPACE")(func)
+    func = kube_options(func)
+    func = click.option("--cluster/--no-cluster", default=False,
+                        help="Also read the live cluster (default: the status recorded in Git).")(func)
+    return source_options(func)
+
+
+def _matches(r: dict[str, Any], phase: tuple[str, ...], health: tuple[str, ...], sync: tuple[str, ...],
+             selector: tuple[str, ...]) -> bool:
+    for wanted, value in ((phase, r["phase"]), (health, r["health"]), (sync, r["sync"])):
+        if wanted and value not in wanted:
+            return False
+    for term in selector:
+        key, _, expected = term.partition("=")
+        if r["labels"].get(key) != expected:
+            return False
+    return True
+
+
+@main.command()
+@view_options
+@click.option("--phase", multiple=True, help="Only these phases (repeatable).")
+@click.option("--health", multiple=True, help="Only these health values (repeatable).")
+@click.option("--sync", "sync_", multiple=True, help="Only these sync values (repeatable).")
+@click.option("-l", "--selector", multiple=True, help="Label filter key=value (repeatable, all must match).")
+@click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]), default="table",
+              show_default=True)
+def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
+           kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, phase: tuple[str, ...],
+           health: tuple[str, ...], sync_: tuple[str, ...], selector: tuple[str, ...], output: str) -> None:
+    """Every execution with its phase, sync and health (like `argocd app list`)."""
+    try:
+        source = open_source(repo, branch, sub_path, cache_dir)
+        commit = source.fetch()
+        decl, states, _ = _live_view(source, commit, cluster, kubeconfig, context, namespace, cooldown)
+    except (ReconcilerError, OSError, ValueError) as e:
+        _fail(str(e))
+        return
+    selected = [r for r in views.rows(decl, states) if _matches(r, phase, health, sync_, selector)]
+    click.echo(format_status(selected, output, views.summary(decl, states, repository=source.display_url,
+                                                              branch=branch, revision=commit)))
+
+
+@main.command()
+@click.argument("name")
+@view_options
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
+def get(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
+        kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, output: str) -> None:
+    """Everything about one execution: state, failure summary, conditions, commits, timeline."""
+    try:
+        source = open_source(repo, branch, sub_path, cache_dir)
+        commit = source.fetch()
+        decl, states, _ = _live_view(source, commit, cluster, kubeconfig, context, namespace, cooldown)
+        data = views.detail(source, commit, decl, states, name, Renderer(namespace=namespace))
+    except (ReconcilerError, OSError, ValueError) as e:
+        _fail(str(e))
+        return
+    if data is None:
+        _fail(f"no execution named {name!r}")
+        return
+    click.echo(format_detail(data, output))
+
+
+@main.command()
+@click.argument("name")
+@view_options
+@click.option("--for", "condition", default="phase=Completed", show_default=True,
+              help="phase=<Phase> to wait for.")
+@click.option("--timeout", default="10m", show_default=True)
+@click.option("--interval", default="5s", show_default=True, help="How often to check.")
+def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
+         kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, condition: str,
+         timeout: str, interval: str) -> None:
+    """Wait until an execution reaches a phase.
+
+    Exit 0 when reached, 1 when it ended in another terminal phase, 2 on timeout or error."""
+    key, _, wanted = condition.partition("=")
+    if key != "phase" or not wanted:
+        _fail("--for takes phase=<Phase>, e.g. phase=Completed")
+    try:
+        deadline = time.monotonic() + parse_duration(timeout)
+        every = parse_duration(interval)
+        source = open_source(repo, branch, sub_path, cache_dir)
+    except (ReconcilerError, ValueError) as e:
+        _fail(str(e))
+        return
+    pause = threading.Event()
+    while True:
+        try:
+            _, states, _ = _live_view(source, source.fetch(), cluster, kubeconfig, context, namespace, cooldown)
+        except ReconcilerError as e:
+            click.echo(f"warning: {e}", err=True)
+            states = {}
+        state = states.get(name)
+        phase = state.phase if state else "Pending"
+        if phase == wanted:
+            click.echo(f"{name}: {phase}" + (f" ({state.reason})" if state and state.reason else ""))
+            sys.exit(EXIT_OK)
+        if state is not None and state.terminal:
+            click.echo(f"{name}: ended {phase} ({state.reason}): {state.message}", err=True)
+            sys.exit(EXIT_INVALID)
+        if time.monotonic() >= deadline:
+            click.echo(f"{name}: still {phase} after {timeout}", err=True)
+            sys.exit(EXIT_ERROR)
+        pause.wait(min(every, max(0.0, deadline - time.monotonic())))
+
+
+@main.command()
+@source_options
+@kube_options
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, envvar="RECONCILER_NAMESPACE")
+@click.option("--cooldown", default="5m", show_default=True, hidden=True)
+def diff(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, kubeconfig: str | None,
+         context: str | None, namespace: str, cooldown: str) -> None:
+    """Declared versus cluster. Exit 0 in sync, 1 out of sync, 2 error."""
+    try:
+        source = open_source(repo, branch, sub_path, cache_dir)
+        commit = source.fetch()
+        decl, states, _ = _live_view(source, commit, True, kubeconfig, context, namespace, cooldown)
+        live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
+        runs = live.list_runs()
+    except (ReconcilerError, OSError, ValueError) as e:
+        _fail(str(e))
+        return
+    text, out_of_sync = format_diff(decl, states, runs, Renderer(namespace=namespace))
+    click.echo(text)
+    sys.exit(EXIT_INVALID if out_of_sync else EXIT_OK)

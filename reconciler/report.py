@@ -17,6 +17,7 @@ import yaml
 
 from .errors import Problem
 from .plan import Action, Plan, PlanEntry
+from .render import to_yaml
 
 if TYPE_CHECKING:
     from .cycle import CycleResult
@@ -176,3 +177,105 @@ def format_cycle(result: CycleResult, output: str, intentions: list[str] | None 
         out += [f"  {i}" for i in intentions]
     out += [f"error: {e}" for e in result.errors]
     return "\n".join(out)
+
+
+# -- status / get / diff -------------------------------------------------------------------
+
+def format_status(rows: list[dict[str, Any]], output: str, summary: dict[str, Any]) -> str:
+    if output == "json":
+        return json.dumps({"summary": summary, "executions": rows}, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump({"summary": summary, "executions": rows}, sort_keys=False, allow_unicode=True)
+    header: tuple[str, ...] = ("NAME", "TARGET", "WORKFLOW", "PHASE", "SYNC", "HEALTH", "AGE", "DURATION", "RUN")
+    if output == "wide":
+        header = (*header, "REASON", "MESSAGE")
+    table: list[tuple[str, ...]] = [header]
+    for r in rows:
+        cells = [r["name"], r["target"] or "-", r["workflow"] or "-", r["phase"], r["sync"], r["health"],
+                 r["age"] or "-", r["duration"] or "-", r["run"] or "-"]
+        if output == "wide":
+            cells += [r["reason"] or "-", r["message"].replace("\n", " ")[:120]]
+        table.append(tuple(cells))
+    counts = ", ".join(f"{n} {p}" for p, n in summary["phases"].items() if n)
+    lines = [f"{summary['repository']} @ {summary['branch']} ({summary['revision'][:12]}): "
+             f"health {summary['health']}; {counts or 'nothing declared'}"]
+    lines += _table(table) if rows else ["no executions match"]
+    return "\n".join(lines)
+
+
+def format_detail(d: dict[str, Any], output: str) -> str:
+    if output == "json":
+        return json.dumps(d, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+    out = [f"Name:         {d['name']}", f"Target:       {d['target']}",
+           f"Workflow:     {d['workflow']} ({d['engine']})",
+           f"Phase:        {d['phase']}" + (f" ({d['reason']})" if d["reason"] else ""),
+           f"Sync/Health:  {d['sync']} / {d['health']}", f"Run:          {d['run'] or '-'}",
+           f"Started:      {d['startTime'] or '-'}", f"Completed:    {d['completionTime'] or '-'}",
+           f"Duration:     {d['duration'] or '-'}", f"File:         {d['file'] or '-'}",
+           f"Message:      {d['message']}"]
+    declared = d.get("declaredCommit") or {}
+    if declared:
+        out.append(f"Declared in:  {declared.get('sha', '')[:12]} {declared.get('subject', '')} "
+                   f"({declared.get('author', '')}, {declared.get('time', '')})")
+    changed = d.get("lastChangedCommit") or {}
+    if changed and changed.get("sha") != declared.get("sha"):
+        out.append(f"Last changed: {changed.get('sha', '')[:12]} {changed.get('subject', '')}")
+    failure = d.get("failureDetails") or {}
+    if failure:
+        out += ["", "Failure:", f"  {failure.get('naturalLanguageSummary', failure.get('message', ''))}"]
+        for key in ("reason", "failedTaskName", "failedStepName", "exitCode", "executionTimeBeforeFailure",
+                    "wasExecutionFailure"):
+            if key in failure:
+                out.append(f"  {key}: {failure[key]}")
+    skip = d.get("skipDetails") or {}
+    if skip:
+        out += ["", "Skip/wait details:"] + [f"  {k}: {v}" for k, v in skip.items()]
+    if d.get("problems"):
+        out += ["", "Problems:"] + [f"  {p}" for p in d["problems"]]
+    if d.get("conditions"):
+        out += ["", "Conditions:"] + [f"  {c['type']}={c['status']} {c['reason']}: {c['message'][:120]} "
+                                      f"({c['lastTransitionTime']})" for c in d["conditions"]]
+    if d.get("timeline"):
+        out += ["", "Timeline (from Git history):"] + [
+            f"  {e['time']}  {e['phase']:<10} {e['reason']:<20} {e['commit'][:12]}" for e in d["timeline"]]
+    if d.get("statusCommits"):
+        out += ["", "Status commits:"] + [f"  {c['sha'][:12]} {c['time']} {c['subject']}"
+                                          for c in d["statusCommits"][:10]]
+    return "\n".join(out)
+
+
+def format_diff(decl: Any, states: dict[str, Any], runs: dict[str, dict[str, Any]], renderer: Any) -> tuple[str, bool]:
+    """Declared versus cluster, one line per difference and a unified diff for changed specs."""
+    import difflib
+
+    from .lifecycle import run_info
+
+    lines: list[str] = []
+    declared = {e.name: e for e in decl.executions}
+    for name, execution in sorted(declared.items()):
+        state = states.get(name)
+        run = runs.get(execution.run_name)
+        info = run_info(run) if run else None
+        if state is None or (not state.started and not state.terminal):
+            why = f"{state.reason}: {state.message}" if state is not None and state.reason else "not applied yet"
+            lines.append(f"+ {name}: {execution.run_name} would be created ({why})")
+            continue
+        if state.spec_hash and state.spec_hash != execution.spec_hash:
+            lines.append(f"~ {name}: edited after start; the edit is not applied (SpecChangedAfterStart)")
+            if run is not None:
+                wanted = to_yaml({"spec": renderer.render_checked(execution).manifest.get("spec")}).splitlines()
+                actual = to_yaml({"spec": run.get("spec")}).splitlines()
+                lines += [f"    {d}" for d in difflib.unified_diff(actual, wanted, "cluster", "declared", lineterm="")]
+            continue
+        if state.phase == "Running" and (info is None or info.execution != name):
+            lines.append(f"- {name}: run {execution.run_name} is missing from the cluster")
+    owners = set(declared) | set(states)
+    for run_name, run in sorted(runs.items()):
+        info = run_info(run)
+        if info.execution and info.execution not in owners:
+            lines.append(f"! {info.execution}: run {run_name} exists but nothing declares it")
+    if not lines:
+        return "in sync: every declared execution is applied or recorded", False
+    return "\n".join(lines), True
