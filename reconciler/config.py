@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from . import names
 from .errors import ConfigError
+from .policy import Policy
 
 
 class _Section(BaseModel):
@@ -125,6 +126,20 @@ class ServerConfig(_Section):
         return value
 
 
+class SignaturesConfig(_Section):
+    mode: Literal["off", "files", "head"] = Field("off", description=(
+        "files: the commits that declared/changed each execution (and the catalog) must be signed; "
+        "head: the newest non-status commit must be"))
+    allowed_signers_file: Path | None = Field(None, description="git's allowed-signers file (SSH signatures).")
+    gpg_keyring: Path | None = Field(None, description="Exported public keys allowed to sign (GPG).")
+
+    @model_validator(mode="after")
+    def _keys(self) -> SignaturesConfig:
+        if self.mode != "off" and not (self.allowed_signers_file or self.gpg_keyring):
+            raise ValueError("signature verification needs allowedSignersFile or gpgKeyring")
+        return self
+
+
 class LoggingConfig(_Section):
     format: Literal["text", "json"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -139,6 +154,8 @@ class Config(_Section):
     leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
+    policy: Policy | None = Field(None, description="What may run and when (see reconciler.policy).")
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

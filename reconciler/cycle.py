@@ -28,6 +28,7 @@ from .cluster import Cluster, DryRunCluster
 from .declared import Declaration, ResolvedExecution
 from .errors import AlreadyExists, GitError, Invalid, KubeError, NotLeader, ReconcilerError, TemplateError
 from .failures import FailureDetails, FailureReason, RunContext, externally_deleted
+from .gate import CONCURRENCY, WINDOW, Block, Gate
 from .gitsource import GitSource
 from .lifecycle import (
     Act,
@@ -43,7 +44,7 @@ from .lifecycle import (
 )
 from .logevidence import explaining_line, with_step_message
 from .render import Renderer
-from .runstatus import human_duration, observe_job, observe_pipelinerun
+from .runstatus import format_time, human_duration, observe_job, observe_pipelinerun
 from .status import ExecutionState, from_document, with_summary
 
 
@@ -103,6 +104,8 @@ class CycleContext:
     only: set[str] | None = None  # observe just these executions (the watch fast path)
     fence: Callable[[], bool] = lambda: True  # checked right before every write
     fetch_seconds: float | None = None  # how long the Git fetch took (None: no fetch this pass)
+    gate: Gate | None = None
+    blocked: dict[str, Block] = field(default_factory=dict)
 
     def check_fence(self) -> None:
         if not self.dry_run and not self.fence():
@@ -155,6 +158,12 @@ def previous_status(ctx: CycleContext) -> None:
     ctx.previous = {name: s for name, s in recorded.items() if s is not None}
     ctx.previous.update(ctx.store.load())
     ctx.states = dict(ctx.previous)
+
+
+def check_gate(ctx: CycleContext) -> None:
+    """Signatures and policy for everything declared (SPEC §4.2); windows come at start time."""
+    if ctx.gate is not None and ctx.decl is not None:
+        ctx.blocked = ctx.gate.blocked(ctx.decl, ctx.revision)
 
 
 def read_cluster(ctx: CycleContext) -> None:
@@ -294,14 +303,51 @@ def start_pending(ctx: CycleContext) -> None:
         ctx.states[item.name] = replace(previous, phase="Failed", reason="ConfigurationError",
                                         message=problems[:2000], observed_revision=ctx.declared,
                                         completion_time=previous.completion_time or ctx.now)
+    running = sum(1 for s in ctx.states.values() if s.phase == "Running")
     for execution in ctx.decl.executions:
         state = ctx.states.get(execution.name)
         if state is not None and (state.started or state.terminal):
             continue
+        held = _held_by_gate(ctx, execution, state, running)
+        if held is not None:
+            ctx.states[execution.name] = held
+            continue
         try:
             _start_one(ctx, execution, state)
+            if ctx.states[execution.name].phase == "Running" or ctx.states[execution.name].reason == "Creating":
+                running += 1
         except (KubeError, TemplateError) as e:
             ctx.error(execution.name, e)
+
+
+def _held_by_gate(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None,
+                  running: int) -> ExecutionState | None:
+    """Pending with the gate's reason, or None when the execution may go on to lock/create.
+    A run that already exists and is ours is always adopted (it started before)."""
+    run = ctx.runs.get(execution.run_name)
+    if run is not None and run_info(run).execution == execution.name:
+        return None
+    base = replace(prev or ExecutionState(name=execution.name), observed_revision=ctx.declared,
+                   workflow=f"{execution.workflow_id}@{execution.version}", target=execution.target,
+                   spec_hash=execution.spec_hash, skip_details={})
+    block = ctx.blocked.get(execution.name)
+    if block is not None:
+        return replace(base, phase="Pending", reason=block.reason, message=block.message,
+                       skip_details={"reason": block.reason, "message": block.message,
+                                     **({"rules": list(block.rules)} if block.rules else {})})
+    if ctx.gate is None or execution.suspend:
+        return None
+    window = ctx.gate.window(execution, ctx.now)
+    if window is not None and not window.open:
+        details: dict[str, Any] = {"reason": WINDOW, "message": window.reason}
+        if window.next_change is not None:
+            details["opensAt"] = format_time(window.next_change)
+        return replace(base, phase="Pending", reason=WINDOW, message=window.reason, skip_details=details)
+    if not ctx.gate.concurrency_allows(running):
+        message = f"{running} runs are in progress: the policy allows at most that many at once"
+        return replace(base, phase="Pending", reason=CONCURRENCY, message=message,
+                       skip_details={"reason": CONCURRENCY, "message": message})
+    return None
 
 
 def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None) -> None:
@@ -382,7 +428,7 @@ def record(ctx: CycleContext) -> None:
 
 
 STEPS: list[Callable[[CycleContext], None]] = [
-    fetch, load, previous_status, read_cluster, observe_started, release_locks, start_pending,
+    fetch, load, previous_status, check_gate, read_cluster, observe_started, release_locks, start_pending,
     summarise, record,
 ]
 # the fast path after a watch event: no fetch, no new starts, just observe and record
@@ -408,7 +454,7 @@ class Reconciler:
     def __init__(self, source: GitSource, cluster: Cluster, *, renderer: Renderer | None = None,
                  settings: Settings | None = None, store: StatusStore | None = None,
                  clock: Callable[[], datetime] | None = None, logger: logging.Logger | None = None,
-                 dry_run: bool = False, fence: Callable[[], bool] | None = None):
+                 dry_run: bool = False, fence: Callable[[], bool] | None = None, gate: Gate | None = None):
         self.source = source
         self.cluster = DryRunCluster(cluster) if dry_run and not isinstance(cluster, DryRunCluster) else cluster
         self.settings = settings or Settings()
@@ -419,6 +465,7 @@ class Reconciler:
         self.dry_run = dry_run
         self.last_revision = ""
         self.fence = fence or (lambda: True)
+        self.gate = gate
         self._lock = threading.Lock()  # cycles and follow-ups never overlap
 
     def run_once(self) -> CycleResult:
@@ -443,7 +490,7 @@ class Reconciler:
         started = time.perf_counter()
         ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
                            self.clock(), self.log, dry_run=self.dry_run, revision=revision, only=only,
-                           fence=self.fence)
+                           fence=self.fence, gate=self.gate)
         for step in steps:
             if ctx.aborted:
                 break

@@ -32,6 +32,7 @@ from .config import Config, read_secret, seconds
 from .cycle import CycleResult, Reconciler
 from .errors import ConfigError, ReconcilerError
 from .follow import RunFollower
+from .gate import Gate
 from .gitauth import git_environment
 from .gitsource import GitSource, redact_url
 from .httpserver import ServerThread, health_app, metrics_app, webhook_app
@@ -40,6 +41,7 @@ from .leader import LeaderElector, default_identity
 from .lifecycle import Settings
 from .metrics import Metrics
 from .render import Renderer
+from .signatures import SignaturePolicy, SignatureVerifier
 from .webhook import PushEvent
 from .writeback import GitStatusStore, Identity
 
@@ -90,9 +92,10 @@ class Service:
                 lease_duration=seconds(election.lease_duration), renew_deadline=seconds(election.renew_deadline),
                 retry_period=seconds(election.retry_period), on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading)
+        self.gate = build_gate(config, self.source)
         self.reconciler = Reconciler(self.source, KubeCluster(self.kube, execution.namespace), settings=settings,
                                      renderer=Renderer(execution.templates_dir, execution.namespace),
-                                     store=self.store, fence=self.is_leader)
+                                     store=self.store, fence=self.is_leader, gate=self.gate)
         self.follower = RunFollower(self.kube, execution.namespace, self._followed)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.interval = float(seconds(repo.poll_interval))
@@ -253,10 +256,13 @@ class Service:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self.store.stopping.set()  # a push retrying now gives up at its next safe point
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # the running cycle completes, including its push
         self.follower.stop()
         if self.store.pending and self.is_leader():
+            self.store.stopping.clear()  # one last, full attempt for what is pending
+            self.store.attempts = min(self.store.attempts, 3)
             try:
                 self.store.save(self.store.load(), [], self.reconciler.last_revision)
             except ReconcilerError as e:
@@ -283,6 +289,16 @@ class Service:
             "ports": {s.name: s.port for s in self.servers}})
         done.wait()
         self.stop()
+
+
+def build_gate(config: Config, source: GitSource) -> Gate | None:
+    sig = config.signatures
+    verifier = None
+    if sig.mode != "off":
+        verifier = SignatureVerifier(source, SignaturePolicy(sig.mode, sig.allowed_signers_file, sig.gpg_keyring))
+    if verifier is None and config.policy is None:
+        return None
+    return Gate(policy=config.policy, verifier=verifier)
 
 
 def check(config: Config) -> list[str]:

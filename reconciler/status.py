@@ -186,6 +186,8 @@ def health_of(phase: str, reason: str, *, run_missing: bool = False, cluster_unk
         return "Degraded"
     if phase == "Pending" and reason == "Suspended":
         return "Suspended"
+    if phase == "Pending" and reason in ("PolicyViolation", "UnverifiedCommit"):
+        return "Degraded"  # blocked until someone acts: not "progressing" (see README)
     return "Progressing"
 
 

@@ -73,14 +73,15 @@ class GitStatusStore:
 
     def __init__(self, source: GitSource, *, branch: str | None = None, identity: Identity | None = None,
                  attempts: int = 8, base_delay: float = 0.2, max_delay: float = 5.0,
-                 sleep: Callable[[float], None] = time.sleep, logger: logging.Logger | None = None):
+                 sleep: Callable[[float], None] | None = None, logger: logging.Logger | None = None):
         self.source = source
         self.branch = branch or source.branch
         self.identity = identity or Identity()
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
-        self.sleep = sleep
+        self.stopping = threading.Event()  # set on shutdown: stop retrying at a safe point
+        self.sleep = sleep or self.stopping.wait
         self.log = logger or logging.getLogger("reconciler.writeback")
         self._states: dict[str, ExecutionState] | None = None
         self._written: dict[str, bytes] = {}  # name → bytes last known to be on the remote
@@ -150,6 +151,8 @@ class GitStatusStore:
     def _push(self, wanted: dict[str, bytes], changed: list[str], transitions: list[Transition],
               revision: str) -> None:
         for attempt in range(1, self.attempts + 1):
+            if attempt > 1 and self.stopping.is_set():
+                raise GitError("shutting down: status push abandoned; the next leader writes it")
             tip = self._fetch_tip()
             on_remote = self._remote_files(tip, changed)
             todo = [n for n in changed if on_remote.get(n) != wanted[n]]

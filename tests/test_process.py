@@ -67,9 +67,14 @@ class Proc:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def terminate(self, timeout: float = 30) -> int:
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM, as Kubernetes sends it (the Deployment grants 60 s before SIGKILL)."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("no exit within the grace period:\n" + self.log.read_text()[-3000:]) from None
 
     def started(self) -> bool:
         return eventually(lambda: any(line.get("msg") == "reconciler started" for line in self.lines()), 30)
