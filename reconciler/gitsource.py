@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import subprocess
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -93,6 +94,7 @@ class GitSource:
         self._repo: git.Repo | None = None
         self._declarations: OrderedDict[str, Declaration] = OrderedDict()
         self._statuses: dict[str, dict[str, StatusRecord]] = {}
+        self._load_lock = threading.RLock()
         self.parse_count = 0  # how many times files were actually parsed (observable caching)
 
     # -- low level ---------------------------------------------------------------------
@@ -282,6 +284,10 @@ class GitSource:
         }
 
     def load(self, commit: str) -> Declaration:
+        with self._load_lock:  # the dashboard reads while a cycle runs
+            return self._load(commit)
+
+    def _load(self, commit: str) -> Declaration:
         """The validated declaration at ``commit``.
 
         Executions and the catalog are parsed once per *declared* revision (a status-only

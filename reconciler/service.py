@@ -26,10 +26,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from starlette.types import ASGIApp
 
+from . import views
 from .cluster import KubeCluster
 from .config import Config, read_secret, seconds
 from .cycle import CycleResult, Reconciler
+from .dashboard import dashboard_app
 from .errors import ConfigError, ReconcilerError
 from .follow import RunFollower
 from .gate import Gate
@@ -228,11 +231,12 @@ class Service:
     def start(self, *, serve_http: bool = True) -> None:
         server = self.config.server
         if serve_http:
-            apps = [
+            apps: list[tuple[str, ASGIApp, str]] = [
                 ("health", health_app(lambda: not self._stopped.is_set(), self.ready), server.health_address),
                 ("metrics", metrics_app(self.metrics, self._metrics_token), server.metrics_address),
-                ("webhook", webhook_app(self._secret_for, self.on_push, self.metrics,
-                                        server.webhook.max_body_bytes), server.webhook_address),
+                ("webhook", by_path({"/webhook": webhook_app(self._secret_for, self.on_push, self.metrics,
+                                                             server.webhook.max_body_bytes)},
+                                    dashboard_app(self)), server.webhook_address),
             ]
             for name, app, address in apps:
                 host, port = _address(address)
@@ -247,6 +251,35 @@ class Service:
             self.elector.start()
         else:
             self.metrics.set_leader(True)
+
+    # -- dashboard data (read-only; called from the HTTP thread pool) ----------------------
+
+    def _view(self) -> tuple[Any, dict[str, Any], str]:
+        revision = self.reconciler.last_revision
+        if not revision:
+            return None, {}, ""
+        return self.source.load(revision), self.store.load(), revision
+
+    def summary(self) -> dict[str, Any]:
+        decl, states, revision = self._view()
+        if decl is None:
+            return {"repository": redact_url(self.config.repository.url), "branch": self.config.repository.branch,
+                    "revision": "", "health": "Unknown", "phases": {}, "sync": {}, "generatedAt": "",
+                    "leader": self.is_leader()}
+        return views.summary(decl, states, repository=redact_url(self.config.repository.url),
+                             branch=self.config.repository.branch, revision=revision, leader=self.is_leader())
+
+    def executions(self) -> list[dict[str, Any]]:
+        decl, states, _ = self._view()
+        return views.rows(decl, states) if decl is not None else []
+
+    def execution(self, name: str) -> dict[str, Any] | None:
+        decl, states, revision = self._view()
+        if decl is None:
+            return None
+        # history up to our newest status commit, which may be newer than the last fetch
+        history_at = self.store.last_commit or revision
+        return views.detail(self.source, history_at, decl, states, name, self.reconciler.renderer)
 
     def _secret_for(self, provider: str) -> bytes | None:
         return self._webhook_secret.encode() if self._webhook_secret else None
@@ -289,6 +322,19 @@ class Service:
             "ports": {s.name: s.port for s in self.servers}})
         done.wait()
         self.stop()
+
+
+def by_path(prefixes: dict[str, ASGIApp], default: ASGIApp) -> ASGIApp:
+    """One port, several apps: the webhook under /webhook, the dashboard everywhere else."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") in ("http", "websocket") else ""
+        for prefix, target in prefixes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                await target(scope, receive, send)
+                return
+        await default(scope, receive, send)
+
+    return app
 
 
 def build_gate(config: Config, source: GitSource) -> Gate | None:

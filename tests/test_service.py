@@ -125,6 +125,16 @@ def test_push_webhook_run_complete_status_commit(world: World) -> None:
     metrics = httpx.get(f"{svc.servers[1].url}/metrics").text
     assert 'workflowexecution_total{outcome="Completed",workflow_id="increase-memory-limit"} 1.0' in metrics
     assert "workflowexecution_pipelinerun_creation_total 1.0" in metrics
+    # the dashboard on the webhook port serves the same state, with the timeline from Git
+    ui = svc.servers[2].url
+    (row,) = httpx.get(f"{ui}/api/executions").json()
+    assert (row["name"], row["phase"], row["health"]) == ("oom", "Completed", "Healthy")
+    detail = httpx.get(f"{ui}/api/executions/oom").json()
+    assert [e["phase"] for e in detail["timeline"]] == ["Running", "Completed"]
+    assert detail["declaredCommit"]["sha"] == head
+    page = httpx.get(f"{ui}/executions/oom")
+    assert page.status_code == 200 and "Content-Security-Policy" in page.headers
+    assert httpx.get(f"{ui}/api/summary").json()["health"] == "Healthy"
 
 
 def test_status_commits_do_not_trigger_new_work(world: World) -> None:
