@@ -26,13 +26,16 @@ from . import __version__, logs, views
 from .cluster import Cluster, DryRunCluster, KubeCluster, OfflineCluster
 from .config import Config, describe, load_config
 from .cycle import Reconciler
-from .errors import ConfigError, GitError, ReconcilerError, TemplateError
+from .errors import ConfigError, GitError, Problem, ReconcilerError, TemplateError
+from .gate import Gate
 from .gitsource import GitSource
 from .kube import KubeClient, load_api_client
 from .lifecycle import Settings
 from .model import WorkflowDefinition, WorkflowExecution
 from .names import parse_duration
-from .plan import plan_change, plan_declaration, plan_from_states
+from .plan import plan_change, plan_declaration, plan_from_states, with_states
+from .policy import evaluate as evaluate_policy
+from .policy import load_policy
 from .render import DEFAULT_NAMESPACE, Renderer
 from .report import (
     format_cycle,
@@ -48,6 +51,7 @@ from .report import (
 )
 from .service import Service, check
 from .workdir import validate_paths
+from .yamldoc import load_documents
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
@@ -139,13 +143,23 @@ def main(verbose: int, log_format: str) -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True, help="github: workflow-command annotations for GitHub Actions.")
-def validate(paths: tuple[Path, ...], output: str) -> None:
+@click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also apply this policy, as the reconciler will (rule violations are errors).")
+def validate(paths: tuple[Path, ...], output: str, policy: Path | None) -> None:
     """Validate execution and catalog files (default: the current directory).
 
     Exit 0 when valid, 1 when any file is invalid, 2 on usage or I/O errors.
     """
     try:
         result = validate_paths(list(paths) or [Path(".")])
+        if policy is not None:
+            rules = load_policy(policy)
+            wanted = {p.file for p in result.problems} | set(result.files)
+            for decl in result.declarations:
+                for execution in decl.executions:
+                    if execution.file in wanted:
+                        result.problems.extend(_policy_problems(execution, evaluate_policy(execution, rules)))
+            result.problems.sort()
     except (ConfigError, OSError) as e:
         _fail(str(e))
         return
@@ -160,6 +174,29 @@ def validate(paths: tuple[Path, ...], output: str) -> None:
     else:
         click.echo(problems_text(result.problems, result.checked))
     sys.exit(EXIT_INVALID if result.problems else EXIT_OK)
+
+
+_POLICY_FIELD = {
+    "image-not-allowed": ("spec", "workflowRef", "containerImage"),
+    "digest-required": ("spec", "workflowRef", "containerImage"),
+    "service-account-not-allowed": ("spec", "executionConfig", "serviceAccountName"),
+}
+
+
+def _policy_problems(execution: Any, violations: list[Any]) -> list[Problem]:
+    """Violations as Problems on the line of the field they are about."""
+    if not violations:
+        return []
+    try:
+        docs, _ = load_documents(Path(execution.file).read_bytes(), execution.file)
+    except OSError:
+        docs = []
+    out = []
+    for v in violations:
+        path = _POLICY_FIELD.get(v.rule, ("spec", "targetResource"))
+        line, col = docs[0].position(path) if docs else (None, None)
+        out.append(Problem(execution.file, line, col, ".".join(path), f"policy:{v.rule}", v.message))
+    return out
 
 
 @main.command()
@@ -200,6 +237,8 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
 @click.option("--base", default=None, help="Show only what changed since this revision.")
 @click.option("--head", default=None, help="Plan this revision (default: the branch tip).")
 @click.option("--cluster", is_flag=True, help="Include the cluster's view: running runs, locked targets, cooldowns.")
+@click.option("--policy", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Apply this policy (a policy file, or the reconciler's config with a policy: section).")
 @kube_options
 @click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, envvar="RECONCILER_NAMESPACE")
 @click.option("--cooldown", default="5m", show_default=True)
@@ -207,31 +246,37 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
               show_default=True, help="markdown: fit to post as a pull-request comment.")
 def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
          base: str | None, head: str | None, cluster: bool, kubeconfig: str | None, context: str | None,
-         namespace: str, cooldown: str, output: str) -> None:
+         namespace: str, cooldown: str, policy: Path | None, output: str) -> None:
     """Show what would run: each execution's action and run name (no cluster needed).
 
     With --cluster, the decisions a cycle would take now: what is running, which targets
-    are locked or cooling down. Exit 1 when the plan contains invalid files or
-    immutability violations.
+    are locked or cooling down; with --policy, the policy and sync windows too. With
+    --base/--head, only what a change adds, edits or removes: a pull-request preview.
+    Exit 1 when the plan contains invalid files, immutability or policy violations.
     """
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         head_commit = source.resolve(head) if head else source.fetch()
         head_decl = source.load(head_commit)
-        if cluster and not base:
-            live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
-            settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
-            cycle = Reconciler(_FixedRevision(source, head_commit), live, settings=settings, dry_run=True)
-            outcome = cycle.run_once()
-            if outcome.cluster_unknown:
-                _fail("; ".join(outcome.errors) or "the cluster cannot be read")
-            result = plan_from_states(head_decl, outcome.states, head_commit)
-        elif base:
+        gate = Gate(policy=load_policy(policy)) if policy else None
+        if base:
             base_commit = source.resolve(base)
             result = plan_change(source.load(base_commit), head_decl,
                                  base_revision=base_commit, revision=head_commit)
         else:
             result = plan_declaration(head_decl, head_commit)
+        if cluster or gate is not None:
+            if cluster:
+                live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
+            else:
+                live = OfflineCluster(namespace)
+            settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
+            outcome = Reconciler(_FixedRevision(source, head_commit), live, settings=settings, dry_run=True,
+                                 gate=gate).run_once()
+            if outcome.cluster_unknown:
+                _fail("; ".join(outcome.errors) or "the cluster cannot be read")
+            result = with_states(result, outcome.states) if base else plan_from_states(
+                head_decl, outcome.states, head_commit)
     except (ReconcilerError, OSError) as e:
         _fail(str(e))
         return

@@ -30,6 +30,7 @@ class Action:
     INVALID = "invalid"
     REMOVED = "removed"
     WAIT = "wait"
+    BLOCKED = "blocked"
 
 
 class Change:
@@ -210,8 +211,10 @@ def plan_from_states(decl: Declaration, states: Mapping[str, ExecutionState], re
             entries.append(_describe(execution, Action.CREATE, message=f"create {execution.run_name}"))
             continue
         action = _ACTION_FOR.get((state.phase, state.reason)) or _ACTION_FOR.get((state.phase, "*"), Action.WAIT)
+        violations = (f"PolicyViolation: {state.message}",) if state.reason == "PolicyViolation" else ()
         entries.append(_describe(execution, action, reason=state.reason, message=state.message,
-                                 conflicting_execution=str(state.skip_details.get("conflictingExecution", ""))))
+                                 conflicting_execution=str(state.skip_details.get("conflictingExecution", "")),
+                                 violations=violations))
     entries.extend(_invalid(item) for item in decl.invalid)
     return Plan(entries=entries, revision=revision)
 
@@ -219,8 +222,29 @@ def plan_from_states(decl: Declaration, states: Mapping[str, ExecutionState], re
 _ACTION_FOR = {
     ("Pending", "Creating"): Action.CREATE,
     ("Pending", "Suspended"): Action.HOLD,
+    ("Pending", "PolicyViolation"): Action.BLOCKED,
+    ("Pending", "UnverifiedCommit"): Action.BLOCKED,
     ("Running", "*"): Action.OBSERVE,
     ("Skipped", "*"): Action.SKIP,
     ("Completed", "*"): Action.DONE,
     ("Failed", "*"): Action.DONE,
 }
+
+
+def with_states(plan: Plan, states: Mapping[str, ExecutionState]) -> Plan:
+    """The plan's entries with what a (dry-run) cycle decided for them: the cluster's view
+    (busy targets, cooldowns), the gate (policy, windows) — for a pull-request preview."""
+    entries = []
+    for entry in plan.entries:
+        state = states.get(entry.name)
+        if state is None or entry.action in (Action.INVALID, Action.REMOVED):
+            entries.append(entry)
+            continue
+        action = _ACTION_FOR.get((state.phase, state.reason)) or _ACTION_FOR.get((state.phase, "*"), Action.WAIT)
+        violations = entry.violations
+        if action == Action.BLOCKED and state.reason == "PolicyViolation":
+            violations = (*violations, f"PolicyViolation: {state.message}")
+        entries.append(_with(entry, action=action, reason=state.reason, message=state.message,
+                             conflicting_execution=str(state.skip_details.get("conflictingExecution", "")),
+                             violations=violations))
+    return Plan(entries=entries, revision=plan.revision, base_revision=plan.base_revision)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 SYMBOL = {
     Action.CREATE: "+", Action.SKIP: "~", Action.HOLD: "=", Action.OBSERVE: ">",
-    Action.DONE: "✓", Action.INVALID: "✗", Action.REMOVED: "-", Action.WAIT: "…",
+    Action.DONE: "✓", Action.INVALID: "✗", Action.REMOVED: "-", Action.WAIT: "…", Action.BLOCKED: "⛔",
 }
 
 

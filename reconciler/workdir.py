@@ -23,6 +23,7 @@ ROOT_MARKERS = ("executions", "workflows")
 class WorkdirResult:
     problems: list[Problem] = field(default_factory=list)
     checked: int = 0
+    files: list[str] = field(default_factory=list)  # the files the user asked about
     declarations: list[Declaration] = field(default_factory=list)
 
 
@@ -103,9 +104,11 @@ def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         result.declarations.append(decl)
         if wanted is None:
             result.checked += len(files)
+            result.files.extend(files)
             result.problems.extend(decl.problems)
         else:
             result.checked += len(wanted)
+            result.files.extend(wanted)
             result.problems.extend(p for p in decl.problems if p.file in wanted)
     result.problems.sort()
     return result

@@ -16,6 +16,7 @@ import pytest
 
 from reconciler.cluster import KubeCluster
 from reconciler.cycle import CycleResult, MemoryStatusStore, Reconciler
+from reconciler.gate import Gate
 from reconciler.gitsource import GitSource
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.lifecycle import Settings
@@ -64,12 +65,14 @@ class Env:
         self.kube = KubeClient(self.api, retry=RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01))
         self.reconciler = self.new_reconciler()
 
-    def new_reconciler(self, *, store: MemoryStatusStore | None = None, dry_run: bool = False) -> Reconciler:
+    def new_reconciler(self, *, store: MemoryStatusStore | None = None, dry_run: bool = False,
+                       gate: Gate | None = None) -> Reconciler:
         """A fresh process: new Git source object, new clients."""
         source = GitSource(str(self.repo.path), cache_dir=self.tmp / "cache")
         cluster = KubeCluster(self.kube, NS, clock=self.clock)
         return Reconciler(source, cluster, settings=Settings(namespace=NS, cooldown=timedelta(minutes=5)),
-                          store=store if store is not None else self.store, clock=self.clock, dry_run=dry_run)
+                          store=store if store is not None else self.store, clock=self.clock, dry_run=dry_run,
+                          gate=gate)
 
     def cycle(self) -> CycleResult:
         return self.reconciler.run_once()
