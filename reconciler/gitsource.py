@@ -95,6 +95,7 @@ class GitSource:
         self._declarations: OrderedDict[str, Declaration] = OrderedDict()
         self._statuses: dict[str, dict[str, StatusRecord]] = {}
         self._load_lock = threading.RLock()
+        self._refs_fresh = False  # fetch_all() ran since this object was made
         self.parse_count = 0  # how many times files were actually parsed (observable caching)
 
     # -- low level ---------------------------------------------------------------------
@@ -167,6 +168,10 @@ class GitSource:
         if base == "HEAD":
             head = _SOURCE_HEAD if self.is_local else f"refs/heads/{self.branch}"
             candidates = [f"{head}{suffix}"]
+        if not _SHA.match(rev) and not self._refs_fresh:
+            # names move: never resolve a branch, tag or HEAD from a stale cache
+            self.fetch_all()
+            self._refs_fresh = True
         for attempt in range(2):
             for candidate in candidates:
                 try:

@@ -226,3 +226,13 @@ def test_status_commits_do_not_count_as_declared_changes(make_repo: Callable[[st
     decl = source.load(status_commit)
     assert source.parse_count == 1  # executions not parsed again
     assert decl.revision == declared and decl.statuses["first"].phase == "Completed"
+
+
+def test_branch_names_resolve_fresh_not_from_a_stale_cache(make_repo: Callable[[str], WorkRepo],
+                                                          cache_dir: Path) -> None:
+    repo = seeded(make_repo)
+    repo.git("checkout", "-q", "-b", "pr")
+    first = repo.commit("pr 1", **{"README.md": "1"})
+    assert GitSource(str(repo.path), cache_dir=cache_dir).resolve("pr") == first
+    second = repo.commit("pr 2", **{"README.md": "2"})
+    assert GitSource(str(repo.path), cache_dir=cache_dir).resolve("pr") == second  # same cache, new process
