@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,28 +18,14 @@ from reconciler.failures import (
     CANCELLED_BY_ANNOTATION,
     FailureDetails,
     FailureReason,
-    RunContext,
     classify_job,
     classify_pipelinerun,
     classify_text,
     externally_deleted,
 )
+from tests.tekton_payloads import CTX, JOB_CTX, PAYLOADS, load  # noqa: F401
 
-PAYLOADS = Path(__file__).parent / "payloads"
-CTX = RunContext(workflow_id="increase-memory-limit", workflow_version="1.2.0",
-                 target_resource="payments/Deployment/payment-api",
-                 execution_name="oom-payment-api-2026-11-21", engine="tekton")
-JOB_CTX = RunContext(**{**CTX.__dict__, "engine": "job"})
 UTC = timezone.utc
-
-
-def load(name: str) -> dict[str, list[dict[str, Any]]]:
-    raw = (PAYLOADS / name).read_text()
-    doc = json.loads(raw) if name.endswith(".json") else yaml.safe_load(raw)
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for item in doc["items"]:
-        out[item["kind"]].append(item)
-    return out
 
 
 def tekton(name: str) -> FailureDetails:

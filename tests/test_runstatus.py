@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from reconciler.failures import RunContext
 from reconciler.runstatus import (
     ExecutionStatus,
     Phase,
@@ -25,22 +20,9 @@ from reconciler.runstatus import (
     parse_time,
     task_counts,
 )
+from tests.tekton_payloads import CTX, JOB_CTX, PAYLOADS, load  # noqa: F401
 
-PAYLOADS = Path(__file__).parent / "payloads"
-CTX = RunContext("increase-memory-limit", "1.2.0", "payments/Deployment/payment-api",
-                 "oom-payment-api-2026-11-21")
-JOB_CTX = RunContext("increase-memory-limit", "1.2.0", "payments/Deployment/payment-api",
-                     "oom-payment-api-2026-11-21", engine="job")
 UTC = timezone.utc
-
-
-def load(name: str) -> dict[str, list[dict[str, Any]]]:
-    raw = (PAYLOADS / name).read_text()
-    doc = json.loads(raw) if name.endswith(".json") else yaml.safe_load(raw)
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for item in doc["items"]:
-        out[item["kind"]].append(item)
-    return out
 
 
 # --- phase mapping ----------------------------------------------------------------------
