@@ -296,3 +296,15 @@ def test_order_is_first_merged_first_served(env: Env) -> None:
     result = env.cycle()
     assert state(result, "z-early") == ("Running", "Running")
     assert state(result, "a-late") == ("Skipped", "ResourceBusy")
+
+
+def test_create_that_times_out_is_retried_and_adopted(env: Env) -> None:
+    """The API server answers too late: the client gives up, retries, and the run that the
+    slow request did create is adopted — never a second one."""
+    env.kube.request_timeout = 0.5
+    declare(env, "oom")
+    fault = env.server.inject(method="POST", path_regex="pipelineruns$", delay=1.0, times=1)
+    result = env.cycle()
+    assert fault.hits == 1
+    assert result.states["oom"].phase == "Running" and result.errors == []
+    assert len(env.runs()) == 1
