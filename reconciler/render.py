@@ -138,7 +138,9 @@ def builtin_templates_dir() -> Path:
         return checkout
     from importlib import resources
 
-    return Path(str(resources.files("reconciler.builtin_templates")))
+    # via the regular package: builtin_templates has no __init__.py (it is templates/ in the
+    # checkout), and a namespace package's files() is a MultiplexedPath, not a directory
+    return Path(str(resources.files("reconciler").joinpath("builtin_templates")))
 
 
 class Renderer:
