@@ -25,7 +25,7 @@ import yaml
 from . import __version__, logs, views
 from .cluster import Cluster, DryRunCluster, KubeCluster, OfflineCluster
 from .config import Config, describe, load_config
-from .cycle import Reconciler
+from .cycle import CycleResult, Reconciler
 from .errors import ConfigError, GitError, Problem, ReconcilerError, TemplateError
 from .gate import Gate
 from .gitsource import GitSource
@@ -97,17 +97,6 @@ def open_source(repo: str, branch: str, sub_path: str | None, cache_dir: Path | 
                 sub_path = rel
             repo = top
     return GitSource(repo, branch=branch, path=sub_path or "", cache_dir=cache_dir)
-
-
-class _FixedRevision(GitSource):
-    """A source pinned to one commit (plan --head REV --cluster)."""
-
-    def __init__(self, inner: GitSource, commit: str):
-        self.__dict__.update(inner.__dict__)
-        self._commit = commit
-
-    def fetch(self) -> str:
-        return self._commit
 
 
 def kube_options(func: F) -> F:
@@ -266,15 +255,9 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
         else:
             result = plan_declaration(head_decl, head_commit)
         if cluster or gate is not None:
-            if cluster:
-                live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
-            else:
-                live = OfflineCluster(namespace)
-            settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
-            outcome = Reconciler(_FixedRevision(source, head_commit), live, settings=settings, dry_run=True,
-                                 gate=gate).run_once()
-            if outcome.cluster_unknown:
-                _fail("; ".join(outcome.errors) or "the cluster cannot be read")
+            live = _cluster(kubeconfig, context, namespace, offline_ok=False)[0] if cluster \
+                else OfflineCluster(namespace)
+            outcome = _dry_run(source, head_commit, live, namespace, cooldown, gate)
             result = with_states(result, outcome.states) if base else plan_from_states(
                 head_decl, outcome.states, head_commit)
     except (ReconcilerError, OSError) as e:
@@ -405,11 +388,17 @@ def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | 
     if not cluster:
         return decl, states, False
     live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
+    return decl, _dry_run(source, commit, live, namespace, cooldown).states, True
+
+
+def _dry_run(source: GitSource, commit: str, live: Cluster, namespace: str, cooldown: str,
+             gate: Gate | None = None) -> CycleResult:
+    """What a cycle would decide at ``commit`` against ``live`` — nothing is changed."""
     settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
-    outcome = Reconciler(_FixedRevision(source, commit), live, settings=settings, dry_run=True).run_once()
+    outcome = Reconciler(source, live, settings=settings, dry_run=True, gate=gate).run_once(commit)
     if outcome.cluster_unknown:
         raise ConfigError("; ".join(outcome.errors) or "the cluster cannot be read")
-    return decl, outcome.states, True
+    return outcome
 
 
 def view_options(func: F) -> F:

@@ -133,6 +133,8 @@ def _context(execution: ResolvedExecution | None, state: ExecutionState) -> RunC
 # -- steps ------------------------------------------------------------------------------
 
 def fetch(ctx: CycleContext) -> None:
+    if ctx.revision:  # pinned by the caller (plans and views of a given commit)
+        return
     started = time.perf_counter()
     try:
         ctx.revision = ctx.source.fetch()
@@ -468,10 +470,10 @@ class Reconciler:
         self.gate = gate
         self._lock = threading.Lock()  # cycles and follow-ups never overlap
 
-    def run_once(self) -> CycleResult:
-        """A full cycle: fetch, observe, release, start, record."""
+    def run_once(self, revision: str = "") -> CycleResult:
+        """A full cycle: fetch (unless ``revision`` pins the commit), observe, release, start, record."""
         with self._lock:
-            result = self._run(STEPS, None, "")
+            result = self._run(STEPS, None, revision)
             if result.revision:
                 self.last_revision = result.revision
             return result

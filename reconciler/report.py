@@ -102,11 +102,9 @@ def plan_text(plan: Plan) -> str:
     rows = [header, *plan_rows(plan)]
     if plan.base_revision == "":
         rows = [tuple(c for i, c in enumerate(r) if i != 2) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     out = [f"Plan for {plan.revision[:12] or 'working tree'}"
            + (f" (changes since {plan.base_revision[:12]})" if plan.base_revision else "")]
-    for r in rows:
-        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    out += _table(rows)
     for e in plan.entries:
         for p in e.problems:
             out.append(f"  {p}")
