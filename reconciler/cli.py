@@ -4,6 +4,11 @@ Thin by design: each command gathers options, calls the pure core or an adapter,
 prints one of the report formats.  Exit codes are part of the contract so CI jobs can
 gate on them: 0 = fine, 1 = the input is invalid (or the plan shows violations),
 2 = usage, I/O, Git or template error.
+
+Every human-readable line goes out through :mod:`reconciler.safetext` (the report
+builders, and :func:`_echo` for the lines composed here): repository-controlled text can
+neither drive the terminal nor issue a GitHub Actions workflow command.  Nothing is
+printed through ``rich``, so ``[markup]`` in a name is shown as it is.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from .report import (
     problems_json,
     problems_text,
 )
+from .safetext import safe_block, safe_line, safe_lines
 from .service import Service, check
 from .workdir import validate_paths
 from .yamldoc import load_documents
@@ -57,8 +63,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
 
 
+def _echo(message: str, *, err: bool = False) -> None:
+    """Print a message composed here from untrusted parts (names, errors, status fields).
+
+    Its own line breaks are kept; each line is cleaned and guarded (see ``safetext``)."""
+    click.echo(safe_block(message), err=err)
+
+
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    _echo(f"error: {message}", err=True)
     sys.exit(EXIT_ERROR)
 
 
@@ -208,7 +221,7 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
         if execution is None:
             bad = next((i for i in decl.invalid if i.name == name), None)
             if bad is not None:
-                click.echo("\n".join(str(p) for p in bad.problems), err=True)
+                click.echo(safe_lines(str(p) for p in bad.problems), err=True)
                 sys.exit(EXIT_INVALID)
             _fail(f"no execution named {name!r} at {commit[:12]}")
             return
@@ -315,7 +328,7 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
         _fail(str(e))
         return
     if note:
-        click.echo(note, err=True)
+        _echo(note, err=True)
     click.echo(format_cycle(result, output, getattr(cluster, "intentions", None)))
     if not result.revision or (result.cluster_unknown and not dry_run):
         sys.exit(EXIT_ERROR)
@@ -363,7 +376,7 @@ def config_check(config_file: Path | None, output: str) -> None:
     try:
         config = load_config(config_file)
     except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
+        _echo(f"error: {e}", err=True)
         sys.exit(EXIT_INVALID)
     problems = check(config)
     effective = describe(config)
@@ -373,7 +386,7 @@ def config_check(config_file: Path | None, output: str) -> None:
         click.echo(yaml.safe_dump({"valid": not problems, "problems": problems, "config": effective}, sort_keys=False))
     else:
         click.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
-        click.echo("\n".join(f"problem: {p}" for p in problems) or "configuration is valid")
+        click.echo(safe_lines(f"problem: {p}" for p in problems) or "configuration is valid")
     sys.exit(EXIT_INVALID if problems else EXIT_OK)
 
 
@@ -496,18 +509,18 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
         try:
             _, states, _ = _live_view(source, source.fetch(), cluster, kubeconfig, context, namespace, cooldown)
         except ReconcilerError as e:
-            click.echo(f"warning: {e}", err=True)
+            _echo(f"warning: {e}", err=True)
             states = {}
         state = states.get(name)
         phase = state.phase if state else "Pending"
         if phase == wanted:
-            click.echo(f"{name}: {phase}" + (f" ({state.reason})" if state and state.reason else ""))
+            click.echo(safe_line(f"{name}: {phase}" + (f" ({state.reason})" if state and state.reason else "")))
             sys.exit(EXIT_OK)
         if state is not None and state.terminal:
-            click.echo(f"{name}: ended {phase} ({state.reason}): {state.message}", err=True)
+            click.echo(safe_line(f"{name}: ended {phase} ({state.reason}): {state.message}"), err=True)
             sys.exit(EXIT_INVALID)
         if time.monotonic() >= deadline:
-            click.echo(f"{name}: still {phase} after {timeout}", err=True)
+            click.echo(safe_line(f"{name}: still {phase} after {timeout}"), err=True)
             sys.exit(EXIT_ERROR)
         pause.wait(min(every, max(0.0, deadline - time.monotonic())))
 

@@ -4,6 +4,13 @@ Operators grep and ship these lines, so every record carries its context as fiel
 (``extra={...}``) rather than prose, and the JSON form is one object per line.  Nothing
 secret is ever passed to a logger: URLs are redacted before they get here, and the
 formatter drops any field whose name suggests a credential as a last line of defence.
+
+Messages and fields quote repository-controlled text (file names, execution names, Git
+output), and these lines end up in terminals and CI logs, so neither form lets such text
+act on its reader: the text form escapes control, bidi and line-separator characters and
+never starts a line a GitHub Actions runner would take as a workflow command
+(:mod:`reconciler.safetext`); the JSON form escapes them inside its strings, where they
+decode to the original value.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 from typing import Any
+
+from .safetext import clean, json_safe, safe_line
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _SECRET_WORDS = ("token", "password", "secret", "credential", "authorization")
@@ -34,14 +43,14 @@ class JsonFormatter(logging.Formatter):
         data.update(_fields(record))
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return json_safe(json.dumps(data, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        base = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
-        return f"{base} {fields}" if fields else base
+        fields = " ".join(f"{k}={clean(v)}" for k, v in _fields(record).items())
+        base = f"{record.levelname.lower():7} {record.name}: {clean(record.getMessage())}"
+        return safe_line(f"{base} {fields}" if fields else base)
 
 
 def setup(level: int = logging.INFO, fmt: str = "text") -> None:

@@ -1,14 +1,17 @@
 """Present validation problems and plans as text, JSON, GitHub annotations or Markdown.
 
 Pure string builders: the CLI chooses one and prints it.  Everything shown here can
-contain text from untrusted files (field names, values in messages), so each format
-escapes for its own medium — workflow-command escaping for GitHub annotations, pipes and
-HTML for Markdown posted as a pull-request comment.
+contain text from untrusted files (file names, execution names, values in messages,
+status files, commit subjects), so each format escapes for its own medium with
+:mod:`reconciler.safetext`: every text line is cleaned of control and bidi characters and
+guarded against being read as a GitHub Actions workflow command; annotations encode their
+data the way the runner decodes it; Markdown posted as a pull-request comment keeps each
+value inside its table cell or code span and renders no HTML.  JSON and YAML outputs are
+escaped by their encoders.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +21,7 @@ import yaml
 from .errors import Problem
 from .plan import Action, Plan, PlanEntry
 from .render import to_yaml
+from .safetext import clean, gh_data, gh_property, md_code, md_text, safe_lines
 
 if TYPE_CHECKING:
     from .cycle import CycleResult
@@ -37,7 +41,7 @@ def problems_text(problems: Sequence[Problem], checked: int) -> str:
         lines.append(f"{len(problems)} problem(s) in {files} of {checked} file(s)")
     else:
         lines.append(f"{checked} file(s) valid")
-    return "\n".join(lines)
+    return safe_lines(lines)
 
 
 def problem_dict(p: Problem) -> dict[str, object]:
@@ -50,26 +54,22 @@ def problems_json(problems: Sequence[Problem], checked: int) -> str:
                        "problems": [problem_dict(p) for p in problems]}, indent=2)
 
 
-def _gh_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _gh_property(text: str) -> str:
-    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
 def problems_github(problems: Sequence[Problem]) -> str:
-    """GitHub Actions workflow commands: each problem becomes an annotation on its line."""
+    """GitHub Actions workflow commands: each problem becomes an annotation on its line.
+
+    Each annotation is exactly one line that starts with ``::error``: the file, the rule and
+    the message are encoded (``%0A`` for a newline, ``%3A`` for a ``:`` in a property), so
+    no value can end the command early or start a command of its own."""
     lines = []
     for p in problems:
-        props = [f"file={_gh_property(p.file)}"]
+        props = [f"file={gh_property(p.file)}"]
         if p.line is not None:
             props.append(f"line={p.line}")
             if p.column is not None:
                 props.append(f"col={p.column}")
-        props.append(f"title={_gh_property(p.rule)}")
+        props.append(f"title={gh_property(p.rule)}")
         field = f"{p.path}: " if p.path else ""
-        lines.append(f"::error {','.join(props)}::{_gh_data(field + p.message)}")
+        lines.append(f"::error {','.join(props)}::{gh_data(field + p.message)}")
     return "\n".join(lines)
 
 
@@ -93,8 +93,8 @@ def _why(entry: PlanEntry) -> str:
 
 def plan_rows(plan: Plan) -> Iterable[tuple[str, ...]]:
     for e in plan.entries:
-        yield (f"{SYMBOL.get(e.action, '?')} {e.action}", e.name, e.change or "-", e.target or "-",
-               e.workflow or "-", e.run_name or "-", _why(e))
+        yield tuple(clean(c) for c in (f"{SYMBOL.get(e.action, '?')} {e.action}", e.name, e.change or "-",
+                                       e.target or "-", e.workflow or "-", e.run_name or "-", _why(e)))
 
 
 def plan_text(plan: Plan) -> str:
@@ -110,17 +110,13 @@ def plan_text(plan: Plan) -> str:
             out.append(f"  {p}")
     counts = plan.counts()
     out.append(", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing declared")
-    return "\n".join(out)
-
-
-def _md(text: str) -> str:
-    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+    return safe_lines(out)
 
 
 def plan_markdown(plan: Plan) -> str:
-    title = f"### kubernaut plan for `{plan.revision[:12]}`"
+    title = f"### kubernaut plan for {md_code(plan.revision[:12])}"
     if plan.base_revision:
-        title += f" (changes since `{plan.base_revision[:12]}`)"
+        title += f" (changes since {md_code(plan.base_revision[:12])})"
     out = [title, ""]
     counts = plan.counts()
     out.append(" · ".join(f"**{n}** {a}" for a, n in sorted(counts.items())) or "No execution changes.")
@@ -129,18 +125,18 @@ def plan_markdown(plan: Plan) -> str:
         out.append("| | Execution | Change | Target | Workflow | Run | Why |")
         out.append("|---|---|---|---|---|---|---|")
         for e in plan.entries:
-            why = _md(_why(e))
+            why = md_text(_why(e))
             if e.violations or e.action == Action.INVALID:
                 why = f"**{why}**"
             out.append(
-                f"| {SYMBOL.get(e.action, '?')} {e.action} | `{_md(e.name)}` | {e.change or '-'} | "
-                f"`{_md(e.target or '-')}` | {_md(e.workflow or '-')} | "
-                f"{('`' + e.run_name + '`') if e.run_name else '-'} | {why} |"
+                f"| {SYMBOL.get(e.action, '?')} {e.action} | {md_code(e.name)} | {md_text(e.change or '-')} | "
+                f"{md_code(e.target or '-')} | {md_text(e.workflow or '-')} | "
+                f"{md_code(e.run_name) if e.run_name else '-'} | {why} |"
             )
     problems = [p for e in plan.entries for p in e.problems]
     if problems:
         out += ["", "<details><summary>Validation problems</summary>", ""]
-        out += [f"- `{_md(p.location())}` {_md(p.path)}: {_md(p.message)} (`{p.rule}`)"
+        out += [f"- {md_code(p.location())} {md_text(p.path)}: {md_text(p.message)} ({md_code(p.rule)})"
                 for p in problems]
         out += ["", "</details>"]
     return "\n".join(out) + "\n"
@@ -149,6 +145,7 @@ def plan_markdown(plan: Plan) -> str:
 # -- reconcile cycle ----------------------------------------------------------------------
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Aligned columns; cells must already be cleaned (an escape is wider than its character)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
 
@@ -166,15 +163,16 @@ def format_cycle(result: CycleResult, output: str, intentions: list[str] | None 
         return yaml.safe_dump_all([s.to_document() for s in states], sort_keys=False, allow_unicode=True)
     rows: list[tuple[str, ...]] = [("EXECUTION", "PHASE", "REASON", "SYNC", "HEALTH", "TARGET", "RUN", "MESSAGE")]
     for s in states:
-        rows.append((s.name, s.phase, s.reason or "-", s.sync, s.health, s.target or "-",
-                     s.execution_ref.name if s.execution_ref else "-", s.message.replace("\n", " ")[:160]))
+        rows.append(tuple(clean(c) for c in (
+            s.name, s.phase, s.reason or "-", s.sync, s.health, s.target or "-",
+            s.execution_ref.name if s.execution_ref else "-", s.message.replace("\n", " ")[:160])))
     out = [f"Revision {result.revision[:12] or '?'}" + (" (cluster unknown)" if result.cluster_unknown else "")]
     out += _table(rows)
     if intentions is not None:
         out.append("Dry run — would do:" if intentions else "Dry run — nothing to change.")
         out += [f"  {i}" for i in intentions]
     out += [f"error: {e}" for e in result.errors]
-    return "\n".join(out)
+    return safe_lines(out)
 
 
 # -- status / get / diff -------------------------------------------------------------------
@@ -193,12 +191,12 @@ def format_status(rows: list[dict[str, Any]], output: str, summary: dict[str, An
                  r["age"] or "-", r["duration"] or "-", r["run"] or "-"]
         if output == "wide":
             cells += [r["reason"] or "-", r["message"].replace("\n", " ")[:120]]
-        table.append(tuple(cells))
+        table.append(tuple(clean(c) for c in cells))
     counts = ", ".join(f"{n} {p}" for p, n in summary["phases"].items() if n)
     lines = [f"{summary['repository']} @ {summary['branch']} ({summary['revision'][:12]}): "
              f"health {summary['health']}; {counts or 'nothing declared'}"]
     lines += _table(table) if rows else ["no executions match"]
-    return "\n".join(lines)
+    return safe_lines(lines)
 
 
 def format_detail(d: dict[str, Any], output: str) -> str:
@@ -206,6 +204,7 @@ def format_detail(d: dict[str, Any], output: str) -> str:
         return json.dumps(d, indent=2)
     if output == "yaml":
         return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+    c = clean  # values are cleaned before padding, so columns stay aligned
     out = [f"Name:         {d['name']}", f"Target:       {d['target']}",
            f"Workflow:     {d['workflow']} ({d['engine']})",
            f"Phase:        {d['phase']}" + (f" ({d['reason']})" if d["reason"] else ""),
@@ -233,15 +232,16 @@ def format_detail(d: dict[str, Any], output: str) -> str:
     if d.get("problems"):
         out += ["", "Problems:"] + [f"  {p}" for p in d["problems"]]
     if d.get("conditions"):
-        out += ["", "Conditions:"] + [f"  {c['type']}={c['status']} {c['reason']}: {c['message'][:120]} "
-                                      f"({c['lastTransitionTime']})" for c in d["conditions"]]
+        out += ["", "Conditions:"] + [f"  {k['type']}={k['status']} {k['reason']}: {k['message'][:120]} "
+                                      f"({k['lastTransitionTime']})" for k in d["conditions"]]
     if d.get("timeline"):
         out += ["", "Timeline (from Git history):"] + [
-            f"  {e['time']}  {e['phase']:<10} {e['reason']:<20} {e['commit'][:12]}" for e in d["timeline"]]
+            f"  {c(e['time'])}  {c(e['phase']):<10} {c(e['reason']):<20} {c(e['commit'][:12])}"
+            for e in d["timeline"]]
     if d.get("statusCommits"):
-        out += ["", "Status commits:"] + [f"  {c['sha'][:12]} {c['time']} {c['subject']}"
-                                          for c in d["statusCommits"][:10]]
-    return "\n".join(out)
+        out += ["", "Status commits:"] + [f"  {s['sha'][:12]} {s['time']} {s['subject']}"
+                                          for s in d["statusCommits"][:10]]
+    return safe_lines(out)
 
 
 def format_diff(decl: Any, states: dict[str, Any], runs: dict[str, dict[str, Any]], renderer: Any) -> tuple[str, bool]:
@@ -276,4 +276,4 @@ def format_diff(decl: Any, states: dict[str, Any], runs: dict[str, dict[str, Any
             lines.append(f"! {info.execution}: run {run_name} exists but nothing declares it")
     if not lines:
         return "in sync: every declared execution is applied or recorded", False
-    return "\n".join(lines), True
+    return safe_lines(lines), True

@@ -113,7 +113,9 @@ def timeline(source: GitSource, commit: str, name: str, limit: int = 200) -> tup
     except Exception:
         return [], []
     commits = []
-    for line in log.splitlines():
+    for line in log.split("\n"):  # not splitlines(): a subject may hold \r, \x1c or U+2028
+        if not line:
+            continue
         sha, when, subject = [*line.split("\0"), "", "", ""][:3]
         commits.append({"sha": sha, "time": format_time(datetime.fromtimestamp(int(when or 0), timezone.utc)),
                         "subject": subject})
