@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -31,6 +32,9 @@ DEFAULT_TIMEOUT = "30m"
 DEFAULT_SERVICE_ACCOUNT = "default"
 DEFAULT_PIPELINE = "workflow"
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_PROBLEMS_PER_FILE = 100
+
+_log = logging.getLogger("reconciler.declared")
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,11 @@ class Declaration:
     invalid: list[InvalidExecution] = field(default_factory=list)
     catalog: dict[tuple[str, str], WorkflowDefinition] = field(default_factory=dict)
     statuses: dict[str, StatusRecord] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # every problem of every file
+    # catalog files with problems (``name`` is None); their entries are not in ``catalog``
+    # and the executions that refer to them are in ``invalid``
+    invalid_catalog: list[InvalidExecution] = field(default_factory=list)
+    catalog_files: dict[tuple[str, str], str] = field(default_factory=dict)  # key → its file
 
     def find(self, name: str) -> ResolvedExecution | None:
         return next((e for e in self.executions if e.name == name), None)
@@ -164,7 +172,7 @@ def _parameter_values(doc: YamlDocument, raw: Any) -> tuple[list[tuple[str, str]
         return values, problems
     for key, value in raw.items():
         path = ("spec", "parameters", key)
-        if not names.PARAMETER_NAME.match(key):
+        if not names.PARAMETER_NAME.fullmatch(key):
             problems.append(doc.problem(path, "parameter-name",
                                         f"parameter name {key!r} must match ^[A-Z][A-Z0-9_]*$ "
                                         "(UPPER_SNAKE_CASE)"))
@@ -190,7 +198,7 @@ def _parameter_values(doc: YamlDocument, raw: Any) -> tuple[list[tuple[str, str]
 
 def _against_catalog(
     doc: YamlDocument, execution: WorkflowExecution, params: list[tuple[str, str]],
-    catalog: Mapping[tuple[str, str], WorkflowDefinition], have_catalog: bool,
+    catalog: Catalog, have_catalog: bool,
 ) -> tuple[tuple[str, str, str] | None, list[Problem]]:
     """Resolve (image, engine, pipeline) and check parameters against the catalog."""
     ref = execution.spec.workflow_ref
@@ -203,10 +211,19 @@ def _against_catalog(
                                       "workflow catalog to supply it)")]
         return (ref.container_image, ref.execution_engine or "tekton",
                 ref.pipeline_name or DEFAULT_PIPELINE), []
-    definition = catalog.get((ref.workflow_id, ref.version))
+    wanted = (ref.workflow_id, ref.version)
+    broken_in = catalog.broken.get(wanted)
+    if broken_in:
+        return None, [doc.problem(base, "catalog-entry-invalid",
+                                  f"workflow {ref.workflow_id}@{ref.version} is defined by an invalid "
+                                  f"or duplicated catalog entry in {', '.join(broken_in)}; fix the "
+                                  "catalog first")]
+    definition = catalog.entries.get(wanted)
     if definition is None:
-        known = sorted(v for (wid, v) in catalog if wid == ref.workflow_id)
+        known = sorted(v for (wid, v) in catalog.entries if wid == ref.workflow_id)
         hint = f" (known versions: {', '.join(known)})" if known else " (no such workflowId)"
+        if catalog.unreadable:
+            hint += f"; {', '.join(catalog.unreadable)} could not be read and may define it"
         path = (*base, "version") if known else (*base, "workflowId")
         return None, [doc.problem(path, "unknown-workflow",
                                   f"workflow {ref.workflow_id}@{ref.version} is not in the "
@@ -225,7 +242,7 @@ def _against_catalog(
     declared_names = {p.name: p for p in d.parameters}
     given = {k for k, _ in params}
     for key in sorted(given - declared_names.keys()):
-        if key in names.RESERVED_PARAMETERS or not names.PARAMETER_NAME.match(key):
+        if key in names.RESERVED_PARAMETERS or not names.PARAMETER_NAME.fullmatch(key):
             continue
         problems.append(doc.problem(("spec", "parameters", key), "undeclared-parameter",
                                     f"parameter {key} is not declared by {d.workflow_id}@{d.version}"
@@ -239,44 +256,118 @@ def _against_catalog(
     return (d.container_image, d.execution_engine, d.pipeline_name), problems
 
 
-def _load_catalog(
-    files: Mapping[str, bytes | int], max_bytes: int
-) -> tuple[dict[tuple[str, str], WorkflowDefinition], list[Problem]]:
-    catalog: dict[tuple[str, str], WorkflowDefinition] = {}
-    where: dict[tuple[str, str], str] = {}
+@dataclass
+class Catalog:
+    """The workflow catalog as loaded: the usable definitions, and what could not be used.
+
+    A definition that is invalid, or defined twice, is *not* usable — not even the copy that
+    sorts first: which one the author meant is a question for review, and an execution that
+    refers to it is invalid (naming the catalog file) in every command, not just ``validate``.
+    """
+
+    entries: dict[tuple[str, str], WorkflowDefinition] = field(default_factory=dict)
+    files: dict[tuple[str, str], str] = field(default_factory=dict)  # key → where it is defined
+    broken: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # key → files
+    unreadable: list[str] = field(default_factory=list)  # files whose entries are unknown
+    invalid: list[InvalidExecution] = field(default_factory=list)  # per catalog file
+
+    def mark_broken(self, key: tuple[str, str], *files: str) -> None:
+        known = self.broken.setdefault(key, [])
+        known.extend(f for f in files if f not in known)
+
+
+def _declared_key(data: Any) -> tuple[str, str] | None:
+    """(workflowId, version) of a catalog document, read leniently (even when invalid)."""
+    spec = data.get("spec") if isinstance(data, dict) else None
+    wid = spec.get("workflowId") if isinstance(spec, dict) else None
+    version = spec.get("version") if isinstance(spec, dict) else None
+    if isinstance(wid, str) and isinstance(version, str | int | float) and not isinstance(version, bool):
+        return (wid, str(version))
+    return None
+
+
+def _definition_problems(doc: YamlDocument) -> tuple[WorkflowDefinition | None, list[Problem]]:
+    try:
+        definition = WorkflowDefinition.model_validate(doc.data)
+    except ValidationError as e:
+        return None, translate(e, doc, WorkflowDefinition)
     problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, p in enumerate(definition.spec.parameters):
+        path = ("spec", "parameters", i, "name")
+        if not names.PARAMETER_NAME.fullmatch(p.name):
+            problems.append(doc.problem(path, "parameter-name",
+                                        f"parameter name {p.name!r} must match ^[A-Z][A-Z0-9_]*$"))
+        elif p.name in names.RESERVED_PARAMETERS:
+            problems.append(doc.problem(path, "parameter-reserved",
+                                        f"{p.name} is reserved and always passed by the reconciler"))
+        if p.name in seen:
+            problems.append(doc.problem(path, "duplicate-parameter",
+                                        f"parameter {p.name} is declared twice"))
+        seen.add(p.name)
+    return definition, problems
+
+
+def _load_catalog(files: Mapping[str, bytes | int], max_bytes: int) -> Catalog:
+    catalog = Catalog()
+    where: dict[tuple[str, str], str] = {}
     for file in sorted(files):
-        docs, found = load_documents(files[file], file, max_bytes=max_bytes)
-        problems.extend(found)
-        for doc in docs:
-            if doc.data is None:
-                continue
-            try:
-                definition = WorkflowDefinition.model_validate(doc.data)
-            except ValidationError as e:
-                problems.extend(translate(e, doc, WorkflowDefinition))
-                continue
-            seen: set[str] = set()
-            for i, p in enumerate(definition.spec.parameters):
-                path = ("spec", "parameters", i, "name")
-                if not names.PARAMETER_NAME.match(p.name):
-                    problems.append(doc.problem(path, "parameter-name",
-                                                f"parameter name {p.name!r} must match ^[A-Z][A-Z0-9_]*$"))
-                elif p.name in names.RESERVED_PARAMETERS:
-                    problems.append(doc.problem(path, "parameter-reserved",
-                                                f"{p.name} is reserved and always passed by the reconciler"))
-                if p.name in seen:
-                    problems.append(doc.problem(path, "duplicate-parameter",
-                                                f"parameter {p.name} is declared twice"))
-                seen.add(p.name)
-            if definition.key in catalog:
-                problems.append(doc.problem(("spec", "version"), "duplicate-workflow",
-                                            f"{definition.key[0]}@{definition.key[1]} is already "
-                                            f"defined in {where[definition.key]}"))
-                continue
-            catalog[definition.key] = definition
-            where[definition.key] = file
-    return catalog, problems
+        problems: list[Problem] = []
+        try:
+            docs, found = load_documents(files[file], file, max_bytes=max_bytes)
+            problems.extend(found)
+            if found:
+                catalog.unreadable.append(file)
+            for doc in docs:
+                if doc.data is None:
+                    continue
+                key = _declared_key(doc.data)
+                definition, doc_problems = _definition_problems(doc)
+                problems.extend(doc_problems)
+                if key is not None and key in where:
+                    problems.append(doc.problem(("spec", "version"), "duplicate-workflow",
+                                                f"{key[0]}@{key[1]} is already defined in {where[key]}"))
+                    catalog.mark_broken(key, where[key], file)
+                    continue
+                if key is not None:
+                    where[key] = file
+                if definition is None or doc_problems:
+                    if key is not None:
+                        catalog.mark_broken(key, file)
+                    elif file not in catalog.unreadable:
+                        catalog.unreadable.append(file)
+                    continue
+                catalog.entries[definition.key] = definition
+                catalog.files[definition.key] = file
+        except Exception as e:  # defence in depth: never the cycle's error
+            problems = [_internal_error(file, e)]
+            catalog.unreadable.append(file)
+        if problems:
+            catalog.invalid.append(InvalidExecution(file, None, capped(problems)))
+    for key in catalog.broken:
+        catalog.entries.pop(key, None)
+        catalog.files.pop(key, None)
+    return catalog
+
+
+def _internal_error(file: str, error: Exception) -> Problem:
+    _log.warning("unexpected error checking %s", file, exc_info=True)
+    return Problem(file, None, None, "", "internal-error",
+                   f"this file could not be checked ({type(error).__name__}); please report it")
+
+
+def capped(problems: Iterable[Problem], limit: int = MAX_PROBLEMS_PER_FILE) -> tuple[Problem, ...]:
+    """The first ``limit`` problems of one file, sorted, then one "and N more problems":
+    a hostile file must not turn into a report of hundreds of megabytes."""
+    ordered = sorted(problems)
+    if len(ordered) <= limit:
+        return tuple(ordered)
+    first_left_out = ordered[limit]
+    more = Problem(first_left_out.file, first_left_out.line, first_left_out.column, "",
+                   "too-many-problems",
+                   f"and {len(ordered) - limit} more problems in this file (only the first "
+                   f"{limit} are reported)")
+    return (*ordered[:limit], more)
 
 
 @contextlib.contextmanager
@@ -314,12 +405,16 @@ def _load_declaration(
         if role:
             roles[role][path] = raw
     decl = Declaration()
-    decl.catalog, catalog_problems = _load_catalog(roles["workflow"], max_bytes)
-    decl.problems.extend(catalog_problems)
+    catalog = _load_catalog(roles["workflow"], max_bytes)
+    decl.catalog = catalog.entries
+    decl.invalid_catalog = catalog.invalid
+    decl.catalog_files = catalog.files
+    for bad in catalog.invalid:
+        decl.problems.extend(bad.problems)
     have_catalog = bool(roles["workflow"])
     parsed = [
-        _parse_execution(file, roles["execution"][file], decl.catalog, have_catalog,
-                         origins.get(file), max_bytes)
+        _parse_execution_safely(file, roles["execution"][file], catalog, have_catalog,
+                                origins.get(file), max_bytes)
         for file in sorted(roles["execution"])
     ]
     files_by_name: dict[str, list[str]] = {}
@@ -336,11 +431,15 @@ def _load_declaration(
         if item.resolved is not None and not item.problems:
             decl.executions.append(item.resolved)
         else:
-            problems = tuple(sorted(item.problems))
+            problems = capped(item.problems)
             decl.invalid.append(InvalidExecution(item.file, item.name, problems, item.origin))
             decl.problems.extend(problems)
     for file in sorted(roles["status"]):
-        record = parse_status(roles["status"][file], file)
+        try:
+            record = parse_status(roles["status"][file], file)
+        except Exception:  # a damaged status file is treated as absent, never the cycle's error
+            _log.warning("unexpected error reading status file %s", file, exc_info=True)
+            record = None
         if record is not None:
             decl.statuses[record.name] = record
     decl.executions.sort(key=lambda e: e.order_key)
@@ -359,9 +458,20 @@ class _Parsed:
     origin: FileOrigin | None
 
 
+def _parse_execution_safely(
+    file: str, raw: bytes | int, catalog: Catalog, have_catalog: bool, origin: FileOrigin | None,
+    max_bytes: int,
+) -> _Parsed:
+    """:func:`_parse_execution`, with any unexpected failure turned into this file's problem."""
+    try:
+        return _parse_execution(file, raw, catalog, have_catalog, origin, max_bytes)
+    except Exception as e:
+        return _Parsed(file, (None, None), None, [_internal_error(file, e)], None, origin)
+
+
 def _parse_execution(
-    file: str, raw: bytes | int, catalog: Mapping[tuple[str, str], WorkflowDefinition],
-    have_catalog: bool, origin: FileOrigin | None, max_bytes: int,
+    file: str, raw: bytes | int, catalog: Catalog, have_catalog: bool, origin: FileOrigin | None,
+    max_bytes: int,
 ) -> _Parsed:
     doc, problems = _single_document(raw, file, max_bytes)
     item = _Parsed(file, (None, None), None, problems, None, origin)
@@ -369,7 +479,7 @@ def _parse_execution(
         return item
     raw_meta = doc.data.get("metadata")
     raw_name = raw_meta.get("name") if isinstance(raw_meta, dict) else None
-    if isinstance(raw_name, str) and names.DNS1123_LABEL.match(raw_name) and len(raw_name) <= 63:
+    if isinstance(raw_name, str) and len(raw_name) <= 63 and names.DNS1123_LABEL.fullmatch(raw_name):
         item.name = raw_name
         item.name_position = doc.position(("metadata", "name"))
     raw_spec = doc.data.get("spec")

@@ -34,7 +34,7 @@ class _Strict(BaseModel):
 
 
 def _dns_label(value: str, what: str) -> str:
-    if len(value) > 63 or not names.DNS1123_LABEL.match(value):
+    if len(value) > 63 or not names.DNS1123_LABEL.fullmatch(value):
         raise _fail(
             "name-format",
             f"{what} {value!r} must be a DNS-1123 label: lowercase letters, digits and '-', "
@@ -44,7 +44,7 @@ def _dns_label(value: str, what: str) -> str:
 
 
 def _dns_subdomain(value: str, what: str) -> str:
-    if len(value) > 253 or not names.DNS1123_SUBDOMAIN.match(value):
+    if len(value) > 253 or not names.DNS1123_SUBDOMAIN.fullmatch(value):
         raise _fail(
             "name-format",
             f"{what} {value!r} must be a DNS-1123 subdomain: lowercase letters, digits, '-' and "
@@ -54,7 +54,7 @@ def _dns_subdomain(value: str, what: str) -> str:
 
 
 def _image(value: str) -> str:
-    if len(value) > 512 or not names.IMAGE_REFERENCE.match(value):
+    if len(value) > 512 or not names.IMAGE_REFERENCE.fullmatch(value):
         raise _fail(
             "image-reference",
             f"{value!r} is not a valid OCI image reference (registry/path[:tag][@sha256:digest])",
@@ -68,7 +68,7 @@ def _fail(rule: str, message: str) -> PydanticCustomError:
 
 
 def _version(value: str) -> str:
-    if not names.VERSION.match(value):
+    if not names.VERSION.fullmatch(value):
         raise _fail(
             "version-format",
             f"version {value!r} must look like 1.2.0 (letters, digits, '.', '-', '+', '_')",

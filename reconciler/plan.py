@@ -99,6 +99,7 @@ def _describe(execution: ResolvedExecution, action: str, **extra: Any) -> PlanEn
 
 
 def _invalid(item: InvalidExecution, **extra: Any) -> PlanEntry:
+    """An invalid execution file, or (``name`` None) an invalid catalog file."""
     first = item.problems[0] if item.problems else None
     return PlanEntry(
         name=item.name or item.file.rsplit("/", 1)[-1],
@@ -125,6 +126,8 @@ def plan_declaration(decl: Declaration, revision: str = "") -> Plan:
         status = decl.statuses.get(execution.name)
         entries.append(_entry_for(execution, status, claimed))
     for item in decl.invalid:
+        entries.append(_invalid(item))
+    for item in decl.invalid_catalog:
         entries.append(_invalid(item))
     return Plan(entries=entries, revision=revision)
 
@@ -157,8 +160,9 @@ def plan_change(base: Declaration, head: Declaration, *, base_revision: str = ""
     violations flagged."""
     full = plan_declaration(head, revision)
     base_by_name = {e.name: e for e in base.executions}
-    base_files = {e.file for e in base.executions} | {i.file for i in base.invalid}
-    base_invalid = {i.file: i for i in base.invalid}
+    base_files = ({e.file for e in base.executions} | {i.file for i in base.invalid}
+                  | {i.file for i in base.invalid_catalog} | set(base.catalog_files.values()))
+    base_invalid = {i.file: i for i in (*base.invalid, *base.invalid_catalog)}
     head_names = {e.name for e in head.executions} | {i.name for i in head.invalid if i.name}
     entries: list[PlanEntry] = []
     for entry in full.entries:
@@ -215,7 +219,7 @@ def plan_from_states(decl: Declaration, states: Mapping[str, ExecutionState], re
         entries.append(_describe(execution, action, reason=state.reason, message=state.message,
                                  conflicting_execution=str(state.skip_details.get("conflictingExecution", "")),
                                  violations=violations))
-    entries.extend(_invalid(item) for item in decl.invalid)
+    entries.extend(_invalid(item) for item in (*decl.invalid, *decl.invalid_catalog))
     return Plan(entries=entries, revision=revision)
 
 

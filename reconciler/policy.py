@@ -39,7 +39,7 @@ from .windows import SyncWindow, WindowDecision, check_namespace_patterns, evalu
 
 REASON = "PolicyViolation"
 OVERRIDE_LABEL = "kubernaut.ai/sync-window-override"
-DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+DIGEST = re.compile(r"@sha256:[a-f0-9]{64}\Z", re.ASCII)  # a suffix: searched, anchored with \Z
 
 RULES = ("image-not-allowed", "digest-required", "namespace-not-allowed", "namespace-denied",
          "kind-not-allowed", "kind-denied", "service-account-not-allowed")
@@ -79,7 +79,7 @@ class Policy(BaseModel):
     def _kinds(cls, value: list[str]) -> list[str]:
         # A lowercase "deployment" would never match: in deniedKinds that allows everything.
         for kind in value:
-            if not names.KIND.match(kind):
+            if not names.KIND.fullmatch(kind):
                 raise ValueError(f"{kind!r} is not a Kind (CamelCase, such as Deployment)")
         return value
 
@@ -87,7 +87,7 @@ class Policy(BaseModel):
     @classmethod
     def _accounts(cls, value: list[str]) -> list[str]:
         for account in value:
-            if len(account) > 253 or not names.DNS1123_SUBDOMAIN.match(account):
+            if len(account) > 253 or not names.DNS1123_SUBDOMAIN.fullmatch(account):
                 raise ValueError(f"{account!r} is not a ServiceAccount name")
         return value
 

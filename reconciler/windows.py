@@ -38,7 +38,7 @@ _DST_SLACK = timedelta(hours=3)  # longer than any clock change
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MAX_STEPS = 256  # bound on merging back-to-back occurrences (a "* * * * *" window is endless)
 _MAX_HOPS = 16  # bound on alternating deny ends / allow starts when computing next_change
-_NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?\[\]!-]*$")
+_NAMESPACE_PATTERN = re.compile(r"[a-z0-9*?\[\]!-]*", re.ASCII)  # whole value: fullmatch
 
 
 def _weekday(token: str) -> int:
@@ -80,11 +80,12 @@ def _duration_seconds(raw: str) -> int:
     Not :func:`names.parse_duration`: that one parses run *timeouts*, capped at 24h, and a
     weekend freeze (``0 18 * * 5`` for ``62h``) needs longer windows.
     """
-    match = names.DURATION.match(raw)
-    if not raw or match is None:
-        raise ValueError(f"{raw!r} is not a duration such as 30m, 2h or 1h30m")
-    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    total = hours * 3600 + minutes * 60 + seconds
+    try:
+        total = names.duration_seconds(raw)
+    except names.DurationTooLong:
+        raise ValueError(f"{raw[:40]!r} is far too long for a window") from None
+    except ValueError:
+        raise ValueError(f"{raw[:40]!r} is not a duration such as 30m, 2h or 1h30m") from None
     if total <= 0:
         raise ValueError("a window must last longer than 0s")
     return total
@@ -154,7 +155,7 @@ def check_namespace_patterns(patterns: list[str]) -> list[str]:
     """Reject globs that can never match a namespace (``Payments``): in a deny list a typo
     would silently allow everything."""
     for pattern in patterns:
-        if not _NAMESPACE_PATTERN.match(pattern):
+        if not _NAMESPACE_PATTERN.fullmatch(pattern):
             raise ValueError(f"{pattern!r} is not a namespace glob (lowercase letters, digits, '-', "
                              "wildcards; \"\" = cluster-scoped)")
     return patterns
