@@ -16,18 +16,32 @@ delays a probe and the webhook can be exposed without exposing metrics.
 
 Callbacks (``is_live``, ``is_ready``, ``on_push``) are plain synchronous functions; they
 run in Starlette's thread pool, so they may take a lock but should return quickly.
+
+Every port is exposed to whatever can reach it, so each connection is bounded
+(:class:`Limits`): the request head must arrive within ``header_timeout`` of the
+connection opening (or of the previous response), an idle keep-alive connection is
+closed after ``keep_alive`` seconds, at most ``max_connections`` are served at once (the
+next one is answered 503 and closed at once), and a response sent before the request
+body was read (a 413, a 400 on the headers) closes the connection instead of draining
+the body.  uvicorn has the keep-alive timeout and a request-time concurrency check but
+nothing for a client that connects and never finishes its headers: that, and the
+refusal at connection time, are :func:`_guarded_protocol`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import socket
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
+import h11
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -36,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .metrics import Metrics
 from .webhook import PROVIDERS, PushEvent, WebhookError, detect_provider, event_name, parse_push, verify
@@ -128,10 +143,13 @@ def webhook_app(secret_for: Callable[[str], bytes | None], on_push: Callable[[Pu
     ``{"triggered": bool, "reason": str}``; ``on_push`` says whether a cycle was triggered.
     """
 
-    def answer(provider: str, result: str, status: int, content: dict[str, Any]) -> Response:
+    def answer(provider: str, result: str, status: int, content: dict[str, Any], *,
+               close: bool = False) -> Response:
         if metrics is not None:
             metrics.record_webhook(provider, result)
-        return JSONResponse(content, status_code=status)
+        # close: the body was not (fully) read, so the connection cannot carry another request
+        # without draining it first — and draining an oversized body is what the cap prevents
+        return JSONResponse(content, status_code=status, headers={"Connection": "close"} if close else None)
 
     async def receive(request: Request) -> Response:
         given = request.path_params.get("provider")
@@ -140,15 +158,15 @@ def webhook_app(secret_for: Callable[[str], bytes | None], on_push: Callable[[Pu
             label = "unknown"
             why = ("unknown provider (expected one of " + ", ".join(PROVIDERS) + ")" if given
                    else "cannot tell the provider from the headers")
-            return answer(label, "bad_request", 400, {"error": why})
+            return answer(label, "bad_request", 400, {"error": why}, close=True)
         assert provider is not None
         try:
             body = await _read_capped(request, max_body)
         except _TooLarge:
             log.warning("webhook body too large", extra={"provider": provider, "limit": max_body})
-            return answer(provider, "too_large", 413, {"error": f"body larger than {max_body} bytes"})
+            return answer(provider, "too_large", 413, {"error": f"body larger than {max_body} bytes"}, close=True)
         except WebhookError as e:
-            return answer(provider, "bad_request", 400, {"error": str(e)})
+            return answer(provider, "bad_request", 400, {"error": str(e)}, close=True)
         secret = secret_for(provider)
         if not secret or not verify(provider, request.headers, body, secret):
             log.warning("webhook not authentic", extra={"provider": provider,
@@ -188,6 +206,83 @@ def webhook_app(secret_for: Callable[[str], bytes | None], on_push: Callable[[Pu
 
 # -- serving -------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection bounds of one port (see the module docstring)."""
+
+    header_timeout: float = 10.0  # request line + headers, from connect or from the previous response
+    keep_alive: float = 5.0  # idle time allowed between requests on one connection
+    max_connections: int = 100  # served at once; the next one gets a 503 and is closed
+
+    def __post_init__(self) -> None:
+        if self.header_timeout <= 0 or self.keep_alive <= 0 or self.max_connections < 1:
+            raise ValueError("HTTP limits must be positive")
+
+
+_REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"connection: close\r\ncontent-length: 20\r\n\r\nService Unavailable\n")
+
+
+def _guarded_protocol(limits: Limits) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a request-head deadline, a connection bound and
+    close-instead-of-drain after an early response."""
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                log.warning("connection refused: too many open connections",
+                            extra={"limit": limits.max_connections})
+                transport.write(_REFUSED)
+                transport.close()
+                return
+            self._arm_head_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_head_deadline()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:  # still waiting for (the rest of) a request head
+                if self._head_deadline is None and not self.transport.is_closing():
+                    self._arm_head_deadline()
+            else:
+                self._cancel_head_deadline()
+
+        def on_response_complete(self) -> None:
+            unread_body = self.conn.their_state is h11.SEND_BODY
+            super().on_response_complete()
+            if self.transport.is_closing():
+                return
+            if unread_body:
+                # answered before the request body was read: close rather than drain it
+                self._cancel_head_deadline()
+                self.transport.close()
+            elif self.conn.their_state is h11.IDLE:
+                self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            self._cancel_head_deadline()
+            self._head_deadline = self.loop.call_later(limits.header_timeout, self._head_timed_out)
+
+        def _cancel_head_deadline(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def _head_timed_out(self) -> None:
+            self._head_deadline = None
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                log.info("connection closed: no complete request head in time",
+                         extra={"timeout": limits.header_timeout})
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
 class _ThreadServer(uvicorn.Server):
     """A uvicorn server that can run off the main thread: it never touches signal handlers
     (the process's own handlers stop it through :meth:`ServerThread.stop`)."""
@@ -214,10 +309,15 @@ class ServerThread:
     """One ASGI app served by uvicorn in a background daemon thread on (host, port)."""
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, name: str = "http",
-                 graceful_timeout: float = 5.0) -> None:
+                 graceful_timeout: float = 5.0, limits: Limits | None = None) -> None:
         self.host, self.name = host, name
+        self.limits = limits or Limits()
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=max(1, int(graceful_timeout)))
+                                lifespan="off", timeout_graceful_shutdown=max(1, int(graceful_timeout)),
+                                http=_guarded_protocol(self.limits),
+                                timeout_keep_alive=max(1, math.ceil(self.limits.keep_alive)),
+                                # uvicorn counts the connection asking: +1 so both checks agree
+                                limit_concurrency=self.limits.max_connections + 1)
         self._server = _ThreadServer(config)
         self._thread = threading.Thread(target=self._run, name=f"{name}-server", daemon=True)
         self._error: BaseException | None = None
