@@ -93,7 +93,7 @@ class DashboardSource(Protocol):
 
 def valid_name(name: object) -> bool:
     """A DNS-1123 label (what execution names are); anything else is never looked up or linked."""
-    return isinstance(name, str) and 0 < len(name) <= 63 and DNS1123_LABEL.match(name) is not None
+    return isinstance(name, str) and 0 < len(name) <= 63 and DNS1123_LABEL.fullmatch(name) is not None
 
 
 def script_json(data: Any) -> Markup:
