@@ -45,7 +45,10 @@ from .lifecycle import (
 from .logevidence import explaining_line, with_step_message
 from .render import Renderer
 from .runstatus import format_time, human_duration, observe_job, observe_pipelinerun
-from .status import ExecutionState, from_document, with_summary
+from .status import ExecutionState, RunRef, drop_condition, set_condition, with_summary
+from .statushistory import Committer, recorded_states
+
+LOCK_HELD = "LockHeld"
 
 
 @dataclass(frozen=True)
@@ -60,19 +63,35 @@ class Transition:
 
 
 class StatusStore(Protocol):
+    # True: load() is the whole truth (recovered from the bot's own commits); False: the
+    # cycle adds what the history of status/ in Git recorded (statushistory)
+    authoritative: bool
+
     def load(self) -> dict[str, ExecutionState]: ...
+    def refresh(self) -> None: ...
+    def durable(self, name: str, state: ExecutionState) -> bool: ...
     def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None: ...
 
 
 class MemoryStatusStore:
-    """Keeps states between cycles of one process (``sync --once``, tests)."""
+    """Keeps states between cycles of one process (``sync --once``, tests); what it saved
+    is as durable as it gets."""
+
+    authoritative = False
 
     def __init__(self) -> None:
         self.states: dict[str, ExecutionState] = {}
+        self.recorded: dict[str, ExecutionState] = {}  # what the Git history holds (set each cycle)
         self.saves = 0
 
     def load(self) -> dict[str, ExecutionState]:
         return dict(self.states)
+
+    def refresh(self) -> None:
+        return None
+
+    def durable(self, name: str, state: ExecutionState) -> bool:
+        return state in (self.states.get(name), self.recorded.get(name))
 
     def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None:
         self.states = dict(states)
@@ -106,6 +125,7 @@ class CycleContext:
     fetch_seconds: float | None = None  # how long the Git fetch took (None: no fetch this pass)
     gate: Gate | None = None
     blocked: dict[str, Block] = field(default_factory=dict)
+    locks_awaiting_writeback: int = 0  # runs kept because their outcome is not on the remote yet
 
     def check_fence(self) -> None:
         if not self.dry_run and not self.fence():
@@ -154,11 +174,21 @@ def load(ctx: CycleContext) -> None:
 
 
 def previous_status(ctx: CycleContext) -> None:
-    """The last known state: this process's memory, else the status files in Git."""
-    assert ctx.decl is not None
-    recorded = {name: from_document(rec.raw) for name, rec in ctx.decl.statuses.items()}
-    ctx.previous = {name: s for name, s in recorded.items() if s is not None}
-    ctx.previous.update(ctx.store.load())
+    """The last known state (SPEC §10: never from the status files as they stand now).
+
+    An authoritative store (the service's Git write-back) knows it: its memory, recovered
+    after a restart from the bot's own commits.  Otherwise (``sync --once``) the newest
+    valid version of each status file in the history, so a deleted file still says that
+    its execution started."""
+    if ctx.store.authoritative:
+        ctx.previous = ctx.store.load()
+        ctx.store.refresh()
+    else:
+        prefix = f"{ctx.source.path}/" if ctx.source.path else ""
+        recorded = recorded_states(ctx.source, ctx.revision, prefix, Committer(), ctx.log).states
+        if isinstance(ctx.store, MemoryStatusStore):
+            ctx.store.recorded = dict(recorded)
+        ctx.previous = {**recorded, **ctx.store.load()}
     ctx.states = dict(ctx.previous)
 
 
@@ -187,8 +217,8 @@ def observe_started(ctx: CycleContext) -> None:
         ref = state.execution_ref
         try:
             run = ctx.runs.get(ref.name) or ctx.cluster.get_run(ref.kind, ref.name)
-            if run is not None and run_info(run).execution not in ("", name):
-                run = None  # the name is now someone else's run: ours is gone
+            if run is not None and not owned_by(run, name, ref, ctx.cluster.namespace):
+                run = None  # the name is now someone else's run (or never was ours): ours is gone
             if run is None:
                 details = externally_deleted(_context(execution, state), state.start_time, ctx.now)
                 ctx.states[name] = fail(state, details, ctx.now)
@@ -274,13 +304,34 @@ def _deadline(state: ExecutionState, execution: ResolvedExecution | None, ctx: C
     return replace(details, reason=FailureReason.DeadlineExceeded.value, natural_language_summary=summary)
 
 
+def owned_by(run: dict[str, Any], name: str, ref: RunRef | None, namespace: str) -> bool:
+    """The run's own labels say it is this execution's (managed-by **and** execution label),
+    in our namespace, and it is the object we recorded (same uid, when both are known).
+    Nothing a status file says can make a foreign run ours."""
+    info = run_info(run)
+    if not info.managed or info.execution != name or (info.namespace and info.namespace != namespace):
+        return False
+    return ref is None or not ref.uid or not info.uid or ref.uid == info.uid
+
+
 def release_locks(ctx: CycleContext) -> None:
-    """After terminal + cooldown, delete our runs (lock released), oldest first."""
+    """After terminal + cooldown, delete our runs (lock released), oldest first — only once
+    the remote branch holds the terminal status (SPEC §10: durable before release)."""
     declared = {e.name for e in ctx.decl.executions} if ctx.decl else set()
     for run_name, run in sorted(ctx.runs.items()):
         info = run_info(run)
         owner = ctx.states.get(info.execution)
         if not release_due(info, owner, info.execution in declared, ctx.now, ctx.settings):
+            continue
+        if owner is not None and not ctx.store.durable(info.execution, owner):
+            ctx.locks_awaiting_writeback += 1
+            if not (held := owner.condition(LOCK_HELD)) or held.status != "True":
+                ctx.states[info.execution] = replace(owner, conditions=set_condition(
+                    owner.conditions, LOCK_HELD, "True", "StatusNotDurable",
+                    f"the run {info.name} (the lock on {owner.target}) is kept until the terminal status "
+                    "is on the remote branch", ctx.now))
+            ctx.log.warning("lock kept: terminal status not yet on the remote", extra={
+                "execution": info.execution, "run": info.name, "revision": ctx.revision})
             continue
         ctx.check_fence()
         try:
@@ -288,6 +339,8 @@ def release_locks(ctx: CycleContext) -> None:
                                      f"cooldown over: releasing the lock on {info.name} held by {info.execution}")
             ctx.cluster.delete_run(info.kind, info.name, info.uid)
             ctx.runs.pop(run_name, None)
+            if owner is not None and owner.condition(LOCK_HELD) is not None:
+                ctx.states[info.execution] = replace(owner, conditions=drop_condition(owner.conditions, LOCK_HELD))
             ctx.log.info("lock released", extra={"execution": info.execution, "run": info.name,
                                                   "revision": ctx.revision})
         except KubeError as e:
@@ -327,7 +380,7 @@ def _held_by_gate(ctx: CycleContext, execution: ResolvedExecution, prev: Executi
     """Pending with the gate's reason, or None when the execution may go on to lock/create.
     A run that already exists and is ours is always adopted (it started before)."""
     run = ctx.runs.get(execution.run_name)
-    if run is not None and run_info(run).execution == execution.name:
+    if run is not None and owned_by(run, execution.name, None, ctx.cluster.namespace):
         return None
     base = replace(prev or ExecutionState(name=execution.name), observed_revision=ctx.declared,
                    workflow=f"{execution.workflow_id}@{execution.version}", target=execution.target,
@@ -448,6 +501,7 @@ class CycleResult:
     cluster_unknown: bool
     seconds: float
     fetch_seconds: float | None = None
+    locks_awaiting_writeback: int = 0
 
 
 class Reconciler:
@@ -490,8 +544,11 @@ class Reconciler:
     def _run(self, steps: list[Callable[[CycleContext], None]], only: set[str] | None,
              revision: str) -> CycleResult:
         started = time.perf_counter()
+        # whole seconds: every time written to a status file is, so a state read back from
+        # its file compares equal and renders the same bytes
+        now = self.clock().replace(microsecond=0)
         ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
-                           self.clock(), self.log, dry_run=self.dry_run, revision=revision, only=only,
+                           now, self.log, dry_run=self.dry_run, revision=revision, only=only,
                            fence=self.fence, gate=self.gate)
         for step in steps:
             if ctx.aborted:
@@ -504,5 +561,6 @@ class Reconciler:
                 ctx.error(step.__name__, e)
                 ctx.aborted = True
         return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
-                           ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds)
+                           ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds,
+                           ctx.locks_awaiting_writeback)
 

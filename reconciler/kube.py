@@ -41,6 +41,7 @@ from .errors import (
     Invalid,
     KubeError,
     NotFound,
+    NotLeader,
     Unavailable,
 )
 
@@ -77,6 +78,7 @@ EVENTS = Resource("", "v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 RUN_RESOURCES = {"PipelineRun": PIPELINERUNS, "Job": JOBS}
 
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _PATCH_TYPES = {
     "merge": "application/merge-patch+json",
@@ -133,8 +135,12 @@ class KubeClient:
         request_timeout: float = 15.0,
         sleep: Callable[[float], None] = time.sleep,
         logger: logging.Logger | None = None,
+        fence: Callable[[], bool] | None = None,
     ):
         self.api = api_client
+        # leadership, asked right before every write request is sent (each retry included):
+        # a replica that lost the Lease sends nothing more (SPEC §10)
+        self.fence: Callable[[], bool] = fence or (lambda: True)
         self.retry = retry or RetryPolicy()
         self.request_timeout = request_timeout
         self.sleep = sleep
@@ -145,6 +151,8 @@ class KubeClient:
     def _send(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
               body: Any = None, content_type: str | None = None, timeout: float | None = None,
               stream: bool = False, text: bool = False) -> Any:
+        if method in _WRITES and not self.fence():
+            raise NotLeader(f"{method} {path}: not sent, leadership lost")
         headers = {"Accept": "text/plain" if text else "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"

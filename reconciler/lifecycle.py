@@ -20,9 +20,8 @@ from typing import Any
 
 from .declared import ResolvedExecution
 from .failures import FailureDetails
-from .names import format_duration as format_seconds
 from .render import ANNOTATION_SPEC_HASH, LABEL_EXECUTION, LABEL_MANAGED_BY, LABEL_WORKFLOW, MANAGED_BY
-from .runstatus import RunObservation, parse_time
+from .runstatus import RunObservation, format_time, parse_time
 from .status import ExecutionState, RunRef, drop_condition, set_condition
 
 
@@ -148,16 +147,19 @@ def decide_start(
                                      conflictingExecution=run.execution))
         remaining = _cooldown_remaining(run, now, settings)
         if remaining > timedelta(0):
-            left = format_seconds(int(remaining.total_seconds()) or 1)
+            # an absolute time, never a countdown: the status bytes must not change with the
+            # clock alone (SPEC §10), or every poll would commit
+            until = format_time((run.completion_time or now) + settings.cooldown) if run.completion_time else ""
+            ends = f"at {until}" if until else "once the run finishes"
             if run.workflow == execution.workflow_id:
                 message = (f"{execution.workflow_id} already ran on {execution.target} "
-                           f"(execution {run.execution}); cooldown ends in {left}")
+                           f"(execution {run.execution}); cooldown ends {ends}")
                 return Decision(_skipped(state, "RecentlyRemediated", message, now,
-                                         conflictingExecution=run.execution, cooldownRemaining=left))
+                                         conflictingExecution=run.execution, cooldownUntil=until))
             message = (f"target {execution.target} was remediated by {run.execution} "
-                       f"({run.workflow}); starts after the cooldown, in {left}")
+                       f"({run.workflow}); starts after the cooldown, which ends {ends}")
             return Decision(_pending(state, "CooldownActive", message, now,
-                                     conflictingExecution=run.execution, cooldownRemaining=left))
+                                     conflictingExecution=run.execution, cooldownUntil=until))
         message = f"waiting for the lock on {execution.target} held by {run.execution} to be released"
         return Decision(_pending(state, "LockReleasing", message, now,
                                  conflictingExecution=run.execution))

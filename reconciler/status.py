@@ -15,7 +15,7 @@ what it observed; this module owns the rules that are the same everywhere:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .runstatus import format_duration, format_time, parse_time
@@ -106,8 +106,10 @@ class ExecutionState:
             status["startTime"] = format_time(self.start_time)
         if self.completion_time:
             status["completionTime"] = format_time(self.completion_time)
-        if self.duration is not None:
-            status["duration"] = format_duration(self.duration)
+        if self.start_time and self.completion_time:
+            # from the whole-second times written above, so a state read back from its own
+            # file renders the same duration (the bytes depend on the state, not the clock)
+            status["duration"] = format_duration(_whole(self.completion_time) - _whole(self.start_time))
         for key, value in (("executionStatus", self.execution_status),
                            ("skipDetails", self.skip_details),
                            ("failureDetails", self.failure_details)):
@@ -119,8 +121,19 @@ class ExecutionState:
                 "status": status}
 
 
+def _whole(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def progress_rank(state: ExecutionState) -> int:
+    """How far an execution has come, for keeping status monotonic (SPEC §10):
+    terminal (2) beats started (1) beats not started (0)."""
+    return 2 if state.terminal else 1 if state.started else 0
+
+
 def from_document(data: dict[str, Any]) -> ExecutionState | None:
-    """Read a status document back (lenient: None when it is not one of ours)."""
+    """Read a status document back; None when it is not a well-formed one of ours (the
+    caller reports why: ``statusdoc.check_status_document``)."""
     if not isinstance(data, dict) or data.get("kind") != KIND:
         return None
     meta, status = data.get("metadata"), data.get("status")
@@ -130,7 +143,7 @@ def from_document(data: dict[str, Any]) -> ExecutionState | None:
     conditions = []
     for c in status.get("conditions") or []:
         if isinstance(c, dict) and c.get("type"):
-            when = parse_time(c.get("lastTransitionTime")) or datetime.fromtimestamp(0).astimezone()
+            when = parse_time(c.get("lastTransitionTime")) or datetime.fromtimestamp(0, timezone.utc)
             conditions.append(Condition(str(c["type"]), str(c.get("status", "Unknown")),
                                         str(c.get("reason", "")), str(c.get("message", "")), when))
 

@@ -1,20 +1,109 @@
 """The status document (``status/<name>.yaml``, SPEC §7): what the reconciler recorded.
 
-Status files are written only by the reconciler, but they live in a repository people
-can edit, so reading them is lenient: a damaged file is reported and treated as absent
-(the next cycle recomputes it from the cluster) rather than stopping anything.
+Status files are written only by the reconciler, but they live in a repository anyone
+who can push may edit, so they are **untrusted input** (SPEC §10): every file goes
+through the same strict loader as executions (size, node and alias limits, YAML 1.2
+scalars, duplicate keys rejected) and then through :func:`check_status_document`, which
+checks every field's type and that ``metadata.name`` is a DNS-1123 label equal to the
+file's name.  A file that fails is reported and treated as absent; its name is never used
+to build a path.  What a status file says is never taken as permission to touch the
+cluster either: the cycle cancels, deletes or adopts a run only when the run's own labels
+say it is ours (see ``cycle.owned_by``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
-from .yamldoc import load_documents
+from .yamldoc import DEFAULT_MAX_BYTES, load_documents
 
 STATUS_KIND = "WorkflowExecutionStatus"
+STATUS_API_VERSION = "kubernaut.ai/v1alpha1"
 STARTED_PHASES = frozenset({"Running", "Completed", "Failed"})
 TERMINAL_PHASES = frozenset({"Completed", "Failed", "Skipped"})
+PHASES = frozenset({"Pending", *STARTED_PHASES, *TERMINAL_PHASES})
+# the one pattern a name must pass before it goes into a path or a Git import stream
+_EXECUTION_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
+
+_STRING_FIELDS = ("phase", "reason", "message", "sync", "health", "observedRevision", "specHash", "workflow",
+                  "targetResource", "startTime", "completionTime", "duration")
+_MAPPING_FIELDS = ("executionRef", "executionStatus", "skipDetails", "failureDetails")
+_CONDITION_FIELDS = ("type", "status", "reason", "message", "lastTransitionTime")
+
+
+def valid_execution_name(name: object) -> bool:
+    """A DNS-1123 label (what ``metadata.name`` of an execution must be): safe in a path."""
+    return isinstance(name, str) and _EXECUTION_NAME.fullmatch(name) is not None
+
+
+def status_path(prefix: str, name: str) -> str:
+    """``<prefix>status/<name>.yaml`` for a validated name; anything else is refused."""
+    if not valid_execution_name(name):
+        raise ValueError(f"refusing to build a status path from the name {name!r}: not a DNS-1123 label")
+    return f"{prefix}status/{name}.yaml"
+
+
+def check_status_document(data: Any, file: str) -> str | None:
+    """None when ``data`` is a well-formed status document for ``file``; else what is wrong
+    (naming the field)."""
+    if not isinstance(data, dict):
+        return "not a mapping"
+    if data.get("kind") != STATUS_KIND:
+        return f"kind: expected {STATUS_KIND}"
+    if data.get("apiVersion") not in (None, STATUS_API_VERSION):
+        return f"apiVersion: expected {STATUS_API_VERSION}"
+    unknown = sorted(set(data) - {"apiVersion", "kind", "metadata", "status"})
+    if unknown:
+        return f"{unknown[0]}: unknown field"
+    meta, status = data.get("metadata"), data.get("status")
+    if not isinstance(meta, dict) or not isinstance(status, dict):
+        return "metadata and status must be mappings"
+    name = meta.get("name")
+    if not valid_execution_name(name):
+        return "metadata.name: must be a DNS-1123 label (lower-case letters, digits and '-', at most 63)"
+    stem = PurePosixPath(file).name
+    if stem != f"{name}.yaml":
+        return f"metadata.name: {name!r} does not match the file name {stem!r}"
+    if status.get("phase") not in PHASES:
+        return f"status.phase: must be one of {', '.join(sorted(PHASES))}"
+    for key in _STRING_FIELDS:
+        if key in status and not isinstance(status[key], str):
+            return f"status.{key}: must be a string"
+    for key in _MAPPING_FIELDS:
+        if key in status and not isinstance(status[key], dict):
+            return f"status.{key}: must be a mapping"
+    ref = status.get("executionRef")
+    if isinstance(ref, dict) and not all(isinstance(ref.get(k, ""), str) for k in ("kind", "namespace", "name", "uid")):
+        return "status.executionRef: kind, namespace, name and uid must be strings"
+    conditions = status.get("conditions", [])
+    if not isinstance(conditions, list):
+        return "status.conditions: must be a list"
+    for index, condition in enumerate(conditions):
+        if not isinstance(condition, dict) or not all(isinstance(condition.get(k, ""), str)
+                                                      for k in _CONDITION_FIELDS):
+            return f"status.conditions[{index}]: must be a mapping of strings"
+    return None
+
+
+def read_status_document(raw: bytes | int, file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[
+        dict[str, Any] | None, str | None]:
+    """(document, None) for a valid status file; (None, why) for anything else."""
+    if isinstance(raw, int):
+        return None, f"{file}: {raw} bytes is larger than the limit"
+    docs, problems = load_documents(raw, file, max_bytes=max_bytes)
+    if problems:
+        first = problems[0]
+        return None, f"{file}:{first.line or '?'}: {first.message}"
+    if len(docs) != 1:
+        return None, f"{file}: expected exactly one YAML document"
+    why = check_status_document(docs[0].data, file)
+    if why is not None:
+        return None, f"{file}: {why}"
+    data: dict[str, Any] = docs[0].data
+    return data, None
 
 
 @dataclass(frozen=True)
@@ -40,23 +129,15 @@ class StatusRecord:
 
 
 def parse_status(raw: bytes | int, file: str) -> StatusRecord | None:
-    docs, problems = load_documents(raw, file)
-    if problems or len(docs) != 1 or not isinstance(docs[0].data, dict):
+    data, _ = read_status_document(raw, file)
+    if data is None:
         return None
-    data = docs[0].data
-    meta = data.get("metadata")
-    status = data.get("status")
-    if data.get("kind") != STATUS_KIND or not isinstance(meta, dict) or not isinstance(status, dict):
-        return None
-    name = meta.get("name")
-    phase = status.get("phase")
-    if not isinstance(name, str) or not isinstance(phase, str):
-        return None
+    meta, status = data["metadata"], data["status"]
     ref = status.get("executionRef")
     return StatusRecord(
-        name=name,
+        name=meta["name"],
         file=file,
-        phase=phase,
+        phase=status["phase"],
         reason=str(status.get("reason") or ""),
         spec_hash=str(status.get("specHash") or ""),
         run_name=str(ref.get("name") or "") if isinstance(ref, dict) else "",

@@ -11,14 +11,25 @@ The status files are the audit trail, so the rules are strict:
   new tip, push again, with backoff.  Nothing is ever force-pushed, so no foreign commit
   can be lost; and because status is recomputed every cycle from the cluster plus the
   previous status, a write-back that finally fails is repaired by the next one;
-* status files are never deleted: they are the history.
+* status files are never deleted: they are the history;
+* the remote is the only proof of durability: a file counts as written when the fetched
+  tip of the status branch holds exactly its bytes (blob ids compared, nothing re-read),
+  which is what the cycle asks before it releases a lock (SPEC §10);
+* status is monotonic: when a push is rebuilt on a new tip, a file the bot (another
+  replica) already moved further — terminal beats started beats pending — is left as it is;
+* the import stream is built only from validated names and quoted paths, and the commit
+  is checked before it is pushed: it may touch ``status/<name>.yaml`` of the expected
+  names and nothing else (a hostile name can never add, delete or rename another file);
+* every push attempt, retries included, checks leadership right before it is sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -30,9 +41,11 @@ import git
 import yaml
 
 from .cycle import Transition
-from .errors import GitError
+from .errors import GitError, NotLeader
 from .gitsource import GitSource, _clean_stderr
-from .status import ExecutionState, from_document
+from .status import ExecutionState, from_document, progress_rank
+from .statusdoc import read_status_document, status_path, valid_execution_name
+from .statushistory import Committer, recorded_states
 
 _Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -51,29 +64,63 @@ def status_yaml(state: ExecutionState) -> bytes:
     return (header + body).encode("utf-8")
 
 
-def commit_message(changed: list[str], transitions: list[Transition], revision: str) -> str:
+def blob_id(data: bytes) -> str:
+    """The id Git gives these bytes as a blob (``git hash-object``), computed locally."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._/-]+", re.ASCII)
+
+
+def _quote_path(path: str) -> str:
+    """A quoted path for the fast-import stream. Only plain path characters are allowed:
+    names are validated DNS-1123 labels and the prefix is a checked sub-path, so anything
+    else is a bug that must not reach the stream."""
+    if not _SAFE_PATH.fullmatch(path) or ".." in path.split("/"):
+        raise GitError(f"refusing to write the path {path!r}")
+    return f'"{path}"'
+
+
+def commit_message(changed: list[str], transitions: list[Transition], revision: str,
+                   restored: frozenset[str] = frozenset()) -> str:
     by_name = {t.name: t for t in transitions}
     lines = []
     for name in changed:
         t = by_name.get(name)
-        if t is None:
+        if t is None and name in restored:
+            lines.append(f"- {name}: status restored (the file on the branch was edited or deleted "
+                         "outside the reconciler)")
+        elif t is None:
             lines.append(f"- {name}: status updated")
         else:
             arrow = f"{t.from_phase or 'new'} → {t.to_phase}"
             run = f", run {t.run}" if t.run else ""
             lines.append(f"- {name}: {arrow} ({t.reason or t.to_phase}{run})")
-    subject = (f"status: {by_name[changed[0]].to_phase if len(changed) == 1 and changed[0] in by_name else 'update'}"
-               f" {changed[0]}" if len(changed) == 1 else f"status: {len(changed)} executions changed")
+    if len(changed) == 1:
+        name = changed[0]
+        verb = by_name[name].to_phase if name in by_name else "restore" if name in restored else "update"
+        subject = f"status: {verb} {name}"
+    else:
+        subject = f"status: {len(changed)} executions changed"
     return (f"{subject}\n\n" + "\n".join(lines) + "\n\n"
             f"Reconciled-Revision: {revision}\nExecutions-Changed: {len(changed)}\n")
 
 
+
+
 class GitStatusStore:
-    """A StatusStore that commits ``status/<name>.yaml`` files and pushes them."""
+    """A StatusStore that commits ``status/<name>.yaml`` files and pushes them.
+
+    It is *authoritative*: after a restart its states come from the bot's own commits
+    (:mod:`statushistory`), never from whatever the tip's files say now.
+    """
+
+    authoritative = True
 
     def __init__(self, source: GitSource, *, branch: str | None = None, identity: Identity | None = None,
                  attempts: int = 8, base_delay: float = 0.2, max_delay: float = 5.0,
-                 sleep: Callable[[float], None] | None = None, logger: logging.Logger | None = None):
+                 sleep: Callable[[float], None] | None = None, logger: logging.Logger | None = None,
+                 fence: Callable[[], bool] | None = None):
         self.source = source
         self.branch = branch or source.branch
         self.identity = identity or Identity()
@@ -83,8 +130,14 @@ class GitStatusStore:
         self.stopping = threading.Event()  # set on shutdown: stop retrying at a safe point
         self.sleep = sleep or self.stopping.wait
         self.log = logger or logging.getLogger("reconciler.writeback")
+        self.fence = fence or (lambda: True)  # leadership, checked right before every push
         self._states: dict[str, ExecutionState] | None = None
-        self._written: dict[str, bytes] = {}  # name → bytes last known to be on the remote
+        self._bytes: dict[str, tuple[ExecutionState, bytes, str]] = {}  # name → (state, bytes, blob id)
+        self._known: dict[str, str] = {}  # name → blob id the bot last wrote (or recovered)
+        self._tip = ""  # the status branch's tip as last fetched or pushed
+        self._tip_blobs: dict[str, str] = {}  # name → blob id of status/<name>.yaml at _tip
+        self._checked: dict[str, str | None] = {}  # blob id → why that file is ignored (None: valid)
+        self.ignored: dict[str, str] = {}  # path at the tip → why it is not a usable status file
         self._lock = threading.Lock()
         self.commits = 0
         self.failures = 0
@@ -93,7 +146,7 @@ class GitStatusStore:
 
     @property
     def _prefix(self) -> str:
-        return f"{self.source.path}/status/" if self.source.path else "status/"
+        return f"{self.source.path}/" if self.source.path else ""
 
     def _ref(self) -> str:
         return f"refs/kgr/status/{self.branch}"
@@ -108,35 +161,99 @@ class GitStatusStore:
             raise
         return str(self.source._git().rev_parse(self._ref())).strip()
 
+    def _list(self, tip: str) -> dict[str, str]:
+        """name → blob id of every usable-looking status file at ``tip`` (one ls-tree);
+        other files under status/ are recorded in :attr:`ignored`."""
+        if not tip:
+            return {}
+        directory = f"{self._prefix}status"
+        try:
+            listing = self.source._git().ls_tree("-z", tip, "--", f"{directory}/")
+        except git.GitCommandError as e:
+            raise GitError(f"cannot list {directory}/ at {tip[:12]}: {_clean_stderr(e, self.source.url)}") from e
+        blobs: dict[str, str] = {}
+        ignored: dict[str, str] = {}
+        for entry in listing.split("\0"):
+            if not entry:
+                continue
+            meta, path = entry.split("\t", 1)
+            mode, kind, sha = meta.split()
+            file = path[len(directory) + 1:]
+            name = file[:-5] if file.endswith(".yaml") else ""
+            if kind != "blob" or mode == "120000":
+                ignored[path] = "not a regular file"
+            elif not valid_execution_name(name):
+                ignored[path] = "the file name is not <execution name>.yaml with a DNS-1123 name"
+            else:
+                blobs[name] = sha
+        unchecked = {n: sha for n, sha in blobs.items() if sha not in self._checked}
+        if unchecked:
+            contents = self.source._read_blobs({f"{directory}/{n}.yaml": sha for n, sha in unchecked.items()})
+            for path, raw in contents.items():
+                _, why = read_status_document(raw, path)
+                self._checked[unchecked[path[len(directory) + 1:-5]]] = why
+        for name, sha in blobs.items():
+            why = self._checked.get(sha)
+            if why is not None:
+                ignored[f"{directory}/{name}.yaml"] = why
+        for path, why in sorted(ignored.items()):
+            if self.ignored.get(path) != why:
+                self.log.warning("status file ignored", extra={"file": path, "error": why})
+        self.ignored = ignored
+        return blobs
+
     def load(self) -> dict[str, ExecutionState]:
-        """The recorded states: read from the status branch once, then kept in memory."""
+        """The recorded states: recovered from the bot's commits once, then kept in memory."""
         with self._lock:
             if self._states is None:
-                self._states = {}
                 tip = self._fetch_tip()
-                if tip:
-                    files = self.source.snapshot(tip, frozenset({"status"})).files
-                    for path, raw in files.items():
-                        if isinstance(raw, int):
-                            continue
-                        try:
-                            data = yaml.safe_load(raw)
-                        except yaml.YAMLError:
-                            self.log.warning("unreadable status file ignored", extra={"file": path})
-                            continue
-                        state = from_document(data) if isinstance(data, dict) else None
-                        if state is not None:
-                            self._states[state.name] = state
-                            self._written[state.name] = raw
+                recorded = recorded_states(self.source, tip, self._prefix,
+                                           Committer(self.identity.name, self.identity.email), self.log)
+                self._states = dict(recorded.states)
+                self._known = {name: blob_id(raw) for name, raw in recorded.raw.items()}
+                self._tip, self._tip_blobs = tip, self._list(tip)
             return dict(self._states)
 
+    def forget(self) -> None:
+        """Drop what memory holds (on becoming leader: another replica may have written
+        since); the next load recovers from the bot's commits on the remote."""
+        with self._lock:
+            self._states = None
+
+    def refresh(self) -> None:
+        """Fetch the status branch's tip (once per cycle): what is durable, what was edited."""
+        with self._lock:
+            tip = self._fetch_tip()
+            if tip != self._tip:
+                self._tip, self._tip_blobs = tip, self._list(tip)
+
+    def durable(self, name: str, state: ExecutionState) -> bool:
+        """True when the last fetched tip of the remote branch holds exactly this state's file."""
+        with self._lock:
+            return self._tip_blobs.get(name) == self._serialise(name, state)[1]
+
+    def _serialise(self, name: str, state: ExecutionState) -> tuple[bytes, str]:
+        cached = self._bytes.get(name)
+        if cached is not None and cached[0] == state:
+            return cached[1], cached[2]
+        data = status_yaml(state)
+        self._bytes[name] = (state, data, blob_id(data))
+        return data, self._bytes[name][2]
+
     def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None:
-        """Commit and push every status whose file changed. Raises GitError when the push
-        keeps failing; the states are kept, so the next save retries."""
+        """Commit and push every status whose file on the remote differs from the state.
+        Raises GitError when the push keeps failing; the states are kept, so the next
+        save retries."""
         with self._lock:
             self._states = dict(states)
-            wanted = {name: status_yaml(state) for name, state in states.items()}
-            changed = sorted(n for n, data in wanted.items() if self._written.get(n) != data)
+            wanted: dict[str, tuple[bytes, str]] = {}
+            for name, state in states.items():
+                if not valid_execution_name(name) or state.name != name:
+                    self.log.error("status not written: the name is not a valid execution name",
+                                   extra={"execution": repr(name)[:80]})
+                    continue
+                wanted[name] = self._serialise(name, state)
+            changed = sorted(n for n, (_, blob) in wanted.items() if self._tip_blobs.get(n) != blob)
             if not changed:
                 self.pending = False
                 return
@@ -148,18 +265,24 @@ class GitStatusStore:
                 raise
             self.pending = False
 
-    def _push(self, wanted: dict[str, bytes], changed: list[str], transitions: list[Transition],
+    def _push(self, wanted: dict[str, tuple[bytes, str]], changed: list[str], transitions: list[Transition],
               revision: str) -> None:
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and self.stopping.is_set():
                 raise GitError("shutting down: status push abandoned; the next leader writes it")
             tip = self._fetch_tip()
-            on_remote = self._remote_files(tip, changed)
-            todo = [n for n in changed if on_remote.get(n) != wanted[n]]
-            if not todo:  # someone (a previous attempt whose reply was lost) already pushed it
-                self._written.update({n: wanted[n] for n in changed})
+            if tip != self._tip:
+                self._tip, self._tip_blobs = tip, self._list(tip)
+            todo = [n for n in changed if self._tip_blobs.get(n) != wanted[n][1]]
+            todo = [n for n in todo if not self._further_on_tip(n, wanted[n][0])]
+            if not todo:  # already there (a previous attempt whose reply was lost), or further on
                 return
-            commit = self._commit(tip, {n: wanted[n] for n in todo}, commit_message(todo, transitions, revision))
+            restored = frozenset(n for n in todo if self._known.get(n) == wanted[n][1])
+            files = {status_path(self._prefix, n): wanted[n][0] for n in todo}
+            commit = self._commit(tip, files, commit_message(todo, transitions, revision, restored))
+            self._check_commit(tip, commit, set(files))
+            if not self.fence():
+                raise NotLeader("leadership lost: status push not sent")
             try:
                 self.source._git().push("--quiet", "--porcelain", "--", self.source.fetch_url,
                                         f"{commit}:refs/heads/{self.branch}")
@@ -174,32 +297,72 @@ class GitStatusStore:
                               extra={"attempt": attempt, "branch": self.branch, "error": text[:200]})
                 self._backoff(attempt)
                 continue
-            self._written.update({n: wanted[n] for n in changed})
+            for n in todo:
+                self._tip_blobs[n] = self._known[n] = wanted[n][1]
+            self._tip = commit
             self.commits += 1
             self.last_commit = commit
             self.log.info("status committed", extra={"commit": commit, "executions": len(todo),
-                                                      "revision": revision, "branch": self.branch})
+                                                      "restored": len(restored), "revision": revision,
+                                                      "branch": self.branch})
             return
+
+    def _further_on_tip(self, name: str, data: bytes) -> bool:
+        """Monotonic status: the tip holds a version of this file, written by the bot (another
+        replica, a previous leader), that is further on than ours — keep it, never regress."""
+        sha = self._tip_blobs.get(name)
+        if sha is None or sha == self._known.get(name) or self._checked.get(sha) is not None:
+            return False  # nothing there, our own last write (ours is newer), or not a status
+        path = status_path(self._prefix, name)
+        theirs_raw = self.source._read_blobs({path: sha}).get(path, b"")
+        theirs_doc, _ = read_status_document(theirs_raw, path)
+        ours_doc, _ = read_status_document(data, path)
+        theirs = from_document(theirs_doc) if theirs_doc else None
+        ours = from_document(ours_doc) if ours_doc else None
+        if theirs is None or ours is None or theirs == ours:
+            return False
+        mine, other = progress_rank(ours), progress_rank(theirs)
+        if other < mine or (other == mine and other < 2):
+            return False  # ours is further on, or the fresher observation of the same stage
+        # theirs is further on, or both are terminal: terminal is final, the first outcome stands
+        try:
+            committer = str(self.source._git().log("-1", "--format=%cn%x00%ce", self._tip, "--", path))
+        except git.GitCommandError:
+            return False
+        if committer != f"{self.identity.name}\0{self.identity.email}":
+            return False  # a hand edit: restored to the truth
+        self.log.warning("status on the branch is further on than ours; kept",
+                         extra={"execution": name, "theirs": theirs.phase, "ours": ours.phase})
+        if self._states is not None and progress_rank(self._states.get(name, ours)) < progress_rank(theirs):
+            self._states[name] = theirs
+        return True
+
+    def _check_commit(self, parent: str, commit: str, expected: set[str]) -> None:
+        """Before anything is pushed: the commit changes exactly the expected status files."""
+        args = ["-r", "-z", "--no-renames", "--name-status"]
+        args += [parent, commit] if parent else ["--root", commit]
+        try:
+            out = str(self.source._git().diff_tree(*args))
+        except git.GitCommandError as e:
+            raise GitError(f"cannot check the status commit: {_clean_stderr(e, self.source.url)}") from e
+        fields = [f for f in out.split("\0") if f]
+        if not parent and fields and fields[0] == commit:
+            fields = fields[1:]
+        touched = dict(zip(fields[1::2], fields[0::2], strict=False))
+        if set(touched) != expected or any(kind not in ("A", "M") for kind in touched.values()):
+            raise GitError(f"refusing to push a status commit that touches {sorted(touched)[:5]} "
+                           f"instead of {sorted(expected)[:5]}")
 
     def _backoff(self, attempt: int) -> None:
         delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         self.sleep(delay * (0.5 + random.random()))
 
-    def _remote_files(self, tip: str, names: list[str]) -> dict[str, bytes]:
-        if not tip:
-            return {}
-        files = self.source.snapshot(tip, frozenset({"status"})).files
-        out = {}
-        for name in names:
-            raw = files.get(f"{self._prefix}{name}.yaml")
-            if isinstance(raw, bytes):
-                out[name] = raw
-        return out
-
     def _commit(self, parent: str, files: dict[str, bytes], message: str) -> str:
         """A commit of ``files`` on top of ``parent`` built with git fast-import (no work tree)."""
         when = f"{int(time.time())} +0000"
         who = f"{self.identity.name} <{self.identity.email}>"
+        if any(c in who for c in "\n\0") or who.count("<") != 1 or who.count(">") != 1:
+            raise GitError("the commit identity holds characters a commit header cannot")
         out = bytearray()
         ref = f"refs/kgr/status-out/{self.branch}"
         msg = message.encode("utf-8")
@@ -207,8 +370,8 @@ class GitStatusStore:
         out += msg + b"\n"
         if parent:
             out += f"from {parent}\n".encode()
-        for name, data in sorted(files.items()):
-            out += f"M 100644 inline {self._prefix}{name}.yaml\ndata {len(data)}\n".encode() + data + b"\n"
+        for path, data in sorted(files.items()):
+            out += f"M 100644 inline {_quote_path(path)}\ndata {len(data)}\n".encode() + data + b"\n"
         out += b"done\n"
         env = {**os.environ, **self.source.env}
         try:

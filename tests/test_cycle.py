@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.cycle import MemoryStatusStore
 from reconciler.names import run_name
+from reconciler.runstatus import format_time
 from tests.conftest import execution_yaml
 from tests.harness import NS, TARGET, Env, declare, state
 
@@ -97,7 +98,8 @@ def test_different_workflow_waits_for_cooldown_then_runs(env: Env) -> None:
     declare(env, "rollback", workflow='workflowId: rollback-deployment, version: "1.2.0"')
     waiting = env.cycle()
     assert state(waiting, "rollback") == ("Pending", "CooldownActive")
-    assert waiting.states["rollback"].skip_details["cooldownRemaining"] in ("4m", "3m59s", "4m1s")
+    # an absolute end, never a countdown: the status bytes do not change with the clock
+    assert waiting.states["rollback"].skip_details["cooldownUntil"] == format_time(finished + timedelta(minutes=5))
     assert waiting.states["rollback"].health == "Progressing"
     env.clock.advance(minutes=3)
     assert state(env.cycle(), "rollback") == ("Pending", "CooldownActive")

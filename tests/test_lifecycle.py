@@ -10,6 +10,7 @@ import pytest
 
 from reconciler.declared import ResolvedExecution, load_declaration
 from reconciler.lifecycle import Act, RunInfo, Settings, decide_start, mark_spec_change, release_due, run_info
+from reconciler.runstatus import format_time
 from reconciler.status import (
     ExecutionState,
     RunRef,
@@ -52,10 +53,10 @@ CASES: list[tuple[str, dict[str, Any], str, str, str, str]] = [
     ("unmanaged object with our name", {"run": run("", managed=False)}, "Skipped", "ResourceBusy", Act.NONE,
      "not managed by the reconciler"),
     ("same workflow within cooldown", {"run": run("other", terminal=True, completed_ago=timedelta(minutes=2))},
-     "Skipped", "RecentlyRemediated", Act.NONE, "cooldown ends in 3m"),
+     "Skipped", "RecentlyRemediated", Act.NONE, "cooldown ends at 2026-"),
     ("different workflow within cooldown",
      {"run": run("other", workflow="rollback", terminal=True, completed_ago=timedelta(minutes=1))},
-     "Pending", "CooldownActive", Act.NONE, "in 4m"),
+     "Pending", "CooldownActive", Act.NONE, "which ends at 2026-"),
     ("cooldown over but run not yet deleted",
      {"run": run("other", terminal=True, completed_ago=timedelta(minutes=6))},
      "Pending", "LockReleasing", Act.NONE, "held by other"),
@@ -79,7 +80,8 @@ def test_skip_details_name_the_conflict_and_cooldown() -> None:
     d = decide_start(execution(), None, run("other", terminal=True, completed_ago=timedelta(seconds=30)), {},
                      NOW, SETTINGS, "r")
     assert d.state.skip_details == {"reason": "RecentlyRemediated", "message": d.state.message,
-                                    "conflictingExecution": "other", "cooldownRemaining": "4m30s"}
+                                    "conflictingExecution": "other",
+                                    "cooldownUntil": format_time(NOW + timedelta(minutes=4, seconds=30))}
     assert d.state.completion_time == NOW
 
 

@@ -100,11 +100,19 @@ def test_sub_path_and_status_branch(remote: Remote, tmp_path: Path) -> None:
 
 def test_states_are_read_back_after_a_restart(store: GitStatusStore, remote: Remote, tmp_path: Path) -> None:
     store.save({"oom": state("oom", "Completed", "Succeeded")}, [], "r")
-    fresh = GitStatusStore(GitSource(remote.url, cache_dir=tmp_path / "other-cache"))
+    fresh = GitStatusStore(GitSource(remote.url, cache_dir=tmp_path / "other-cache"), identity=store.identity)
     loaded = fresh.load()
     assert loaded["oom"].phase == "Completed"
     fresh.save(loaded, [], "r")  # same content → no new commit
     assert fresh.commits == 0
+
+
+def test_only_the_bots_own_commits_are_read_back(store: GitStatusStore, remote: Remote, tmp_path: Path) -> None:
+    """A status file committed by anyone else is not evidence of anything (SPEC §10)."""
+    store.save({"oom": state("oom", "Completed", "Succeeded")}, [], "r")
+    stranger = GitStatusStore(GitSource(remote.url, cache_dir=tmp_path / "c4"),
+                              identity=Identity("someone-else", "else@example.invalid"))
+    assert stranger.load() == {}
 
 
 def test_unreachable_remote_keeps_the_change_pending(remote: Remote, tmp_path: Path) -> None:
