@@ -20,36 +20,125 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import git
 
 from .declared import Declaration, FileOrigin, classify, load_declaration
-from .errors import GitError, UnknownRevision
+from .errors import ConfigError, GitError, UnknownRevision
 from .statusdoc import StatusRecord
 from .yamldoc import DEFAULT_MAX_BYTES
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _SOURCE_HEAD = "refs/kgr/source-HEAD"
 _REV_SUFFIX = re.compile(r"^(.*?)((?:[~^][0-9]*)*)$")
+_GENERATION = "kgr-generation"  # a file in the cache: changes each time the cache is rebuilt
+T = TypeVar("T")
+
+# What git prints when the *local* object database or refs are damaged (a deleted or
+# truncated pack, a corrupt loose object, a ref to a missing object, a broken pack index).
+# A network failure prints none of these; lines from the other side ("remote: ...") are
+# not considered.  A match is only a suspicion: it is confirmed locally (fsck, cat-file)
+# before the cache is rebuilt.
+_DAMAGE = re.compile("|".join([
+    r"packfile \S+ cannot be accessed", r"packed object \S+ .*is corrupt", r"loose object \S+ .*is corrupt",
+    r"corrupt loose object", r"corrupt packed object", r"\bbad (?:tree |commit |tag |blob )?object\b",
+    r"missing (?:blob|tree|commit|tag) [0-9a-f]{7,}", r"did not send all necessary objects",
+    r"unable to read (?:tree |commit |blob |tag |sha1 file |object )?[0-9a-f]{7,}", r"unable to unpack",
+    r"inflate: data stream error", r"object file \S+ is empty", r"does not point to a valid object",
+    r"invalid sha1 pointer", r"index file \S+ is too small", r"non-monotonic index", r"bad pack(?:file)? ",
+    r"packfile \S+ does not match index", r"unable to parse object", r"could not read [0-9a-f]{40}",
+    r"broken link from", r"not a git repository", r"unable to open object pack directory",
+]), re.IGNORECASE)
+_SHALLOW = "shallow roots are not allowed to be updated"
+
+
+def check_sub_path(path: str) -> str:
+    """The watched sub-path, normalised (``./team-a/`` → ``team-a``; empty = the root).
+
+    Raises ConfigError for one that could leave the repository: absolute, or with ``..``
+    (even ``a/../b``: a sub-path names a directory of the repository, nothing to compute).
+    """
+    shown = f"repository sub-path {path!r} (--path, repository.path)"
+    if "\0" in path or "\\" in path:
+        raise ConfigError(f"{shown}: must be a relative POSIX path (no NUL or backslash)")
+    if path.startswith("/"):
+        raise ConfigError(f"{shown}: is absolute; give the directory relative to the repository root, "
+                          f"e.g. {path.strip('/') or '(empty for the root)'!r}")
+    parts = [part for part in PurePosixPath(path).parts if part != "."]
+    if ".." in parts:
+        raise ConfigError(f"{shown}: contains '..' and could leave the repository; give the directory "
+                          "relative to the repository root without '..'")
+    return "/".join(parts)
+
+
+class CacheDamaged(GitError):
+    """A git command failed in a way that points at a damaged cache (``cause``: why).
+
+    Raised inside GitSource and handled there (the cache is rebuilt and the operation
+    retried); it only escapes when the damage is not confirmed locally or survives a
+    rebuild, and then it is an ordinary, retryable GitError."""
+
+    def __init__(self, message: str, cause: str, *, certain: bool = False):
+        super().__init__(message)
+        self.cause = cause
+        self.certain = certain  # no local check needed (an object a tree names is missing)
+
+
+def _suspect(stderr: str) -> str:
+    """The line of git's stderr that suggests a damaged cache, or ""."""
+    for line in stderr.splitlines():
+        if not line.lstrip().lower().startswith("remote:") and _DAMAGE.search(line):
+            return line.strip()
+    return ""
+
+
+# Where a URL can carry a credential: the user-info (``https://oauth2:TOKEN@host``, a
+# password with an unencoded "/" included) and the query string.  Every query *value* of
+# a URL is redacted, not only the ones with credential-like names: a Git remote is
+# identified by its host and path, and the names used for tokens are open-ended
+# (``private_token``, ``access_token``, ``sig``, ``X-Amz-Signature``, ...).
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^:/?#\s@'\"<>`]*(?::[^\s'\"<>`]*)?@")
+_QUERY_VALUE = re.compile(r"([?&;][^=&#;]*=)[^&#;]*")
+_SCP_PASSWORD = re.compile(r"^[^@/\s:]+:[^@\s]*@(?=[^:/\s]+:)")  # user:token@host:path
+# credential-looking assignments and headers anywhere in git's output (GIT_TRACE, curl)
+_CREDENTIAL_WORDS = r"(?:token|password|passwd|secret|key|signature|credential)"
+_ASSIGNMENT = re.compile(rf"(?i)\b([\w.-]*{_CREDENTIAL_WORDS}[\w.-]*\s*[=:]\s*)(?!\*\*\*)[^\s&'\",;]+")
+_AUTH_HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization:\s*)(?:(?:basic|bearer|token)\s+)?[^\s'\"]+")
+
+
+def _redact_one_url(url: str) -> str:
+    url = _USERINFO.sub(r"\1***@", url)
+    head, mark, rest = url.partition("?")
+    return head + mark + _QUERY_VALUE.sub(r"\1***", "?" + rest)[1:] if mark else url
 
 
 def redact_url(url: str) -> str:
     """The URL without any user, password or token (safe for logs, errors, status)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.scheme and "@" in parts.netloc:
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-    return url
+    if "://" not in url:
+        return _SCP_PASSWORD.sub("***@", url)  # git@host:path keeps its (public) user
+    return _redact_one_url(url)
+
+
+def redact_text(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """``text`` (an error message, git's stderr) with every credential it may carry
+    replaced by ``***``: user-info and query values of URLs, ``Authorization`` headers,
+    ``token=``/``password:``-style assignments, and the literal ``secrets`` given."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _URL_IN_TEXT.sub(lambda m: _redact_one_url(m.group(0)), text)
+    text = _USERINFO.sub(r"\1***@", text)  # a password holding a space or a quote
+    text = _AUTH_HEADER.sub(r"\1***", text)
+    return _ASSIGNMENT.sub(r"\1***", text)
 
 
 def default_cache_dir() -> Path:
@@ -82,7 +171,7 @@ class GitSource:
     ):
         self.url = url
         self.branch = branch
-        self.path = path.strip("/")
+        self.path = check_sub_path(path)
         self.max_file_bytes = max_file_bytes
         self.log = logger or logging.getLogger("reconciler.git")
         self.env = dict(env or {})
@@ -97,6 +186,9 @@ class GitSource:
         self._load_lock = threading.RLock()
         self._refs_fresh = False  # fetch_all() ran since this object was made
         self.parse_count = 0  # how many times files were actually parsed (observable caching)
+        self.cache_rebuilds = 0  # damaged caches this object rebuilt (a metric for the service)
+        self._generation = ""  # the cache generation the open repository belongs to
+        self._healing_now = threading.local()
 
     # -- low level ---------------------------------------------------------------------
 
@@ -108,6 +200,8 @@ class GitSource:
         return self._open().git
 
     def _open(self) -> git.Repo:
+        if self._repo is not None and not (self.cache_path / "HEAD").exists():
+            self._forget_repo()  # the cache directory was removed (or rebuilt) under us
         if self._repo is None:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -118,7 +212,20 @@ class GitSource:
             except (git.GitError, OSError) as e:
                 raise GitError(f"cannot open cache repository {self.cache_path}: {e}") from e
             self._repo.git.update_environment(**{"GIT_TERMINAL_PROMPT": "0", **self.env})
+            self._generation = self._read_generation()
         return self._repo
+
+    def _forget_repo(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+        self._repo = None
+        self._refs_fresh = False
+
+    def _read_generation(self) -> str:
+        try:
+            return (self.cache_path / _GENERATION).read_text().strip()
+        except OSError:
+            return ""
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -130,23 +237,122 @@ class GitSource:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _secrets(self) -> list[str]:
+        from .gitauth import secrets_of  # gitauth imports config: keep this module light
+
+        return secrets_of(self.env)
+
+    def _error(self, what: str, error: git.GitCommandError) -> GitError:
+        """``what: <git's cleaned stderr>`` as a GitError — a CacheDamaged when git's
+        words point at the cache rather than the remote."""
+        text = _clean_stderr(error, self.url, self._secrets())
+        message = f"{what}: {text}"
+        cause = _suspect(str(error.stderr or ""))
+        return CacheDamaged(message, redact_text(cause, self._secrets())[:300]) if cause else GitError(message)
+
+    # -- self-healing cache ---------------------------------------------------------------
+
+    def _healing(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; if it fails because the cache is damaged, rebuild the cache
+        from the remote and run it again — at most one rebuild per call, so a remote that
+        is itself broken is not cloned again and again.  Nested calls leave it to the
+        outermost one."""
+        if getattr(self._healing_now, "active", False):
+            return operation()
+        self._healing_now.active = True
+        rebuilt = False
+        try:
+            for _ in range(3):  # reopen (another sharer rebuilt it), rebuild, give up
+                try:
+                    return operation()
+                except CacheDamaged as e:
+                    if rebuilt:
+                        self.log.error("git cache still failing after a rebuild; the remote may be damaged",
+                                       extra={"cache": str(self.cache_path), "cause": e.cause})
+                        raise
+                    if not e.certain and not self._confirm_damage(e):
+                        raise
+                    rebuilt = self._recover(e.cause)
+            return operation()
+        finally:
+            self._healing_now.active = False
+
+    def _confirm_damage(self, error: CacheDamaged) -> bool:
+        """Whether the cache is really damaged, checked without the network: fsck of the
+        reachable objects, then a full read of any object the error names."""
+        env = {**os.environ, **self.env}
+        try:
+            fsck = subprocess.run(["git", "fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+                                  cwd=self.cache_path, capture_output=True, text=True, env=env, check=False)
+        except OSError:
+            return True  # the cache directory itself is gone
+        if fsck.returncode != 0:
+            found = (fsck.stderr or fsck.stdout).strip().splitlines()
+            error.cause = f"{error.cause} (fsck: {found[0] if found else 'failed'})"
+            return True
+        for sha in sorted(set(re.findall(r"\b[0-9a-f]{40}\b", error.cause))):
+            read = subprocess.run(["git", "cat-file", "-p", sha], cwd=self.cache_path, capture_output=True,
+                                  env=env, check=False)
+            if read.returncode != 0:
+                return True
+        self.log.info("git error looked like cache damage but the cache checks out; not rebuilding",
+                      extra={"cache": str(self.cache_path), "cause": error.cause})
+        return False
+
+    def _recover(self, cause: str) -> bool:
+        """Rebuild the damaged cache (True), or only reopen it when another GitSource or
+        thread sharing it has rebuilt it since this one opened it (False)."""
+        with self._locked():
+            if self._repo is not None and self._read_generation() != self._generation:
+                self._forget_repo()
+                return False
+            self.log.warning("git cache damaged; rebuilding it from the remote",
+                             extra={"cache": str(self.cache_path), "cause": cause,
+                                    "repository": self.display_url})
+            self._forget_repo()
+            aside = self.cache_path.with_name(f"{self.cache_path.name}.damaged-{uuid.uuid4().hex[:8]}")
+            try:
+                if self.cache_path.exists():
+                    os.replace(self.cache_path, aside)
+                git.Repo.init(self.cache_path, bare=True).close()
+                (self.cache_path / _GENERATION).write_text(uuid.uuid4().hex + "\n")
+            except (OSError, git.GitError) as e:
+                raise GitError(f"cannot rebuild the damaged cache {self.cache_path}: {e}") from e
+            finally:
+                shutil.rmtree(aside, ignore_errors=True)
+            self.cache_rebuilds += 1  # parsed declarations stay valid: they are keyed by commit id
+        return True
+
+    # -- fetching ------------------------------------------------------------------------
+
     def _fetch(self, *refspecs: str) -> None:
+        self._healing(lambda: self._fetch_once(refspecs))
+
+    def _fetch_once(self, refspecs: tuple[str, ...]) -> None:
         with self._locked():
             try:
-                self._git().fetch("--quiet", "--prune", "--no-tags", "--", self.fetch_url, *refspecs)
+                _, _, stderr = self._git().fetch("--quiet", "--prune", "--no-tags", "--", self.fetch_url,
+                                                 *refspecs, with_extended_output=True)
             except git.GitCommandError as e:
-                raise GitError(
-                    f"fetch from {self.display_url} failed: {_clean_stderr(e, self.url)}"
-                ) from e
+                raise self._error(f"fetch from {self.display_url} failed", e) from e
+        if _SHALLOW in stderr:
+            raise GitError(
+                f"{self.display_url} is a shallow clone (made with --depth): the reconciler needs the "
+                "whole history of the branch. Run `git fetch --unshallow` in it, or clone without --depth.")
 
     # -- revisions ---------------------------------------------------------------------
 
     def fetch(self) -> str:
         """Fetch the tracked branch and return the commit it points at."""
+        return self._healing(self._fetch_branch)
+
+    def _fetch_branch(self) -> str:
         self._fetch(f"+refs/heads/{self.branch}:refs/heads/{self.branch}")
         try:
             return str(self._git().rev_parse("--verify", "--quiet", f"refs/heads/{self.branch}^{{commit}}"))
         except git.GitCommandError as e:
+            if _suspect(str(e.stderr or "")):
+                raise self._error(f"cannot read branch {self.branch!r} in the cache", e) from e
             raise UnknownRevision(
                 f"branch {self.branch!r} not found in {self.display_url}"
             ) from e
@@ -163,6 +369,9 @@ class GitSource:
         """A commit id for a branch, tag, remote-tracking ref, HEAD or sha (with ~N/^N)."""
         if rev.startswith("-") or not rev or any(c in rev for c in " \t\n:"):
             raise UnknownRevision(f"{rev!r} is not a revision")
+        return self._healing(lambda: self._resolve(rev))
+
+    def _resolve(self, rev: str) -> str:
         base, suffix = _REV_SUFFIX.match(rev).groups()  # type: ignore[union-attr]
         candidates = [rev]
         if base == "HEAD":
@@ -176,7 +385,9 @@ class GitSource:
             for candidate in candidates:
                 try:
                     return str(self._git().rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}"))
-                except git.GitCommandError:
+                except git.GitCommandError as e:
+                    if _suspect(str(e.stderr or "")):
+                        raise self._error(f"cannot resolve {rev!r} in the cache", e) from e
                     continue
             if attempt == 0:
                 self.fetch_all()
@@ -190,10 +401,13 @@ class GitSource:
         Status commits do not move it: this is what ``observedRevision`` records and what
         parsing is cached by, so writing status never looks like new work (no feedback loop).
         """
+        return self._healing(lambda: self._declared_revision(commit))
+
+    def _declared_revision(self, commit: str) -> str:
         try:
             found = self._git().log("-1", "--format=%H", commit, "--", *self._declared_paths())
         except git.GitCommandError as e:
-            raise GitError(f"cannot read history at {commit[:12]}: {_clean_stderr(e, self.url)}") from e
+            raise self._error(f"cannot read history at {commit[:12]}", e) from e
         return str(found).strip() or commit
 
     def _declared_paths(self) -> list[str]:
@@ -205,12 +419,15 @@ class GitSource:
         ``roles`` limits it to some of execution/workflow/status."""
         if not _SHA.match(commit):
             raise UnknownRevision(f"{commit!r} is not a commit id")
+        return self._healing(lambda: self._snapshot(commit, roles))
+
+    def _snapshot(self, commit: str, roles: frozenset[str] | None) -> Snapshot:
         self._ensure_commit(commit)
         root = self.path
         try:
             listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", root or ".")
         except git.GitCommandError as e:
-            raise GitError(f"cannot list {root or '/'} at {commit[:12]}: {_clean_stderr(e, self.url)}") from e
+            raise self._error(f"cannot list {root or '/'} at {commit[:12]}", e) from e
         wanted: dict[str, tuple[str, int]] = {}
         for entry in listing.split("\0"):
             if not entry:
@@ -220,6 +437,9 @@ class GitSource:
             role = classify(path, root)
             if kind != "blob" or mode == "120000" or role is None or (roles is not None and role not in roles):
                 continue  # submodules and symlinks are never followed
+            if not size.isdigit():  # ls-tree says "BAD" when the blob cannot be read
+                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
+                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
             wanted[path] = (sha, int(size))
         files: dict[str, bytes | int] = {}
         small = {p: sha for p, (sha, size) in wanted.items() if size <= self.max_file_bytes}
@@ -235,31 +455,52 @@ class GitSource:
             try:
                 self._git().cat_file("-e", f"{commit}^{{commit}}")
                 return
-            except git.GitCommandError:
+            except git.GitCommandError as e:
+                if _suspect(str(e.stderr or "")):
+                    raise self._error(f"cannot read commit {commit[:12]} in the cache", e) from e
                 if attempt == 0:
                     self.fetch_all()
         raise UnknownRevision(f"commit {commit[:12]} not found in {self.display_url}")
 
     def _read_blobs(self, shas: dict[str, str]) -> dict[str, bytes]:
+        """The contents of ``shas`` (path → blob id) through one ``git cat-file --batch``.
+
+        Every id comes from a tree of the cache, so one reported ``missing`` (or any reply
+        that is not ``<sha> blob <size>``) means the cache is damaged: CacheDamaged."""
         if not shas:
             return {}
-        request = "".join(f"{sha}\n" for sha in shas.values()).encode()
+        self._git()  # the cache repository exists (and is the current one)
+        unique = list(dict.fromkeys(shas.values()))
+        request = "".join(f"{sha}\n" for sha in unique).encode()
         try:
             proc = subprocess.run(
                 ["git", "cat-file", "--batch"], input=request, capture_output=True,
-                cwd=self.cache_path, check=True, env={**os.environ, **self.env},
+                cwd=self.cache_path, check=False, env={**os.environ, **self.env},
             )
-        except (subprocess.CalledProcessError, OSError) as e:
+        except OSError as e:
             raise GitError(f"cannot read objects from the cache: {e}") from e
+        stderr = proc.stderr.decode(errors="replace").strip()
+        if proc.returncode != 0:
+            lines = stderr.splitlines()
+            cause = _suspect(stderr) or (lines[-1] if lines else f"cat-file exited with {proc.returncode}")
+            raise CacheDamaged(f"cannot read objects from the cache {self.cache_path}: "
+                               f"{redact_text(stderr, self._secrets())[:300]}", cause)
         out = proc.stdout
         blobs: dict[str, bytes] = {}
         pos = 0
-        for sha in shas.values():
-            header_end = out.index(b"\n", pos)
-            _, _, size = out[pos:header_end].split(b" ")
+        for sha in unique:
+            header_end = out.find(b"\n", pos)
+            header = out[pos:header_end].split(b" ") if header_end >= 0 else [b"<truncated reply>"]
+            if len(header) != 3 or header[0].decode(errors="replace") != sha or header[1] != b"blob" \
+                    or not header[2].isdigit() or header_end + 1 + int(header[2]) > len(out):
+                what = b" ".join(header).decode(errors="replace")
+                raise CacheDamaged(f"cannot read object {sha[:12]} from the cache {self.cache_path}: {what}",
+                                   f"object {sha} {what.removeprefix(sha).strip() or 'unreadable'}",
+                                   certain=True)
             start = header_end + 1
-            blobs[sha] = out[start:start + int(size)]
-            pos = start + int(size) + 1
+            size = int(header[2])
+            blobs[sha] = out[start:start + size]
+            pos = start + size + 1
         return {path: blobs[sha] for path, sha in shas.items()}
 
     def _origins(self, commit: str, root: str) -> dict[str, FileOrigin]:
@@ -269,7 +510,7 @@ class GitSource:
             log = self._git().log("--format=%x01%H %ct", "--name-only", "--no-renames", "-z",
                                   commit, "--", *specs)
         except git.GitCommandError as e:
-            raise GitError(f"cannot read history at {commit[:12]}: {_clean_stderr(e, self.url)}") from e
+            raise self._error(f"cannot read history at {commit[:12]}", e) from e
         last: dict[str, tuple[str, int, int]] = {}
         first: dict[str, tuple[str, int, int]] = {}
         blocks = [b for b in log.split("\x01") if b.strip("\0\n")]
@@ -290,7 +531,7 @@ class GitSource:
 
     def load(self, commit: str) -> Declaration:
         with self._load_lock:  # the dashboard reads while a cycle runs
-            return self._load(commit)
+            return self._healing(lambda: self._load(commit))
 
     def _load(self, commit: str) -> Declaration:
         """The validated declaration at ``commit``.
@@ -320,8 +561,11 @@ class GitSource:
         return replace(decl, statuses=statuses)
 
 
-def _clean_stderr(error: git.GitCommandError, url: str) -> str:
+def _clean_stderr(error: git.GitCommandError, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+    """git's stderr, shortened, with every credential redacted (``url`` and ``secrets``
+    literally, then anything that looks like one) — safe for errors, logs and status."""
     text = (error.stderr or str(error)).strip().replace("stderr:", "").strip(" '\n")
-    if url and url != redact_url(url):
-        text = text.replace(url, redact_url(url))
-    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)[:500]
+    extra = [url] if url and url != redact_url(url) else []
+    for literal in extra:
+        text = text.replace(literal, redact_url(literal))
+    return redact_text(text, secrets)[:500]

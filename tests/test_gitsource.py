@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from git import GitCommandError
 
 from reconciler.errors import GitError, UnknownRevision
-from reconciler.gitsource import GitSource, redact_url
+from reconciler.gitsource import GitSource, _clean_stderr, redact_text, redact_url
 from reconciler.plan import Action, Change, plan_change
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 
@@ -49,7 +50,7 @@ def test_sub_path_selection(make_repo: Callable[[str], WorkRepo], cache_dir: Pat
     repo.commit("team b", **{"team-b/workflows/w.yaml": CATALOG,
                              "team-b/executions/b.yaml": execution_yaml("b-exec")})
     a = GitSource(str(repo.path), path="team-a", cache_dir=cache_dir)
-    b = GitSource(str(repo.path), path="/team-b/", cache_dir=cache_dir)
+    b = GitSource(str(repo.path), path="./team-b/", cache_dir=cache_dir)
     assert names(a, a.fetch()) == ["first"]
     assert names(b, b.fetch()) == ["b-exec"]
     decl = b.load(b.fetch())
@@ -151,12 +152,52 @@ def test_unreachable_remote_errors_without_credentials(cache_dir: Path) -> None:
 @pytest.mark.parametrize(("url", "expected"), [
     ("https://user:pw@github.com/a/b.git", "https://***@github.com/a/b.git"),
     ("https://x-access-token:ghp_abc@github.com/a/b", "https://***@github.com/a/b"),
+    ("https://oauth2:glpat-TOKEN@gitlab.com/g/r.git", "https://***@gitlab.com/g/r.git"),
+    ("https://ghp_tokenonly@github.com/a/b", "https://***@github.com/a/b"),
+    ("https://user:pa/ss?w#rd@host/x.git", "https://***@host/x.git"),  # unencoded / ? # in a password
+    ("https://user:p@ss@host/x.git", "https://***@host/x.git"),
+    ("https://gitlab.com/g/r.git?private_token=glpat-abc", "https://gitlab.com/g/r.git?private_token=***"),
+    ("https://h/r.git?access_token=a1&token=b2", "https://h/r.git?access_token=***&token=***"),
+    ("https://h/r.git?password=p&client_secret=s&api_key=k", "https://h/r.git?password=***&client_secret=***&api_key=***"),
+    ("https://h/r.git?sv=2020&sig=AbC%2Bd", "https://h/r.git?sv=***&sig=***"),  # every value: names vary
+    ("https://u:t@h/r.git?token=x#frag", "https://***@h/r.git?token=***#frag"),
+    ("ssh://git@host:2222/r.git", "ssh://***@host:2222/r.git"),
+    ("oauth2:glpat-TOKEN@gitlab.com:g/r.git", "***@gitlab.com:g/r.git"),
     ("https://github.com/a/b.git", "https://github.com/a/b.git"),
+    ("https://host:8443/a/b.git", "https://host:8443/a/b.git"),
     ("git@github.com:a/b.git", "git@github.com:a/b.git"),
     ("/local/path", "/local/path"),
 ])
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(("text", "secret", "kept"), [
+    ("fatal: unable to access 'https://robot:s3cr3t@127.0.0.1:9/r.git/': Failed to connect", "s3cr3t",
+     "https://***@127.0.0.1:9/r.git/"),
+    ("fatal: unable to access 'https://h/r.git/?private_token=glpat-XYZ': The requested URL returned error: 403",
+     "glpat-XYZ", "?private_token=***'"),
+    ('fatal: repository "https://h/r.git?access_token=tok123" not found', "tok123", 'access_token=***"'),
+    ("remote: Invalid username or password.\nfatal: Authentication failed for https://bot:pw-999@h/r",
+     "pw-999", "Authentication failed for https://***@h/r"),
+    ("From https://oauth2:glpat-ABC@gitlab.com/g/r\n * branch main -> FETCH_HEAD", "glpat-ABC", "gitlab.com/g/r"),
+    ("> Authorization: Basic eC1hY2Nlc3MtdG9rZW46c2VjcmV0\n< HTTP/1.1 401", "eC1hY2Nlc3MtdG9rZW46c2VjcmV0",
+     "Authorization: ***"),
+    ("> Authorization: Bearer ya29.secret-bearer", "ya29.secret-bearer", "Authorization: ***"),
+    ("error: cannot use token=abc123def in this context", "abc123def", "token=***"),
+    ("fatal: bad config: http.password: hunter22", "hunter22", "password: ***"),
+    ("fatal: 'https://h/a?sig=Zm9v%2Bbar&se=2030' does not appear to be a git repository", "Zm9v%2Bbar",
+     "does not appear to be a git repository"),
+])
+def test_redact_text_in_longer_messages(text: str, secret: str, kept: str) -> None:
+    cleaned = redact_text(text)
+    assert secret not in cleaned and kept in cleaned
+
+
+def test_literal_secrets_are_redacted_from_git_errors() -> None:
+    error = GitCommandError(["git", "fetch"], 128, stderr="fatal: header 'x: myrawsecretvalue' rejected")
+    assert "myrawsecretvalue" not in _clean_stderr(error, "https://h/r.git", ["myrawsecretvalue"])
+    assert _clean_stderr(error, "https://h/r.git").endswith("rejected")
 
 
 def test_large_files_are_reported_not_read(make_repo: Callable[[str], WorkRepo], cache_dir: Path) -> None:
