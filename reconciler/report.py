@@ -136,7 +136,8 @@ def plan_markdown(plan: Plan) -> str:
     problems = [p for e in plan.entries for p in e.problems]
     if problems:
         out += ["", "<details><summary>Validation problems</summary>", ""]
-        out += [f"- {md_code(p.location())} {md_text(p.path)}: {md_text(p.message)} ({md_code(p.rule)})"
+        out += [f"- {md_code(p.location(), in_table=False)} {md_text(p.path)}: {md_text(p.message)} "
+                f"({md_code(p.rule, in_table=False)})"
                 for p in problems]
         out += ["", "</details>"]
     return "\n".join(out) + "\n"

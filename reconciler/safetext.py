@@ -132,17 +132,19 @@ def md_text(text: str) -> str:
     return escaped.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def md_code(text: str) -> str:
+def md_code(text: str, *, in_table: bool = True) -> str:
     """``text`` as an inline code span that stays inside its table cell.
 
     Inside a code span Markdown applies no escapes, so a backtick in the text is handled by
-    a longer fence (CommonMark: the span ends at a backtick run of the same length), ``|``
-    is written ``\\|`` (GFM splits cells before parsing code spans, and accepts ``\\|``
-    there), and a backslash run right before a ``|`` is doubled so it cannot pair with the
-    escape.  ``<`` needs nothing: code spans are never HTML.
+    a longer fence (CommonMark: the span ends at a backtick run of the same length), and in
+    a table ``|`` is written ``\\|`` (GFM splits cells before parsing code spans, and takes
+    ``\\|`` there as a literal pipe); a backslash run right before a ``|`` is doubled so it
+    cannot pair with that escape (cmark-gfm reads ``\\\\|`` as an escaped backslash and a
+    cell boundary).  ``<`` needs nothing: code spans are never HTML.
     """
     body = clean(text)
-    body = re.sub(r"\\+(?=\|)", lambda m: m.group() * 2, body).replace("|", "\\|")
+    if in_table:
+        body = re.sub(r"\\+(?=\|)", lambda m: m.group() * 2, body).replace("|", "\\|")
     longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
     fence = "`" * (longest + 1)
     if longest and (body.startswith("`") or body.endswith("`")):
