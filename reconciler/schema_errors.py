@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .errors import Problem
-from .yamldoc import PathKey, YamlDocument
+from .yamldoc import PathKey, YamlDocument, clip
 
 _TYPE_WORDS = {
     "string_type": "a string",
@@ -77,10 +77,16 @@ def field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
+# "did you mean" costs a fuzzy comparison per unknown field: only the first ones of a file
+# get it (a file of 90 000 unknown fields reports 100 of them anyway, see declared.capped)
+_HINTED_PER_FILE = 1000
+
+
 def translate(
     error: ValidationError, doc: YamlDocument, model: type[BaseModel]
 ) -> list[Problem]:
     problems: list[Problem] = []
+    hints_left = _HINTED_PER_FILE
     for item in error.errors(include_url=False):
         loc: PathKey = tuple(item["loc"])
         kind = item["type"]
@@ -89,8 +95,9 @@ def translate(
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             allowed = field_names(parent) if parent else []
-            hint = difflib.get_close_matches(field, allowed, n=1, cutoff=0.6)
-            msg = f"unknown field {field!r}"
+            hint = difflib.get_close_matches(field, allowed, n=1, cutoff=0.6) if hints_left > 0 else []
+            hints_left -= 1
+            msg = f"unknown field {clip(field, 100)!r}"
             if hint:
                 msg += f" (did you mean {hint[0]!r}?)"
             elif allowed:

@@ -48,7 +48,7 @@ from .declared import Declaration
 from .errors import ConfigError, GitError
 from .gitsource import GitSource
 
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA = re.compile(r"[0-9a-f]{40}", re.ASCII)  # a whole value: fullmatch
 _MODES = ("off", "files", "head")
 _TIMEOUT = 120.0
 
@@ -110,7 +110,7 @@ class SignatureVerifier:
     def verify_commits(self, commits: Iterable[str]) -> dict[str, Verification]:
         """Verdicts for several commits (full shas or revisions), one ``git log`` for all new ones."""
         self._refresh_material()
-        shas = {c: c if _SHA.match(c) else self.source.resolve(c) for c in commits}
+        shas = {c: c if _SHA.fullmatch(c) else self.source.resolve(c) for c in commits}
         todo = list(dict.fromkeys(s for s in shas.values() if s not in self._cache))
         if todo:
             self._cache.update(self._run_log(todo))
