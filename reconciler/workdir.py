@@ -5,10 +5,22 @@ on files that are not committed yet.  Given files or directories, this module fi
 watched root each belongs to (the directory holding ``executions/`` or ``workflows/``),
 reads that whole root so cross-file rules (duplicate names, the catalog) apply, and says
 which files the user asked about.
+
+It reads what Git mode (``GitSource.snapshot``) would read and nothing else: Git never
+follows a symbolic link (it stores the link, which the reconciler ignores), so neither
+does this — not a linked file, not a linked directory, not a linked ``executions/`` or
+``workflows/``, and no path given on the command line that goes through a link below the
+root it belongs to.  Nothing outside the watched root is ever read (a link to ``/`` once
+walked the whole filesystem).  Links met while reading are skipped, logged as a warning
+naming the file, and listed in :attr:`WorkdirResult.ignored`; validity is unchanged,
+exactly as the reconciler would see the commit.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +29,7 @@ from .errors import ConfigError, Problem
 from .yamldoc import DEFAULT_MAX_BYTES
 
 ROOT_MARKERS = ("executions", "workflows")
+_log = logging.getLogger("reconciler.workdir")
 
 
 @dataclass
@@ -25,27 +38,50 @@ class WorkdirResult:
     checked: int = 0
     files: list[str] = field(default_factory=list)  # the files the user asked about
     declarations: list[Declaration] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # symbolic links not followed (as in Git mode)
 
 
 def _is_root(directory: Path) -> bool:
-    return any((directory / m).is_dir() for m in ROOT_MARKERS)
+    """A directory holding executions/ or workflows/ — a linked one counts (so it is found
+    and reported as ignored rather than leaving the user with "no directory found")."""
+    return any((directory / m).is_symlink() or (directory / m).is_dir() for m in ROOT_MARKERS)
 
 
 def _root_of(path: Path) -> Path | None:
-    for candidate in [path, *path.parents] if path.is_dir() else list(path.parents):
+    """The root ``path`` belongs to, found lexically (``path`` is absolute, not resolved)."""
+    is_dir = path.is_dir() and not path.is_symlink()
+    for candidate in [path, *path.parents] if is_dir else list(path.parents):
         if _is_root(candidate):
             return candidate
     return None
 
 
+def _refuse_links(path: Path, root: Path, given: Path) -> None:
+    """ConfigError when ``path`` is, or goes through, a symbolic link at or below ``root``."""
+    for part in [path, *path.parents]:
+        if part.is_symlink():
+            raise ConfigError(f"{given}: {_lexical(part)} is a symbolic link; symbolic links are not followed "
+                              "(the reconciler ignores them in Git too)")
+        if part == root:
+            return
+
+
 def _roots_below(directory: Path) -> list[Path]:
     roots = []
-    for marker in ROOT_MARKERS:
-        for found in directory.rglob(marker):
-            hidden = any(part.startswith(".") for part in found.relative_to(directory).parts)
-            if found.is_dir() and not hidden:
-                roots.append(found.parent)
+    for top, dirs, _ in os.walk(directory, followlinks=False):  # never into a linked directory
+        here = Path(top)
+        if any(m in dirs or (here / m).is_symlink() for m in ROOT_MARKERS):
+            roots.append(here)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
     return sorted(set(roots))
+
+
+def _lexical(path: Path) -> str:
+    """``path`` as the user would write it (a link is shown, not what it points to)."""
+    try:
+        return str(path.relative_to(Path(os.path.abspath("."))))
+    except ValueError:
+        return str(path)
 
 
 def _display(path: Path) -> str:
@@ -55,51 +91,94 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _read_root(root: Path, max_bytes: int) -> tuple[dict[str, bytes | int], str]:
+def _walk(directory: Path, ignored: list[Path]) -> list[Path]:
+    """Regular files below ``directory``, sorted, without following any link."""
+    found: list[Path] = []
+    with os.scandir(directory) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.is_symlink():
+                ignored.append(path)
+            elif entry.is_dir(follow_symlinks=False):
+                found.extend(_walk(path, ignored))
+            elif entry.is_file(follow_symlinks=False):
+                found.append(path)
+    return found
+
+
+def _read_file(path: Path, max_bytes: int) -> bytes | int:
+    """Content, or the size of a file too large to read; O_NOFOLLOW: a file swapped for a
+    link after the directory was listed is refused, not followed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return info.st_size if info.st_size > max_bytes else handle.read()
+
+
+def _read_root(root: Path, max_bytes: int) -> tuple[dict[str, bytes | int], str, list[str]]:
     files: dict[str, bytes | int] = {}
     shown_root = _display(root)
     prefix = "" if shown_root == "." else shown_root
+    links: list[Path] = []
     for marker in (*ROOT_MARKERS, "status"):
         base = root / marker
+        if base.is_symlink():
+            links.append(base)
+            continue
         if not base.is_dir():
             continue
-        for file in sorted(base.rglob("*")):
-            if file.suffix not in YAML_SUFFIXES or not file.is_file() or file.is_symlink():
+        for file in _walk(base, links):
+            if file.suffix not in YAML_SUFFIXES:
                 continue
             rel = file.relative_to(root).as_posix()
             key = f"{prefix}/{rel}" if prefix else rel
             if classify(key, prefix) is None:
                 continue
-            size = file.stat().st_size
-            files[key] = size if size > max_bytes else file.read_bytes()
-    return files, prefix
+            files[key] = _read_file(file, max_bytes)
+    ignored = []
+    for link in links:
+        rel = link.relative_to(root).as_posix()
+        shown = f"{prefix}/{rel}" if prefix else rel
+        ignored.append(shown)
+        _log.warning("symbolic link ignored: %s (not followed, as the reconciler ignores it in Git)", shown,
+                     extra={"file": shown})
+    return files, prefix, ignored
 
 
 def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> WorkdirResult:
-    """Validate files and directories. Raises ConfigError for a path that does not exist."""
+    """Validate files and directories. Raises ConfigError for a path that does not exist
+    or that is (or goes through) a symbolic link below its root."""
     roots: dict[Path, set[str] | None] = {}  # root → requested files (None: everything)
-    for path in paths:
-        if not path.exists():
-            raise ConfigError(f"{path}: no such file or directory")
-        root = _root_of(path.resolve())
-        if root is None and path.is_dir():
-            found = _roots_below(path.resolve())
+    for given in paths:
+        path = Path(os.path.abspath(given))  # lexical: a link in it must stay visible
+        if not path.exists() and not path.is_symlink():
+            raise ConfigError(f"{given}: no such file or directory")
+        root = _root_of(path)
+        if root is None and path.is_dir() and not path.is_symlink():
+            found = _roots_below(path)
             if not found:
-                raise ConfigError(f"{path}: no executions/ or workflows/ directory found here or below")
+                raise ConfigError(f"{given}: no executions/ or workflows/ directory found here or below")
             for r in found:
                 roots[r] = None
             continue
         if root is None:
-            raise ConfigError(f"{path}: not inside a directory holding executions/ or workflows/")
+            if path.is_symlink():
+                raise ConfigError(f"{given}: is a symbolic link; symbolic links are not followed "
+                                  "(the reconciler ignores them in Git too)")
+            raise ConfigError(f"{given}: not inside a directory holding executions/ or workflows/")
+        _refuse_links(path, root, given)
         if path.is_dir():
             roots[root] = None
         else:
             wanted = roots.setdefault(root, set())
             if wanted is not None:
-                wanted.add(_display(path.resolve()))
+                wanted.add(_display(path))
     result = WorkdirResult()
     for root, wanted in sorted(roots.items()):
-        files, prefix = _read_root(root, max_bytes)
+        files, prefix, ignored = _read_root(root, max_bytes)
+        result.ignored.extend(ignored)
         decl = load_declaration(files, root=prefix, max_bytes=max_bytes)
         result.declarations.append(decl)
         if wanted is None:
