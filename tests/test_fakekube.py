@@ -137,6 +137,22 @@ def test_kubeconfig_discovery_and_authentication(server: FakeKubeServer, tmp_pat
     assert server.token not in recorded
 
 
+def test_extra_tokens_tell_clients_apart_without_recording_tokens(server: FakeKubeServer,
+                                                                    tmp_path: Path) -> None:
+    server.add_token("token-of-pod-a", "pod-a")
+    clients = {who: config.new_client_from_config(config_file=str(server.write_kubeconfig(
+        tmp_path / f"kc-{who}", token=token)), context="fake")
+        for who, token in (("pod-a", "token-of-pod-a"), ("default", None), ("bad", "token-of-nobody"))}
+    client.CoreV1Api(clients["pod-a"]).list_namespaced_pod(NS)
+    client.CoreV1Api(clients["default"]).list_namespaced_pod(NS)
+    with pytest.raises(ApiException) as exc:
+        client.CoreV1Api(clients["bad"]).list_namespaced_pod(NS)
+    assert exc.value.status == 401
+    assert [(r.user, r.status) for r in server.requests] == [("pod-a", 200), (USER, 200), (None, 401)]
+    recorded = json.dumps([r.__dict__ for r in server.requests], default=str)
+    assert "token-of-pod-a" not in recorded and server.token not in recorded
+
+
 def test_pipelinerun_create_get_list_replace_patch_delete(server: FakeKubeServer,
                                                           co: client.CustomObjectsApi) -> None:
     created = co.create_namespaced_custom_object(G, V, NS, PRS, pr_body())

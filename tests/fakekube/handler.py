@@ -127,7 +127,8 @@ class Handler(BaseHTTPRequestHandler):
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip() or None
         record: dict[str, Any] = {"method": method, "path": url.path, "query": query,
                                   "body": None if isinstance(body, _Unparsed) else body,
-                                  "watch": watch, "content_type": content_type}
+                                  "watch": watch, "content_type": content_type,
+                                  "user": self.fake.user_for(self.headers.get("Authorization"))}
         fault = self.fake.faults.claim(method, url.path, watch)
         if fault is not None:
             if fault.delay:
@@ -187,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
                  content_type: str | None, watch: bool, record: dict[str, Any]) -> Response | None:
         parts = [part for part in path.split("/") if part]
         auth = self.headers.get("Authorization")
-        if self.fake.require_auth and auth != f"Bearer {self.fake.token}" and not (
+        if self.fake.require_auth and record["user"] is None and not (
                 auth is None and parts[:1] and parts[0] in _PUBLIC):
             raise e.ApiError(401, "Unauthorized", "Unauthorized")
         if len(parts) == 1 and parts[0] in ("healthz", "livez", "readyz"):

@@ -49,6 +49,7 @@ class RecordedRequest:
     response: Any
     dropped: bool = False
     applied_status: int | None = None
+    user: str | None = None  # who the bearer token authenticated as (None: no valid token)
 
 
 class FakeKubeServer:
@@ -72,6 +73,7 @@ class FakeKubeServer:
                            initial_rv=initial_resource_version, strict_namespaces=strict_namespaces)
         self.faults = FaultSet()
         self.denials = DenialSet()
+        self._tokens: dict[str, str] = {}  # extra bearer tokens → the user each one is
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._logs: dict[tuple[str, str, str], str] = {}
@@ -159,6 +161,19 @@ class FakeKubeServer:
         target.write_text(json.dumps(config, indent=2))  # JSON is YAML
         return target
 
+    # ------------------------------------------------------------------ authentication
+    def add_token(self, token: str, user: str) -> None:
+        """Accept one more bearer token, authenticating as `user`: several clients (processes)
+        are then told apart in `requests` by `RecordedRequest.user`, never by the token."""
+        self._tokens[token] = user
+
+    def user_for(self, authorization: str | None) -> str | None:
+        """The user an `Authorization` header authenticates as, or None."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        token = authorization[len("Bearer "):]
+        return self.user if token == self.token else self._tokens.get(token)
+
     # ------------------------------------------------------------------ request log
     def _record(self, record: dict[str, Any], status: int | None, response: Any,
                 dropped: bool = False) -> None:
@@ -166,7 +181,7 @@ class FakeKubeServer:
             self._requests.append(RecordedRequest(
                 record["method"], record["path"], record["query"], status, record["body"],
                 record["watch"], record["content_type"], response, dropped,
-                record.get("applied_status")))
+                record.get("applied_status"), record.get("user")))
 
     def _note_applied(self, record: dict[str, Any], code: int) -> None:
         record["applied_status"] = code
