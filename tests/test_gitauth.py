@@ -92,3 +92,29 @@ def test_ssh_uses_the_key_and_strict_host_checking(tmp_path: Path) -> None:
 def test_ssh_without_known_hosts_is_rejected() -> None:
     with pytest.raises(ValueError, match="knownHostsFile"):
         GitAuth(ssh_key_file=Path("/k"))
+
+
+URL_TOKEN = "glpat-UrlCarriedToken-4242"
+
+
+@pytest.mark.parametrize("make_url", [
+    lambda base: base.replace("http://", f"http://oauth2:{URL_TOKEN}@"),
+    lambda base: f"{base}?private_token={URL_TOKEN}",
+    lambda base: f"{base}?access_token={URL_TOKEN}&x=1",
+    lambda base: base.replace("http://", f"http://{URL_TOKEN}@"),
+], ids=["user-info", "private_token", "access_token", "token-as-user"])
+def test_token_in_the_url_never_reaches_errors_or_logs(
+    make_url: Callable[[str], str], served: tuple[GitHttpServer, str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server refuses it (the token is wrong): git's error echoes the URL, ours must not."""
+    server, repo = served
+    with server:
+        source = GitSource(make_url(server.url(repo)), cache_dir=tmp_path / "cache")
+        with pytest.raises(GitError) as caught:
+            source.fetch()
+    assert server.denied >= 1
+    assert URL_TOKEN not in str(caught.value) and "127.0.0.1" in str(caught.value)
+    assert URL_TOKEN not in source.display_url
+    ours = [r for r in caplog.records if r.name.startswith("reconciler")]
+    assert all(URL_TOKEN not in f"{r.getMessage()} {r.__dict__}" for r in ours)

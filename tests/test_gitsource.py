@@ -139,8 +139,14 @@ def test_revisions_resolve_like_git(make_repo: Callable[[str], WorkRepo], cache_
     assert source.resolve(first[:10]) == first
 
 
-def test_unreachable_remote_errors_without_credentials(cache_dir: Path) -> None:
-    url = "https://robot:s3cr3t-token@127.0.0.1:9/acme/remediations.git"
+@pytest.mark.parametrize("url", [
+    "https://robot:s3cr3t-token@127.0.0.1:9/acme/remediations.git",
+    "https://127.0.0.1:9/acme/remediations.git?private_token=s3cr3t-token",
+    "http://127.0.0.1:9/acme/remediations.git?x=1&access_token=s3cr3t-token",
+    "https://oauth2:s3cr3t-token@127.0.0.1:9/acme/remediations.git?token=s3cr3t-token",
+])
+def test_unreachable_remote_errors_without_credentials(url: str, cache_dir: Path) -> None:
+    """git echoes the URL it could not reach; the error we raise must not."""
     source = GitSource(url, cache_dir=cache_dir)
     with pytest.raises(GitError) as caught:
         source.fetch()
