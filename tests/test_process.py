@@ -7,12 +7,6 @@ in the middle of the push).
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,67 +14,17 @@ import pytest
 import yaml
 
 from reconciler.names import run_name
-from tests.conftest import CATALOG, PROJECT, WorkRepo, execution_yaml, git
+from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.fakekube import FakeKubeServer
+from tests.procs import NS, TOKEN, Proc, eventually
 
-NS = "kubernaut-workflows"
 TARGET = "payments/Deployment/payment-api"
-TOKEN = "fake-bearer-token-DO-NOT-LOG"
 HOOK = """#!/bin/sh
 touch "$GIT_DIR/entered"
 while [ ! -f "$GIT_DIR/release" ]; do sleep 0.02; done
 cat > /dev/null
 exec test -f "$GIT_DIR/accept"
 """
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    """Bounded wait for something outside this process (a file, a git ref)."""
-    tick = threading.Event()
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return True
-        tick.wait(0.05)
-    return predicate()
-
-
-class Proc:
-    def __init__(self, tmp: Path, server: FakeKubeServer, remote: Path, name: str, *, leader: bool = False):
-        kubeconfig = server.write_kubeconfig(tmp / f"kubeconfig-{name}", token=TOKEN)
-        config = {
-            "repository": {"url": f"file://{remote}", "pollInterval": "1s", "cacheDir": str(tmp / f"cache-{name}")},
-            "execution": {"namespace": NS},
-            "kubernetes": {"kubeconfig": str(kubeconfig)},
-            "leaderElection": {"enabled": leader, "leaseDuration": "3s", "renewDeadline": "2s", "retryPeriod": "1s"},
-            "server": {"healthAddress": "127.0.0.1:0", "metricsAddress": "127.0.0.1:0",
-                       "webhookAddress": "127.0.0.1:0"},
-            "logging": {"format": "json", "level": "info"},
-        }
-        path = tmp / f"config-{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        self.log = tmp / f"{name}.log"
-        env = {**os.environ, "POD_NAME": name, "PYTHONPATH": str(PROJECT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config", str(path)],
-                                     stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env=env, cwd=tmp)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM, as Kubernetes sends it (the Deployment grants 60 s before SIGKILL)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError("no exit within the grace period:\n" + self.log.read_text()[-3000:]) from None
-
-    def started(self) -> bool:
-        return eventually(lambda: any(line.get("msg") == "reconciler started" for line in self.lines()), 30)
-
-    def lines(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
 
 
 @pytest.fixture
