@@ -1,4 +1,5 @@
-"""Property: whatever YAML-like input arrives, validation reports Problems and never crashes."""
+"""Property: whatever YAML-like input arrives — as an execution, a catalog entry or a status
+file — validation reports Problems naming that file and never crashes."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def check(raw: bytes) -> None:
             renderer.render_checked(execution)
     except ReconcilerError:
         pass
+    # the same bytes as a second catalog file, and as a status file: never an exception, and
+    # every problem belongs to that file (or, for an execution, names it)
+    decl = load_declaration({"workflows/x.yaml": raw, "workflows/w.yaml": CATALOG.encode(),
+                             "executions/e.yaml": execution_yaml().encode(), "status/e.yaml": raw})
+    assert all(p.file == "workflows/x.yaml" or "workflows/x.yaml" in p.message for p in decl.problems)
+    assert len([p for p in decl.problems if p.file == "workflows/x.yaml"]) <= 101
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,7 +58,10 @@ def test_structured_documents_never_crash(doc: Any) -> None:
 def test_mutated_valid_documents_never_crash(data: st.DataObject) -> None:
     text = execution_yaml()
     position = data.draw(st.integers(0, len(text)))
-    insert = data.draw(st.text(alphabet="{}[]:,-&*!|>'\"#\n\t %@`?abcZ019", max_size=8))
+    insert = data.draw(st.one_of(
+        st.text(alphabet="{}[]:,-&*!|>'\"#\n\t %@`?abcZ019\u0661\u00a0\u2028", max_size=8),
+        st.sampled_from(["9" * 5000, "0x" + "f" * 5000, "-" + "1" * 200, "1e99999", ".inf", "[" * 500,
+                         "{a: " * 100, "!!int " + "9" * 5000, "|\n    "])))
     cut = data.draw(st.integers(0, 5))
     check((text[:position] + insert + text[position + cut:]).encode("utf-8", "surrogatepass"))
 

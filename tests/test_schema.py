@@ -96,6 +96,25 @@ CASES = [
      "duration-format", "spec.executionConfig.timeout", "longer than 0s", 9),
     ("timeout over a day", execution_yaml(extra="  executionConfig: {timeout: 25h}\n"),
      "duration-format", "spec.executionConfig.timeout", "24h maximum", 9),
+    ("timeout with a trailing newline", execution_yaml(extra='  executionConfig: {timeout: "30m\\n"}\n'),
+     "duration-format", "spec.executionConfig.timeout", "not a duration", 9),
+    ("timeout with a non-ASCII digit", execution_yaml(extra="  executionConfig: {timeout: \u0663\u0660m}\n"),
+     "duration-format", "spec.executionConfig.timeout", "not a duration", 9),
+    ("timeout of 5000 digits", execution_yaml(extra="  executionConfig: {timeout: " + "9" * 5000 + "m}\n"),
+     "duration-format", "spec.executionConfig.timeout", "24h maximum", 9),
+    ("target as a block scalar", execution_yaml(target="|\n    payments/Deployment/payment-api"),
+     "target-format", "spec.targetResource", "'payment-api\\n'", 7),
+    ("name with a trailing newline", execution_yaml(name='"oom-payment-api\\n"'), "name-format",
+     "metadata.name", "DNS-1123 label", 4),
+    ("parameter key with a trailing newline", execution_yaml(params='{NAMESPACE: p, MEMORY_LIMIT: 1Gi, "TARGET_RESOURCE\\n": x}'),
+     "parameter-name", "spec.parameters.TARGET_RESOURCE\n", "UPPER_SNAKE_CASE", 8),
+    ("image with a trailing newline", execution_yaml(
+        workflow=f'workflowId: increase-memory-limit, version: "1.2.0", containerImage: "{IMAGE}\\n"'),
+     "image-reference", "spec.workflowRef.containerImage", "not a valid OCI image reference", 6),
+    ("version with a trailing newline", execution_yaml(workflow='workflowId: increase-memory-limit, version: "1.2.0\\n"'),
+     "version-format", "spec.workflowRef.version", "must look like 1.2.0", 6),
+    ("integer of 5000 digits", execution_yaml(extra="  confidence: " + "9" * 5000 + "\n"), "number-too-large",
+     "spec.confidence", "integer of 5000 digits is too large", 9),
     ("bad service account", execution_yaml(extra="  executionConfig: {serviceAccountName: Runner!}\n"),
      "name-format", "spec.executionConfig.serviceAccountName", "DNS-1123 subdomain", 9),
     ("confidence above 1", execution_yaml(extra="  confidence: 1.5\n"), "out-of-range",
@@ -198,6 +217,16 @@ def test_catalog_rules() -> None:
                      ("workflows/w.yaml", "duplicate-workflow"),
                      ("workflows/w.yaml", "parameter-name"),
                      ("workflows/w.yaml", "parameter-reserved")]
+
+
+def test_catalog_rules_invalidate_the_executions_that_use_them() -> None:
+    decl = load_declaration({FILE: execution_yaml().encode(),
+                             "workflows/w.yaml": (CATALOG + "    - {name: TARGET_RESOURCE}\n").encode()})
+    assert decl.executions == [] and decl.catalog == {}
+    (invalid,) = decl.invalid
+    assert [(p.rule, p.path) for p in invalid.problems] == [("catalog-entry-invalid", "spec.workflowRef")]
+    assert "workflows/w.yaml" in invalid.problems[0].message
+    assert [i.file for i in decl.invalid_catalog] == ["workflows/w.yaml"]
 
 
 def test_file_too_large_is_rejected_without_parsing() -> None:
