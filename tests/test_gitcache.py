@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.errors import ConfigError, GitError
-from reconciler.gitsource import CacheDamaged, GitSource
+from reconciler.gitsource import CacheDamaged, GitSource, _suspect
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.harness import Env, declare, state
 
@@ -195,6 +195,31 @@ def test_service_cycle_starts_new_work_after_cache_damage(
     assert env.reconciler.source.cache_rebuilds == 1
     assert sorted(r["metadata"]["labels"]["kubernaut.ai/workflow-execution"] for r in env.runs()) == \
         ["first", "second"]
+
+
+@pytest.mark.parametrize(("stderr", "damage"), [
+    ("error: packfile ./objects/pack/pack-1a2b.pack cannot be accessed", True),
+    ("fatal: bad object refs/kgr/status/main\nerror: /src did not send all necessary objects", True),
+    ("error: corrupt loose object '6523df20b6caf4cb1198f4984d3f975149d3996a'", True),
+    ("fatal: loose object 6523df20b6caf4cb1198f4984d3f975149d3996a (stored in ./objects/65/23df) is corrupt", True),
+    ("error: Could not read 6523df20b6caf4cb1198f4984d3f975149d3996a", True),
+    ("fatal: unable to read tree 6523df20b6caf4cb1198f4984d3f975149d3996a", True),
+    ("error: inflate: data stream error (incorrect header check)", True),
+    ("error: refs/heads/main does not point to a valid object!", True),
+    ("error: index file ./objects/pack/pack-1a2b.idx is too small", True),
+    ("missing blob 6523df20b6caf4cb1198f4984d3f975149d3996a", True),
+    # the network, the remote side, authentication: never the cache
+    ("fatal: unable to access 'https://h/r.git/': Could not resolve host: h", False),
+    ("fatal: unable to access 'https://h/r.git/': Failed to connect to h port 443: Connection refused", False),
+    ("fatal: '/gone' does not appear to be a git repository\nfatal: Could not read from remote repository.", False),
+    ("remote: fatal: bad object 6523df20b6caf4cb1198f4984d3f975149d3996a", False),
+    ("fatal: Authentication failed for 'https://h/r.git/'", False),
+    ("fatal: early EOF\nfatal: fetch-pack: invalid index-pack output", False),
+    ("fatal: couldn't find remote ref refs/heads/nope", False),
+    ("ssh: connect to host h port 22: Connection timed out", False),
+])
+def test_what_counts_as_cache_damage(stderr: str, damage: bool) -> None:
+    assert bool(_suspect(stderr)) is damage
 
 
 # -- shallow clones ----------------------------------------------------------------------------
