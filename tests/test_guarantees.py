@@ -17,7 +17,7 @@ import yaml
 
 from reconciler.cluster import KubeCluster
 from reconciler.cycle import LOCK_HELD, CycleResult, MemoryStatusStore, Reconciler
-from reconciler.errors import NotLeader
+from reconciler.errors import GitError, NotLeader
 from reconciler.gitsource import GitSource
 from reconciler.kube import PIPELINERUNS, KubeClient, RetryPolicy
 from reconciler.lifecycle import Settings
@@ -398,3 +398,15 @@ def test_every_timestamp_in_a_cycle_is_whole_seconds(world: World) -> None:
     assert all(c.last_transition_time.microsecond == 0 for c in state.conditions)
 
 
+
+
+def test_a_commit_that_touches_anything_unexpected_is_never_pushed(world: World) -> None:
+    """The last line of defence: the built commit is checked against the expected paths."""
+    tip = world.store._fetch_tip()
+    sneaky = world.store._commit(tip, {"status/a.yaml": b"x\n", "executions/pwned.yaml": b"y\n"}, "m\n")
+    with pytest.raises(GitError, match="refusing to push"):
+        world.store._check_commit(tip, sneaky, {"status/a.yaml"})
+    honest = world.store._commit(tip, {"status/a.yaml": b"x\n"}, "m\n")
+    world.store._check_commit(tip, honest, {"status/a.yaml"})
+    with pytest.raises(GitError, match="refusing to write the path"):
+        world.store._commit(tip, {"status/../x.yaml": b"x\n"}, "m\n")
