@@ -10,6 +10,14 @@ read.
 Speed still matters at 10 000 files: listing uses one ``git ls-tree``, contents come
 through one ``git cat-file --batch`` round, history through one ``git log`` pass, and a
 second call at an unchanged commit returns the cached result without re-parsing.
+
+The cache is disposable, so it heals itself: when git's words say the *local* object
+database or refs are damaged (a deleted pack, a truncated object, a ref to nothing) and a
+local check (fsck, cat-file) agrees, the cache is moved aside, re-initialised and fetched
+again — logged as a warning and counted in ``cache_rebuilds`` — and the operation is
+retried, without a restart.  A network failure never looks like that, so an outage never
+costs a re-clone.  Whatever git prints passes through :func:`redact_text` first: no
+credential from a URL, a header or the environment reaches an error, a log or a status.
 """
 
 from __future__ import annotations
