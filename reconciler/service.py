@@ -8,6 +8,13 @@
     Lease       ── only the leader runs jobs; every write is fenced on leadership
     HTTP        ── :8081 /healthz /readyz, :9090 /metrics, :8080 /webhook
 
+Readiness is honest: Git counts as reachable only while a *real* fetch succeeded within
+the grace period, the API server only while a real API call did (:class:`ApiWitness`).
+A follow-up pins the revision and fetches nothing, so it proves nothing about Git; when
+the last real check grows old between polls, the follow job makes one (a fetch, a list),
+so a long poll interval never reads as an outage and an outage never hides behind a
+running execution.  The ``git_reachable``/``kube_reachable`` gauges follow the same rule.
+
 Webhooks accelerate; they are never the only path: the interval job always runs.  On
 SIGTERM the scheduler stops taking new work, the cycle in progress finishes (so its
 status is pushed), a pending write-back is retried once, the Lease is released so a
@@ -17,23 +24,24 @@ standby takes over at once, and the HTTP servers close.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from starlette.types import ASGIApp
 
 from . import views
-from .cluster import KubeCluster
+from .cluster import Cluster, KubeCluster
 from .config import Config, read_secret, seconds
 from .cycle import CycleResult, Reconciler
 from .dashboard import dashboard_app
-from .errors import ConfigError, ReconcilerError
+from .errors import ConfigError, GitError, KubeError, ReconcilerError, Unavailable
 from .follow import RunFollower
 from .gate import Gate
 from .gitauth import git_environment
@@ -43,7 +51,7 @@ from .kube import KubeClient, RetryPolicy, load_api_client
 from .leader import LeaderElector, default_identity
 from .lifecycle import Settings
 from .metrics import Metrics
-from .render import Renderer
+from .render import RenderedRun, Renderer
 from .signatures import SignaturePolicy, SignatureVerifier
 from .webhook import PushEvent
 from .writeback import GitStatusStore, Identity
@@ -65,9 +73,65 @@ def _address(value: str) -> tuple[str, int]:
     return (host or "0.0.0.0"), int(port)
 
 
+T = TypeVar("T")
+
+
+class ApiWitness:
+    """The reconciler's cluster, noting when the API server last answered a call.
+
+    An answer about an object (not found, conflict, invalid) is still an answer; no
+    connection, a 5xx/429, or refused credentials (401/403) is not.  ``step_log`` is not
+    witnessed: it swallows its own errors.
+    """
+
+    def __init__(self, inner: Cluster) -> None:
+        self.inner = inner
+        self.namespace = inner.namespace
+        self.last_ok = -math.inf  # time.monotonic() of the last answer
+        self.last_error = ""
+
+    def _call(self, call: Callable[[], T]) -> T:
+        try:
+            result = call()
+        except KubeError as e:
+            if isinstance(e, Unavailable) or e.status in (401, 403):
+                self.last_error = str(e)[:300]
+            else:
+                self.last_ok, self.last_error = time.monotonic(), ""
+            raise
+        self.last_ok, self.last_error = time.monotonic(), ""
+        return result
+
+    def list_runs(self) -> dict[str, dict[str, Any]]:
+        return self._call(self.inner.list_runs)
+
+    def get_run(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self._call(lambda: self.inner.get_run(kind, name))
+
+    def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return self._call(lambda: self.inner.children(run))
+
+    def create_run(self, rendered: RenderedRun) -> dict[str, Any]:
+        return self._call(lambda: self.inner.create_run(rendered))
+
+    def cancel_run(self, kind: str, name: str) -> None:
+        self._call(lambda: self.inner.cancel_run(kind, name))
+
+    def delete_run(self, kind: str, name: str, uid: str) -> None:
+        self._call(lambda: self.inner.delete_run(kind, name, uid))
+
+    def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
+                     warning: bool = False) -> None:
+        self.inner.record_event(run, reason, message, warning)  # best effort, errors logged inside
+
+    def step_log(self, pod: str, container: str) -> str:
+        return self.inner.step_log(pod, container)
+
+
 class Service:
     def __init__(self, config: Config, *, api_client: Any = None, identity: str | None = None,
-                 logger: logging.Logger | None = None):
+                 logger: logging.Logger | None = None, readiness_grace: float | None = None,
+                 follow_interval: float = FOLLOW_INTERVAL):
         self.config = config
         self.log = logger or logging.getLogger("reconciler.service")
         repo = config.repository
@@ -96,7 +160,8 @@ class Service:
                 retry_period=seconds(election.retry_period), on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading)
         self.gate = build_gate(config, self.source)
-        self.reconciler = Reconciler(self.source, KubeCluster(self.kube, execution.namespace), settings=settings,
+        self.api_witness = ApiWitness(KubeCluster(self.kube, execution.namespace))
+        self.reconciler = Reconciler(self.source, self.api_witness, settings=settings,
                                      renderer=Renderer(execution.templates_dir, execution.namespace),
                                      store=self.store, fence=self.is_leader, gate=self.gate)
         self.follower = RunFollower(self.kube, execution.namespace, self._followed)
@@ -104,10 +169,17 @@ class Service:
         self.interval = float(seconds(repo.poll_interval))
         # how long Git or the API server may be unreachable before /readyz says so: a few
         # polls (one failed fetch is not an outage), never more than 10 minutes
-        self.readiness_grace = min(max(3 * self.interval, 60.0), 600.0)
-        self.last_git_ok = 0.0
-        self.last_kube_ok = 0.0
+        self.readiness_grace = (readiness_grace if readiness_grace is not None
+                                else min(max(3 * self.interval, 60.0), 600.0))
+        self.follow_interval = follow_interval
+        self.last_git_ok = -math.inf  # time.monotonic() of the last successful real fetch
+        self.git_error = ""  # why the last fetch failed ("" after a success)
+        self._git_probe_at = -math.inf
+        self._kube_probe_at = -math.inf
+        self._warned: dict[str, str] = {}  # what → the error last logged as a warning
         self.last_error = ""
+        self.metrics.git_reachable.set_function(lambda: 1.0 if self.git_reachable() else 0.0)
+        self.metrics.kube_reachable.set_function(lambda: 1.0 if self.kube_reachable() else 0.0)
         self.cycles = 0
         self.cycle_done = threading.Condition()
         self.last_result: CycleResult | None = None
@@ -152,13 +224,11 @@ class Service:
         failures = self.store.failures
         result = run()
         self.cycles += 1
-        now = time.monotonic()
-        if result.revision:
-            self.last_git_ok = now
-        if result.fetch_seconds is not None:
-            self.metrics.record_fetch(result.fetch_seconds, bool(result.revision))
-        if result.declaration is not None and not result.cluster_unknown:
-            self.last_kube_ok = now
+        if result.fetch_seconds is not None:  # a real fetch (a follow-up pins the revision: none)
+            fetched = bool(result.revision)  # the fetch step leaves it empty when the fetch failed
+            self._git_result(fetched, "" if fetched else next(
+                (e for e in result.errors if e.startswith("git:")), "; ".join(result.errors)))
+            self.metrics.record_fetch(result.fetch_seconds, fetched)
         self.metrics.record_cycle(result)
         if self.store.failures > failures:
             self.metrics.record_writeback(False)
@@ -172,17 +242,70 @@ class Service:
         return result
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Block until ``predicate()`` holds after some cycle (for operators' tools and tests)."""
+        """Block until ``predicate()`` holds after some cycle or follow job (for operators'
+        tools and tests)."""
         with self.cycle_done:
             return self.cycle_done.wait_for(predicate, timeout)
 
+    def _notify(self) -> None:
+        with self.cycle_done:
+            self.cycle_done.notify_all()
+
     def follow_job(self) -> None:
-        """Poll fallback for the watch: observe executions whose runs are in progress."""
+        """Poll fallback for the watch: observe executions whose runs are in progress; then
+        refresh a readiness check that has grown old.  Errors are logged, never raised."""
         if self._stopping.is_set() or not self.is_leader():
             return
-        running = {n for n, s in self.store.load().items() if s.phase == "Running"}
-        if running:
-            self._cycle(lambda: self.reconciler.observe_now(running))
+        try:
+            running = {n for n, s in self.store.load().items() if s.phase == "Running"}
+            if running:
+                self._cycle(lambda: self.reconciler.observe_now(running))
+        except ReconcilerError as e:
+            if isinstance(e, GitError):
+                self._git_result(False, str(e))
+            self.last_error = str(e)[:500]
+            self._warn("follow", "follow-up failed; the next cycle retries", str(e))
+        else:
+            self._warned.pop("follow", None)
+        self._probe()
+        self._notify()
+
+    def _warn(self, what: str, message: str, error: str) -> None:
+        """A warning the first time an error is seen, debug while it repeats."""
+        level = logging.DEBUG if self._warned.get(what) == error else logging.WARNING
+        self._warned[what] = error
+        self.log.log(level, message, extra={"error": error})
+
+    def _probe(self) -> None:
+        """A real fetch / API read when the last success is older than a third of the grace
+        period (and no attempt was made for as long): between polls, readiness stays true
+        only while it is."""
+        due = self.readiness_grace / 3
+        now = time.monotonic()
+        if now - max(self.last_git_ok, self._git_probe_at) >= due:
+            self._git_probe_at = now
+            started = time.perf_counter()
+            try:
+                self.source.fetch()
+                self._git_result(True, "")
+                self._warned.pop("git", None)
+            except GitError as e:
+                self._git_result(False, str(e))
+                self._warn("git", "git unreachable", str(e))
+            self.metrics.record_fetch(time.perf_counter() - started, not self.git_error)
+        if now - max(self.api_witness.last_ok, self._kube_probe_at) >= due:
+            self._kube_probe_at = now
+            try:
+                self.api_witness.list_runs()
+                self._warned.pop("kube", None)
+            except KubeError as e:
+                self._warn("kube", "kubernetes API unreachable", str(e))
+
+    def _git_result(self, ok: bool, error: str) -> None:
+        if ok:
+            self.last_git_ok, self.git_error = time.monotonic(), ""
+        else:
+            self.git_error = error[:300]
 
     def _followed(self, name: str) -> None:
         if not self._stopping.is_set() and self.is_leader():
@@ -211,19 +334,32 @@ class Service:
 
     # -- health --------------------------------------------------------------------------
 
+    @property
+    def last_kube_ok(self) -> float:
+        """time.monotonic() of the last answer from the API server to the reconciler."""
+        return self.api_witness.last_ok
+
+    def git_reachable(self) -> bool:
+        """A real fetch succeeded within the grace period."""
+        return time.monotonic() - self.last_git_ok < self.readiness_grace
+
+    def kube_reachable(self) -> bool:
+        """A real API call was answered within the grace period."""
+        return time.monotonic() - self.api_witness.last_ok < self.readiness_grace
+
     def ready(self) -> tuple[bool, str]:
-        horizon = self.readiness_grace
-        now = time.monotonic()
+        grace = f"{self.readiness_grace:g}s"
         if self.elector is not None and not self.is_leader():
             # a standby is ready when it can reach the API server (it holds no work)
-            return (True, "standby") if self.cycles == 0 or now - self.last_kube_ok < horizon else (
+            return (True, "standby") if self.cycles == 0 or self.kube_reachable() else (
                 False, "kubernetes API unreachable")
         if self.cycles == 0:
             return False, "no reconcile cycle has completed yet"
-        if now - self.last_git_ok > horizon:
-            return False, f"git unreachable: {self.last_error or 'no successful fetch recently'}"
-        if now - self.last_kube_ok > horizon:
-            return False, f"kubernetes API unreachable: {self.last_error or 'no successful read recently'}"
+        if not self.git_reachable():
+            return False, f"git unreachable: {self.git_error or f'no successful fetch in the last {grace}'}"
+        if not self.kube_reachable():
+            why = self.api_witness.last_error or f"no API call answered in the last {grace}"
+            return False, f"kubernetes API unreachable: {why}"
         return True, "ok"
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -244,7 +380,7 @@ class Service:
         self.scheduler.add_job(self.reconcile_job, "interval", seconds=self.interval, id="reconcile",
                                jitter=max(1.0, self.interval * 0.1), max_instances=1, coalesce=True,
                                next_run_time=datetime.now(timezone.utc), misfire_grace_time=None)
-        self.scheduler.add_job(self.follow_job, "interval", seconds=FOLLOW_INTERVAL, id="follow",
+        self.scheduler.add_job(self.follow_job, "interval", seconds=self.follow_interval, id="follow",
                                max_instances=1, coalesce=True, misfire_grace_time=None)
         self.scheduler.start()
         if self.elector is not None:

@@ -42,7 +42,9 @@ class World:
         self.tekton = TektonSimulator(server)
         self.services: list[Service] = []
 
-    def service(self, name: str, *, leader: bool = False, **overrides: Any) -> Service:
+    def service(self, name: str, *, leader: bool = False, options: dict[str, Any] | None = None,
+                **overrides: Any) -> Service:
+        """A started Service; ``overrides`` are config sections, ``options`` Service arguments."""
         election = {"enabled": leader, "leaseDuration": "3s", "renewDeadline": "2s", "retryPeriod": "1s",
                     "leaseNamespace": "kubernaut-system"}
         data = {
@@ -59,7 +61,7 @@ class World:
         path.write_text(yaml.safe_dump(data))
         (self.tmp / name).mkdir(exist_ok=True)
         svc = Service(load_config(path, environ={}), api_client=new_api_client(self.server, self.tmp / name),
-                      identity=name)
+                      identity=name, **(options or {}))
         svc.start()
         self.services.append(svc)
         return svc
