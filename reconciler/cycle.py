@@ -502,6 +502,7 @@ class CycleResult:
     seconds: float
     fetch_seconds: float | None = None
     locks_awaiting_writeback: int = 0
+    ignored_status_files: dict[str, str] = field(default_factory=dict)  # path → why (untrusted input)
 
 
 class Reconciler:
@@ -562,5 +563,5 @@ class Reconciler:
                 ctx.aborted = True
         return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
                            ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds,
-                           ctx.locks_awaiting_writeback)
+                           ctx.locks_awaiting_writeback, dict(getattr(ctx.store, "ignored", {})))
 

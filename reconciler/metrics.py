@@ -93,6 +93,14 @@ class Metrics:
                                  "The repository's health (worst of its executions), one-hot.", ["health"],
                                  registry=r)
         self.leader = Gauge(PREFIX + "leader", "1 when this replica holds the leader lease.", registry=r)
+        self.locks_awaiting_writeback = Gauge(
+            PREFIX + "locks_awaiting_writeback",
+            "Runs (locks) past their cooldown kept because their terminal status is not on the remote yet.",
+            registry=r)
+        self.status_files_ignored = Gauge(
+            PREFIX + "status_files_ignored",
+            "Files under status/ on the branch that are not valid status documents (ignored, never trusted).",
+            registry=r)
         self.webhook_requests = Counter(PREFIX + "webhook_requests_total", "Webhook deliveries, by result.",
                                         ["provider", "result"], registry=r)
         # label values seen outside the fixed lists, so they are zeroed when they disappear
@@ -121,6 +129,8 @@ class Metrics:
         self.cycle_duration.observe(max(0.0, result.seconds))
         if result.errors:
             self.cycle_errors.inc(len(result.errors))
+        self.locks_awaiting_writeback.set(result.locks_awaiting_writeback)
+        self.status_files_ignored.set(len(result.ignored_status_files))
         self.git_reachable.set(1 if result.revision else 0)
         if result.declaration is not None:
             # the cycle got past loading: its states are complete and it tried the cluster

@@ -21,6 +21,7 @@ from reconciler.errors import GitError, NotLeader
 from reconciler.gitsource import GitSource
 from reconciler.kube import PIPELINERUNS, KubeClient, RetryPolicy
 from reconciler.lifecycle import Settings
+from reconciler.metrics import Metrics
 from reconciler.names import run_name
 from reconciler.status import Condition, ExecutionState, RunRef, from_document
 from reconciler.statusdoc import check_status_document, status_path
@@ -146,6 +147,9 @@ def test_lock_is_kept_while_the_terminal_status_cannot_be_pushed(world: World) -
         assert held.locks_awaiting_writeback == 1
         condition = held.states["oom"].condition(LOCK_HELD)
         assert condition is not None and condition.reason == "StatusNotDurable"
+        metrics = Metrics()
+        metrics.record_cycle(held)
+        assert metrics.registry.get_sample_value("kubernaut_reconciler_locks_awaiting_writeback") == 1
     assert (world.remote_status("oom") or {}).get("phase") == "Running"
 
     world.store, world.reconciler = world.restart()  # a rollout while the remote refuses
@@ -252,6 +256,9 @@ def test_hostile_status_files_are_ignored_and_no_bad_path_is_committed(world: Wo
     world.push_human("hostile statuses", **HOSTILE_STATUS_FILES)
     run_to_completion(world)
     assert set(world.store.ignored) == set(HOSTILE_STATUS_FILES)
+    metrics = Metrics()
+    metrics.record_cycle(world.cycle())
+    assert metrics.registry.get_sample_value("kubernaut_reconciler_status_files_ignored") == len(HOSTILE_STATUS_FILES)
     for why in world.store.ignored.values():
         assert why  # each says what is wrong
     for commit in world.bot_commits():
