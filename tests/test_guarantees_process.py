@@ -20,6 +20,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ class World:
                 status = self.status(name, sha) if email == BOT["email"] else None
                 if status is not None:
                     phases.append(str(status.get("phase")))
-            for before, after in zip(phases, phases[1:], strict=False):
+            for before, after in pairwise(phases):
                 if before in TERMINAL and after != before:
                     problems.append(f"{name}: {before} → {after} (history {phases})")
         return problems
@@ -505,6 +506,9 @@ def test_forged_edited_and_deleted_status_files_never_steer_the_service(world: W
     assert not [p for p in tip if "pwned" in p and p != "status/pwned.yaml"]
     assert world.regressions() == [] and world.non_fast_forward() == []
     world.no_credentials_logged()
+    # the lock of honest was released before the kill: its status must not claim it is held
+    held = [c for c in (world.status("honest") or {}).get("conditions") or [] if c.get("type") == "LockHeld"]
+    assert [c for c in held if c.get("status") == "True"] == [], held
 
 
 # --------------------------------------------------------------------------------- 5
