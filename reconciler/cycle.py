@@ -182,7 +182,10 @@ def previous_status(ctx: CycleContext) -> None:
     its execution started."""
     if ctx.store.authoritative:
         ctx.previous = ctx.store.load()
-        ctx.store.refresh()
+        try:
+            ctx.store.refresh()
+        except GitError as e:  # durability is then judged on the last tip seen (it only moves forward)
+            ctx.error("git", e)
     else:
         prefix = f"{ctx.source.path}/" if ctx.source.path else ""
         recorded = recorded_states(ctx.source, ctx.revision, prefix, Committer(), ctx.log).states
