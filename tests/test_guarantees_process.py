@@ -13,10 +13,12 @@ regression, no non-fast-forward update, every outcome recorded before its lock i
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -242,6 +244,18 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
                 proc.kill()
 
 
+def get_text(port: int, path: str) -> str:
+    """A GET on one of the service's ports (generous timeout: the dashboard waits for the
+    status store, which a write-back retrying its push holds)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as reply:
+        return str(reply.read().decode())
+
+
+def get_json(port: int, path: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(get_text(port, path))
+    return data
+
+
 def outcome_by_name(pr: dict[str, Any]) -> str:
     """The simulated Tekton outcome: executions named *-fail run out of memory."""
     return "oom" if str(pr["metadata"]["labels"].get(EXECUTION_LABEL, "")).endswith("-fail") else "succeed"
@@ -270,6 +284,13 @@ def test_rejected_write_back_keeps_locks_past_cooldown_then_sigkill_and_restart(
         assert eventually(lambda: {line.get("execution") for line in first.lines()
                                    if line.get("msg") == LOCK_KEPT} >= set(names), 90), first.tail()
         assert len(world.attempts("pod-a")) >= 4  # starts and ends of refused pushes
+        ports = next(line["ports"] for line in first.lines() if line.get("msg") == "reconciler started")
+        for name in names:  # what operators see: the lock is held, and why
+            conditions = get_json(ports["webhook"], f"/api/executions/{name}")["conditions"]
+            assert {(c["type"], c["status"], c["reason"]) for c in conditions} >= {
+                ("LockHeld", "True", "StatusNotDurable")}, conditions
+        assert f"kubernaut_reconciler_locks_awaiting_writeback {float(len(names))}" in get_text(
+            ports["metrics"], "/metrics")
         assert world.run_deletes() == []
         assert all(world.server.get_object(G, V, PRS, NS, run_name(t)) for t in names.values())
         assert all(who == "human" for who, *_ in world.pushes())  # no status push landed
@@ -284,6 +305,7 @@ def test_rejected_write_back_keeps_locks_past_cooldown_then_sigkill_and_restart(
     tekton.close()
 
     assert world.creates() == {name: [run_name(t)] for name, t in names.items()}  # one run each, ever
+    assert len([r for r in world.server.requests if r.method == "POST" and r.path.endswith(f"/{PRS}")]) == 3
     for name in names:
         status = world.status(name)
         assert status is not None
