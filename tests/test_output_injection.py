@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -282,7 +283,8 @@ status:
 
 def raw_git(repo: WorkRepo, *args: str) -> str:
     """Git's output as it is (the shared helper's text mode would turn \\r into \\n)."""
-    return subprocess.run(["git", *args], cwd=repo.path, check=True, capture_output=True).stdout.decode()
+    return subprocess.run(["git", *args], cwd=repo.path, check=True, capture_output=True).stdout.decode(
+        errors="surrogateescape")
 
 
 @pytest.fixture(scope="module", params=sorted(PAYLOADS))
@@ -351,7 +353,8 @@ CASES: dict[str, Case] = {
                 lambda h: [("out", f"File:         {clean(h.good_file)}\n"),
                            ("out", f"Message:      {h.shown}\n"),
                            ("out", f"  reason: {h.shown}\n"),
-                           ("out", clean(h.subject))]),
+                           ("out", f"Declared in:  {h.repo.git('rev-parse', 'HEAD')[:12]} {clean(h.subject)} ("),
+                           ("out", f" {clean(h.subject)}\n")]),  # the status commit, last line
     "get-orphan": Case(lambda h, _: source(h, "get", "orphan-one"), 0,
                        lambda h: [("out", f"Target:       {h.shown}\n"), ("out", f"Phase:        Running ({h.shown})\n")]),
     "get-unknown-name": Case(lambda h, _: source(h, "get", h.payload), 2,
@@ -360,10 +363,11 @@ CASES: dict[str, Case] = {
                         lambda h: [("out", f"File:         {clean(h.bad_file)}\n")]),
     "wait-ended": Case(lambda h, _: source(h, "wait", "good-one", "--timeout", "1s", "--interval", "1s"), 1,
                        lambda h: [("err", f"good-one: ended Failed ({h.shown}): {h.shown}\n")]),
-    "wait-reached": Case(lambda h, _: source(h, "wait", "orphan-one", "--for", "phase=Running"), 0,
+    "wait-reached": Case(lambda h, _: source(h, "wait", "orphan-one", "--for", "phase=Running", "--timeout", "5s"), 0,
                          lambda h: [("out", f"orphan-one: Running ({h.shown})\n")]),
     # the name (here, from the command line) starts the line: the guard must hold there too
-    "wait-name-at-line-start": Case(lambda h, _: source(h, "wait", h.payload, "--for", "phase=Pending"), 0,
+    "wait-name-at-line-start": Case(lambda h, _: source(h, "wait", h.payload, "--for", "phase=Pending",
+                                                        "--timeout", "5s"), 0,
                                     lambda h: [("out", f"{safe_line(h.payload)}: Pending\n")]),
     "render-invalid": Case(lambda h, _: source(h, "render", "bad-one"), 1,
                            lambda h: [("err", clean(h.bad_file))]),
@@ -387,6 +391,25 @@ def test_text_command_output_is_inert(hostile: Hostile, command: str, server: Fa
     assert_inert(err)
     for stream, text in case.shows(hostile):
         assert text in (out if stream == "out" else err), (stream, text, out, err)
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
+    """Bytes 0xff 0x9b (an 8-bit CSI) in a file name arrive as lone surrogates: shown, not fatal."""
+    repo = WorkRepo(tmp_path / "repo")
+    repo.write("workflows/w.yaml", CATALOG)
+    (repo.path / "executions").mkdir()
+    Path(os.fsdecode(os.fsencode(repo.path / "executions") + b"/bad\xff\x9b[2J.yaml")).write_text(
+        execution_yaml("bad-one", target="zz"))
+    repo.commit("declare")
+    shown = "executions/bad\\udcff\\udc9b[2J.yaml"
+    common = ["--repo", str(repo.path), "--cache-dir", str(tmp_path / "c")]
+    for args, code in ((["validate", str(repo.path)], 1), (["plan", *common], 1), (["get", "bad-one", *common], 0),
+                       (["plan", "-o", "markdown", *common], 1), (["render", "bad-one", *common], 1)):
+        status, out, err = invoke(args)
+        assert status == code, (args, out, err)
+        assert_inert(out)
+        assert_inert(err)
+        assert shown in out + err, (args, out, err)
 
 
 def test_rich_markup_is_printed_as_written(tmp_path: Path) -> None:
