@@ -215,6 +215,9 @@ def test_two_instances_one_lease(world: World) -> None:
     leader.scheduler.shutdown(wait=False)
     leader.elector.stop(release=False)
     assert standby.wait_for(lambda: standby.is_leader(), 0.1) or _eventually(standby.is_leader, 6)
+    # the new leader's first cycle pushes the status it observes; our push must come after
+    # it, or the two race and ours is rejected as a non-fast-forward
+    assert standby.wait_for(lambda: standby.cycles >= 1, 10)
     world.push(**{"executions/disk.yaml": execution_yaml("disk", target="search/Deployment/api")})
     world.webhook(standby)
     assert standby.wait_for(lambda: world.remote_status("disk") is not None, 10)
