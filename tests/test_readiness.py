@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.service import Service
+from reconciler.errors import Conflict, Forbidden, Invalid, KubeError, NotFound, Unavailable
+from reconciler.service import ApiWitness, Service
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 from tests.fakekube import FakeKubeServer
 
@@ -146,3 +147,39 @@ def test_a_follow_job_that_cannot_read_the_status_branch_logs_a_warning(
     svc.trigger()
     assert svc.wait_for(lambda: svc.ready()[0], WAIT)
     assert readyz(svc).status_code == 200
+
+
+class _Answers:
+    """A cluster whose list_runs answers or raises ``error``."""
+
+    namespace = "ns"
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def list_runs(self) -> dict[str, dict[str, object]]:
+        if self.error is not None:
+            raise self.error
+        return {}
+
+
+@pytest.mark.parametrize(("error", "answered"), [
+    (None, True),
+    (NotFound("GET x: not found", status=404), True),  # an answer about an object is an answer
+    (Conflict("PUT x: conflict", status=409), True),
+    (Invalid("POST x: invalid", status=422), True),
+    (Unavailable("GET x: API server unreachable: ConnectionRefusedError"), False),
+    (Unavailable("GET x: HTTP 503", status=503), False),
+    (Forbidden("forbidden: the reconciler may not list pipelineruns", status=403), False),
+    (KubeError("GET x: Unauthorized", status=401), False),
+])
+def test_the_api_witness_counts_answers_not_attempts(error: Exception | None, answered: bool) -> None:
+    witness = ApiWitness(_Answers(error))  # type: ignore[arg-type]
+    before = witness.last_ok
+    if error is None:
+        assert witness.list_runs() == {}
+    else:
+        with pytest.raises(type(error)):
+            witness.list_runs()
+    assert (witness.last_ok > before) is answered
+    assert (witness.last_error == "") is answered
