@@ -109,8 +109,15 @@ class Declaration:
     invalid_catalog: list[InvalidExecution] = field(default_factory=list)
     catalog_files: dict[tuple[str, str], str] = field(default_factory=dict)  # key → its file
 
+    # name → execution, built on first use (valid names are unique: duplicates are invalid)
+    _by_name: dict[str, ResolvedExecution] | None = field(default=None, init=False, repr=False, compare=False)
+
     def find(self, name: str) -> ResolvedExecution | None:
-        return next((e for e in self.executions if e.name == name), None)
+        """O(1): views and the cycle ask this once per execution."""
+        index = self._by_name
+        if index is None or len(index) != len(self.executions):
+            index = self._by_name = {e.name: e for e in self.executions}
+        return index.get(name)
 
     @property
     def valid(self) -> bool:
