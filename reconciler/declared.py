@@ -25,7 +25,7 @@ from . import names
 from .errors import Problem
 from .model import WorkflowDefinition, WorkflowExecution
 from .schema_errors import translate
-from .statusdoc import StatusRecord, parse_status
+from .statusdoc import StatusRecord, parse_status_reporting
 from .yamldoc import DEFAULT_MAX_BYTES, YamlDocument, load_documents
 
 DEFAULT_TIMEOUT = "30m"
@@ -108,6 +108,8 @@ class Declaration:
     # and the executions that refer to them are in ``invalid``
     invalid_catalog: list[InvalidExecution] = field(default_factory=list)
     catalog_files: dict[tuple[str, str], str] = field(default_factory=dict)  # key → its file
+    # status files that are not valid status documents: never trusted, shown by `reconciler status`
+    ignored_statuses: dict[str, str] = field(default_factory=dict)  # file → why
 
     # name → execution, built on first use (valid names are unique: duplicates are invalid)
     _by_name: dict[str, ResolvedExecution] | None = field(default=None, init=False, repr=False, compare=False)
@@ -443,12 +445,14 @@ def _load_declaration(
             decl.problems.extend(problems)
     for file in sorted(roles["status"]):
         try:
-            record = parse_status(roles["status"][file], file)
+            record, why = parse_status_reporting(roles["status"][file], file)
         except Exception:  # a damaged status file is treated as absent, never the cycle's error
             _log.warning("unexpected error reading status file %s", file, exc_info=True)
-            record = None
+            record, why = None, "this file could not be read"
         if record is not None:
             decl.statuses[record.name] = record
+        else:
+            decl.ignored_statuses[file] = why or "not a status document"
     decl.executions.sort(key=lambda e: e.order_key)
     return decl
 

@@ -190,7 +190,7 @@ class GitSource:
         self.cache_path = (cache_dir or default_cache_dir()) / f"{key}.git"
         self._repo: git.Repo | None = None
         self._declarations: OrderedDict[str, Declaration] = OrderedDict()
-        self._statuses: dict[str, dict[str, StatusRecord]] = {}
+        self._statuses: dict[str, tuple[dict[str, StatusRecord], dict[str, str]]] = {}
         self._load_lock = threading.RLock()
         self._refs_fresh = False  # fetch_all() ran since this object was made
         self.parse_count = 0  # how many times files were actually parsed (observable caching)
@@ -561,12 +561,13 @@ class GitSource:
                 self._declarations.popitem(last=False)
         else:
             self._declarations.move_to_end(declared)
-        statuses = self._statuses.get(commit)
-        if statuses is None:
+        cached = self._statuses.get(commit)
+        if cached is None:
             status_files = self.snapshot(commit, frozenset({"status"})).files
-            statuses = load_declaration(status_files, root=self.path, max_bytes=self.max_file_bytes).statuses
-            self._statuses = {commit: statuses}
-        return replace(decl, statuses=statuses)
+            loaded = load_declaration(status_files, root=self.path, max_bytes=self.max_file_bytes)
+            cached = (loaded.statuses, loaded.ignored_statuses)
+            self._statuses = {commit: cached}
+        return replace(decl, statuses=cached[0], ignored_statuses=cached[1])
 
 
 def _clean_stderr(error: git.GitCommandError, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:

@@ -197,6 +197,10 @@ def format_status(rows: list[dict[str, Any]], output: str, summary: dict[str, An
     lines = [f"{summary['repository']} @ {summary['branch']} ({summary['revision'][:12]}): "
              f"health {summary['health']}; {counts or 'nothing declared'}"]
     lines += _table(table) if rows else ["no executions match"]
+    ignored = summary.get("ignoredStatusFiles") or {}
+    if ignored:
+        lines.append(f"{len(ignored)} status file(s) ignored: not valid status documents, never trusted:")
+        lines += [f"  {clean(path)}: {clean(why)}" for path, why in ignored.items()]
     return safe_lines(lines)
 
 

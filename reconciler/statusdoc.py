@@ -129,9 +129,14 @@ class StatusRecord:
 
 
 def parse_status(raw: bytes | int, file: str) -> StatusRecord | None:
-    data, _ = read_status_document(raw, file)
+    return parse_status_reporting(raw, file)[0]
+
+
+def parse_status_reporting(raw: bytes | int, file: str) -> tuple[StatusRecord | None, str | None]:
+    """The record, or None and why the file is ignored."""
+    data, why = read_status_document(raw, file)
     if data is None:
-        return None
+        return None, why
     meta, status = data["metadata"], data["status"]
     ref = status.get("executionRef")
     return StatusRecord(
@@ -142,4 +147,4 @@ def parse_status(raw: bytes | int, file: str) -> StatusRecord | None:
         spec_hash=str(status.get("specHash") or ""),
         run_name=str(ref.get("name") or "") if isinstance(ref, dict) else "",
         raw=data,
-    )
+    ), None

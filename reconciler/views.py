@@ -87,9 +87,12 @@ def summary(decl: Declaration, states: dict[str, ExecutionState], *, repository:
     for r in all_rows:
         phases[r["phase"]] = phases.get(r["phase"], 0) + 1
         syncs[r["sync"]] = syncs.get(r["sync"], 0) + 1
-    return {"repository": repository, "branch": branch, "revision": revision,
-            "health": repository_health(list(states.values())), "phases": phases, "sync": syncs,
-            "generatedAt": format_time(now or datetime.now(timezone.utc)), "leader": leader}
+    out = {"repository": repository, "branch": branch, "revision": revision,
+           "health": repository_health(list(states.values())), "phases": phases, "sync": syncs,
+           "generatedAt": format_time(now or datetime.now(timezone.utc)), "leader": leader}
+    if decl.ignored_statuses:  # untrusted input that is not a status document (SPEC §10)
+        out["ignoredStatusFiles"] = dict(sorted(decl.ignored_statuses.items()))
+    return out
 
 
 def _commit_info(source: GitSource, sha: str) -> dict[str, str]:

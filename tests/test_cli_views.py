@@ -143,3 +143,19 @@ def test_status_with_cluster_view(server: FakeKubeServer, tmp_path: Path) -> Non
     assert row["phase"] == "Running" and row["run"] == run_name("payments/Deployment/payment-api")
     _, out, _ = invoke("status", "-o", "json", *common)  # Git alone knows nothing yet
     assert json.loads(out)["executions"][0]["reason"] == "NotYetReconciled"
+
+
+def test_status_names_the_status_files_it_ignores(repo: WorkRepo, tmp_path: Path) -> None:
+    """status/ is untrusted input (SPEC §10): a file that is not a valid status document is
+    ignored and `reconciler status` says which and why."""
+    repo.commit("hostile", **{
+        "status/pwned.yaml": recorded("done", "Completed", "Succeeded").replace("name: done", "name: ../executions/pwned"),
+        "status/other.yaml": recorded("done", "Completed", "Succeeded"),  # name does not match the file
+    })
+    code, out, _ = invoke("status", *args(repo, tmp_path))
+    assert code == 0
+    assert "2 status file(s) ignored" in out
+    assert "status/pwned.yaml: status/pwned.yaml: metadata.name: must be a DNS-1123 label" in out
+    assert "status/other.yaml: status/other.yaml: metadata.name: 'done' does not match the file name" in out
+    _, js, _ = invoke("status", "-o", "json", *args(repo, tmp_path))
+    assert set(json.loads(js)["summary"]["ignoredStatusFiles"]) == {"status/pwned.yaml", "status/other.yaml"}
