@@ -393,10 +393,13 @@ def test_kill_storm_keeps_every_invariant(world: World) -> None:
     lost = {n: world.phase(n) for n in names if world.phase(n) not in TERMINAL}
     externally_deleted = [n for n in names if (world.status(n) or {}).get("reason") == "ExternallyDeleted"]
     ran_without_run = [n for n in names if world.phase(n) in ("Completed", "Failed") and len(creates.get(n, [])) != 1]
+    stale_locks = [n for n in names if any(c.get("type") == "LockHeld" and c.get("status") == "True"
+                                           for c in (world.status(n) or {}).get("conditions") or [])]
     violations = {"duplicate creates": duplicates, "lock overlaps": overlaps, "creates without release": unreleased,
                   "lost statuses": lost, "regressed statuses": world.regressions(),
                   "non-fast-forward updates": world.non_fast_forward(), "ExternallyDeleted": externally_deleted,
-                  "outcome without exactly one run": ran_without_run}
+                  "outcome without exactly one run": ran_without_run,
+                  "LockHeld claimed after every run was deleted": stale_locks}
     assert {k: v for k, v in violations.items() if v} == {}, f"seed {seed}"
     assert len(world.procs) == kills + 1
     assert set(creates) <= set(names)
