@@ -75,8 +75,12 @@ class ExecutionConfigSection(_Section):
     namespace: str = "kubernaut-workflows"
     cooldown: str = "5m"
     templates_dir: Path | None = None
+    breaker_failures: int = Field(3, ge=0, description=(
+        "Failure breaker: after this many consecutive failed runs (wasExecutionFailure) of one workflow "
+        "on one target, further executions of it there are Skipped (ConsecutiveFailures); 0 disables."))
+    breaker_period: str = Field("1h", description="How long the failure breaker stays open after the last failure.")
 
-    @field_validator("cooldown")
+    @field_validator("cooldown", "breaker_period")
     @classmethod
     def _cooldown(cls, value: str) -> str:
         return _duration(value)

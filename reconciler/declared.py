@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -146,10 +146,20 @@ def classify(path: str, root: str = "") -> str | None:
     return None
 
 
+# chain fields left out of the hash while they hold their defaults, so the hash of every
+# execution written before chains existed is unchanged (no SpecChangedAfterStart on upgrade)
+_OMITTED_WHEN_DEFAULT = {"after": [], "onFailureReasons": [], "overrideBreaker": False}
+
+
 def spec_hash(document: WorkflowExecution, parameters: Iterable[tuple[str, str]]) -> str:
     """sha256 of the canonical declared spec. ``suspend`` is excluded: releasing a held
-    execution is not a change of what runs."""
+    execution is not a change of what runs.  The chain fields (``after``, ``onFailureOf``,
+    ``onFailureReasons``, ``overrideBreaker``) are included: they decide whether and when it
+    runs, so editing them after start is ``SpecChangedAfterStart`` like any other edit."""
     spec = document.spec.model_dump(by_alias=True, exclude={"suspend"}, exclude_none=True)
+    for key, default in _OMITTED_WHEN_DEFAULT.items():
+        if spec.get(key) == default:
+            spec.pop(key, None)
     spec["parameters"] = dict(parameters)
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -430,6 +440,7 @@ def _load_declaration(
     for item in parsed:
         if item.name is not None:
             files_by_name.setdefault(item.name, []).append(item.file)
+    _check_dependencies(parsed)
     for item in parsed:
         others = [f for f in files_by_name.get(item.name or "", []) if f != item.file]
         if others:
@@ -467,6 +478,9 @@ class _Parsed:
     problems: list[Problem]
     resolved: ResolvedExecution | None
     origin: FileOrigin | None
+    # (name, problem for it) for each dependency: the problem is built up front,
+    # positioned on the reference, and used only if the reference turns out to be wrong
+    dependencies: list[tuple[str, Problem]] = field(default_factory=list)
 
 
 def _parse_execution_safely(
@@ -503,11 +517,129 @@ def _parse_execution(
     except ValidationError as e:
         problems.extend(translate(e, doc, WorkflowExecution))
         return item
+    item.dependencies, dependency_problems = _dependency_references(doc, execution)
+    problems.extend(dependency_problems)
     found, catalog_problems = _against_catalog(doc, execution, params, catalog, have_catalog)
     problems.extend(catalog_problems)
     if found is not None and not problems:
         item.resolved = _resolve(execution, file, params, found, origin)
     return item
+
+
+def _dependency_references(
+    doc: YamlDocument, execution: WorkflowExecution,
+) -> tuple[list[tuple[str, Problem]], list[Problem]]:
+    """The execution's references to others (checked across files later), and what is wrong
+    within this file alone: a reference to itself, after and onFailureOf naming the same
+    execution (it could never run), onFailureReasons without onFailureOf."""
+    spec = execution.spec
+    name = execution.metadata.name
+    refs: list[tuple[str, Problem]] = []
+    problems: list[Problem] = []
+    paths: list[tuple[str, tuple[str | int, ...]]] = [(n, ("spec", "after", i)) for i, n in enumerate(spec.after)]
+    if spec.on_failure_of:
+        paths.append((spec.on_failure_of, ("spec", "onFailureOf")))
+    for target, path in paths:
+        if target == name:
+            problems.append(doc.problem(path, "dependency-cycle",
+                                        f"{name} depends on itself ({doc.file}); it could never start"))
+            continue
+        refs.append((target, doc.problem(path, "dependency-missing", "")))
+    if spec.on_failure_of and spec.on_failure_of in spec.after:
+        problems.append(doc.problem(("spec", "onFailureOf"), "dependency-contradiction",
+                                    f"{spec.on_failure_of} is in both after (must complete) and onFailureOf "
+                                    "(must fail): this execution could never start"))
+    if spec.on_failure_reasons and not spec.on_failure_of:
+        problems.append(doc.problem(("spec", "onFailureReasons"), "dependency-reasons",
+                                    "onFailureReasons narrows onFailureOf, which is not set"))
+    return refs, problems
+
+
+def _check_dependencies(parsed: list[_Parsed]) -> None:
+    """Cross-file rules of chains (SPEC §3a): every referenced execution exists on the
+    branch (``dependency-missing``), and no chain loops back (``dependency-cycle``, naming
+    every file of the loop).  Problems go to the file holding the bad reference."""
+    files = {item.name: item.file for item in parsed if item.name is not None}
+    graph: dict[str, list[str]] = {}
+    for item in parsed:
+        if item.name is None:
+            continue
+        for target, template in item.dependencies:
+            if target not in files:
+                item.problems.append(replace(template, message=(
+                    f"{template.path} names {target!r}, which is not an execution on this branch (no file under "
+                    "executions/ declares it)")))
+            else:
+                graph.setdefault(item.name, []).append(target)
+    by_name = {item.name: item for item in parsed if item.name is not None}
+    for loop in _cycles(graph):
+        members = set(loop)
+        shown = " -> ".join(f"{n} ({files[n]})" for n in (*loop, loop[0]))
+        for name in loop:
+            item = by_name[name]
+            template = next(t for target, t in item.dependencies if target in members)
+            item.problems.append(replace(template, rule="dependency-cycle",
+                                         message=f"dependency cycle: {shown}; none of them could ever start"))
+
+
+def _cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one member (Tarjan, iterative so a
+    chain of thousands cannot overflow the stack), each in a stable order starting at its
+    smallest name."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            edges = graph.get(node, [])
+            if i < len(edges):
+                work.append((node, i + 1))
+                nxt = edges[i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    out.append(_loop_order(component, graph))
+    return sorted(out)
+
+
+def _loop_order(component: list[str], graph: Mapping[str, list[str]]) -> list[str]:
+    """The members of a cycle in the order of one walk around it, from the smallest name."""
+    members = set(component)
+    start = min(component)
+    order = [start]
+    while len(order) < len(component):
+        nxt = next((n for n in graph.get(order[-1], []) if n in members and n not in order), None)
+        if nxt is None:  # not a simple loop: list the rest by name
+            order += sorted(members - set(order))
+            break
+        order.append(nxt)
+    return order
 
 
 def _resolve(

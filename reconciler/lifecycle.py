@@ -29,6 +29,7 @@ class Act:
     NONE = "none"
     CREATE = "create"
     CANCEL = "cancel"
+    RELEASE = "release"  # delete a terminal predecessor's run (the lock) for its dependent
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Settings:
     # A run still not terminal this long after its own deadline is cancelled by us (the
     # engine's controller may be down); the engine's timeout normally fires first.
     deadline_grace: timedelta = timedelta(minutes=5)
+    # failure breaker (SPEC §3a): after this many consecutive failed runs of one workflow
+    # on one target, further executions of it there are Skipped for breaker_period (0: off)
+    breaker_failures: int = 3
+    breaker_period: timedelta = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,116 @@ def _skipped(state: ExecutionState, reason: str, message: str, now: datetime, **
                    completion_time=now, conditions=drop_condition(state.conditions, "Suspended"))
 
 
+WAITING = "WaitingForDependency"
+NOT_MET = "DependencyNotMet"
+BREAKER = "ConsecutiveFailures"
+
+
+@dataclass(frozen=True)
+class DependencyVerdict:
+    """Where an execution's chain stands: ``ready``, or waiting on ``waiting``, or never
+    (``not_met`` names the execution whose outcome rules it out, ``message`` says how)."""
+
+    ready: bool
+    waiting: tuple[str, ...] = ()
+    not_met: str = ""
+    message: str = ""
+
+
+def _outcome(state: ExecutionState) -> str:
+    reason = state.failure_details.get("reason") or state.reason
+    return f"{state.phase} ({reason})" if reason and reason != state.phase else state.phase
+
+
+def dependency_verdict(execution: ResolvedExecution, states: Mapping[str, ExecutionState]) -> DependencyVerdict:
+    """SPEC §3a: ``after`` needs each named execution ``Completed``; ``onFailureOf`` needs
+    it ``Failed`` (for one of ``onFailureReasons`` when given).  An outcome that rules the
+    execution out wins over one still pending: it can then never start."""
+    spec = execution.document.spec
+    waiting: list[str] = []
+    for name in spec.after:
+        before = states.get(name)
+        if before is None or not before.terminal:
+            waiting.append(name)
+        elif before.phase != "Completed":
+            return DependencyVerdict(False, not_met=name, message=(
+                f"{name} ended {_outcome(before)}; this execution runs only after it completes (spec.after)"))
+    primary = spec.on_failure_of
+    if primary:
+        before = states.get(primary)
+        if before is None or not before.terminal:
+            waiting.append(primary)
+        elif before.phase != "Failed":
+            return DependencyVerdict(False, not_met=primary, message=(
+                f"{primary} ended {_outcome(before)}; this fallback runs only if it fails (spec.onFailureOf)"))
+        else:
+            reason = str(before.failure_details.get("reason") or before.reason)
+            if spec.on_failure_reasons and reason not in spec.on_failure_reasons:
+                return DependencyVerdict(False, not_met=primary, message=(
+                    f"{primary} failed with {reason}, not {' or '.join(spec.on_failure_reasons)}; this "
+                    "fallback runs only for those (spec.onFailureReasons)"))
+    if waiting:
+        return DependencyVerdict(False, waiting=tuple(waiting), message=_waiting_message(execution, waiting))
+    return DependencyVerdict(True)
+
+
+def _waiting_message(execution: ResolvedExecution, waiting: list[str]) -> str:
+    spec = execution.document.spec
+    parts = []
+    after = [n for n in waiting if n in spec.after]
+    if after:
+        parts.append(f"waiting for {', '.join(after)} to complete")
+    if spec.on_failure_of in waiting:
+        reasons = f" ({' or '.join(spec.on_failure_reasons)})" if spec.on_failure_reasons else ""
+        parts.append(f"runs only if {spec.on_failure_of} fails{reasons}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class BreakerVerdict:
+    """The failure breaker for one workflow on one target: ``open`` until ``until``."""
+
+    open: bool
+    failures: tuple[str, ...] = ()  # the consecutive failed executions, newest first
+    until: datetime | None = None
+
+
+def breaker_verdict(workflow_id: str, target: str, states: Mapping[str, ExecutionState], now: datetime,
+                    settings: Settings) -> BreakerVerdict:
+    """Count the newest consecutive runs of ``workflow_id`` on ``target`` that failed after
+    actually running (``wasExecutionFailure: true``), from the recorded states — the status
+    history in Git, so the count survives restarts.  A completed run ends the streak; a run
+    that never started (``wasExecutionFailure: false``) and skipped executions neither count
+    nor end it.  Open while there are at least ``breaker_failures`` and the newest ended less
+    than ``breaker_period`` ago."""
+    if settings.breaker_failures <= 0:
+        return BreakerVerdict(False)
+    runs = [s for s in states.values()
+            if s.started and s.terminal and s.target == target and s.completion_time is not None
+            and s.workflow.partition("@")[0] == workflow_id]
+    runs.sort(key=lambda s: (s.completion_time, s.name), reverse=True)
+    failures: list[ExecutionState] = []
+    for s in runs:
+        if s.phase == "Completed":
+            break
+        if s.phase == "Failed" and s.failure_details.get("wasExecutionFailure") is True:
+            failures.append(s)
+    if len(failures) < settings.breaker_failures:
+        return BreakerVerdict(False)
+    newest = failures[0].completion_time
+    assert newest is not None
+    until = newest + settings.breaker_period
+    return BreakerVerdict(now < until, tuple(s.name for s in failures), until)
+
+
+def _chain_exempt(execution: ResolvedExecution, holder: str, states: Mapping[str, ExecutionState]) -> bool:
+    """SPEC §3a: a predecessor's lock and cooldown do not block its dependent on the same
+    target once the predecessor is terminal (the chain is one remediation)."""
+    before = states.get(holder)
+    return (holder in execution.document.spec.dependencies and before is not None and before.terminal
+            and before.target == execution.target)
+
+
 def decide_start(
     execution: ResolvedExecution,
     prev: ExecutionState | None,
@@ -129,14 +244,48 @@ def decide_start(
     now: datetime,
     settings: Settings,
     revision: str,
+    states: Mapping[str, ExecutionState] | None = None,
+    allow_breaker_override: bool = False,
 ) -> Decision:
-    """For an execution not started yet: hold, wait, skip, adopt or create (SPEC §4.3–6)."""
+    """For an execution not started yet: hold, wait, skip, adopt or create (SPEC §3a, §4.3–6).
+
+    ``states`` are the known states of every execution (the predecessors of a chain, the
+    runs the failure breaker counts); ``allow_breaker_override`` is the policy's switch for
+    ``spec.overrideBreaker``.  :data:`Act.RELEASE` asks the loop to delete the terminal
+    run of a predecessor on the same target (its lock) once its outcome is durable."""
     state = _base(execution, prev, revision)
+    known = states or {}
     if execution.suspend:
         return Decision(_pending(state, "Suspended", "spec.suspend is true: merged but held", now))
+    if run is not None and run.managed and run.execution == execution.name:
+        return Decision(adopt(state, run, now), note=f"adopted existing run {run.name}")
+    if execution.document.spec.dependencies:
+        verdict = dependency_verdict(execution, known)
+        if verdict.not_met:
+            return Decision(_skipped(state, NOT_MET, verdict.message, now, conflictingExecution=verdict.not_met))
+        if not verdict.ready:
+            return Decision(_pending(state, WAITING, verdict.message, now,
+                                     waitingFor=list(verdict.waiting)))
+    breaker = breaker_verdict(execution.workflow_id, execution.target, known, now, settings)
+    if breaker.open:
+        overridden = execution.document.spec.override_breaker
+        if not (overridden and allow_breaker_override):
+            until = format_time(breaker.until) if breaker.until else ""
+            message = (f"{execution.workflow_id} failed {len(breaker.failures)} times in a row on "
+                       f"{execution.target} ({', '.join(breaker.failures)}); the breaker is open until {until}")
+            if overridden:
+                message += ("; spec.overrideBreaker is ignored: the policy does not permit it "
+                            "(allowBreakerOverride: false)")
+            else:
+                message += "; or set spec.overrideBreaker: true in a new execution, where the policy allows it"
+            return Decision(_skipped(state, BREAKER, message, now, conflictingExecution=breaker.failures[0],
+                                     breakerUntil=until))
     if run is not None:
-        if run.managed and run.execution == execution.name:
-            return Decision(adopt(state, run, now), note=f"adopted existing run {run.name}")
+        if run.managed and run.terminal and _chain_exempt(execution, run.execution, known):
+            message = (f"{run.execution} ended {_outcome(known[run.execution])}; releasing its lock on "
+                       f"{execution.target} ({run.name}) for this dependent")
+            return Decision(_pending(state, "LockReleasing", message, now, conflictingExecution=run.execution),
+                            act=Act.RELEASE)
         if not run.managed:
             message = (f"run {run.namespace}/{run.name} for target {execution.target} exists and is not "
                        "managed by the reconciler")
@@ -164,7 +313,7 @@ def decide_start(
         return Decision(_pending(state, "LockReleasing", message, now,
                                  conflictingExecution=run.execution))
     holder = claimed.get(execution.target)
-    if holder is not None and holder != execution.name:
+    if holder is not None and holder != execution.name and not _chain_exempt(execution, holder, known):
         message = f"target {execution.target} is busy: execution {holder} claimed it first"
         return Decision(_skipped(state, "ResourceBusy", message, now, conflictingExecution=holder))
     return Decision(_pending(state, "Creating", f"creating {execution.engine} run {execution.run_name}", now),

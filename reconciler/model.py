@@ -21,6 +21,10 @@ from . import names
 
 API_VERSION = "kubernaut.ai/v1alpha1"
 Engine = Literal["tekton", "job"]
+# the failure reasons of SPEC §6 (reconciler.failures.FailureReason), for onFailureReasons
+FailureReasonName = Literal["OOMKilled", "DeadlineExceeded", "Forbidden", "ResourceExhausted",
+                            "ConfigurationError", "ImagePullBackOff", "TaskFailed", "Cancelled",
+                            "ExternallyDeleted", "Unknown"]
 
 
 class _Strict(BaseModel):
@@ -174,6 +178,44 @@ class ExecutionSpec(_Strict):
     confidence: float | None = Field(default=None, ge=0.0, le=1.0, description="Audit only.")
     rationale: str | None = Field(default=None, max_length=16384, description="Audit only.")
     suspend: bool = Field(default=False, description="true: merged but not started until set to false.")
+    after: list[str] = Field(
+        default_factory=list,
+        description="Start only when each of these executions (names on the tracked branch) is Completed; "
+                    "if one ends Failed or Skipped this one is Skipped (DependencyNotMet).",
+    )
+    on_failure_of: str | None = Field(
+        default=None,
+        description="The fallback: start only if this execution ends Failed; Skipped (DependencyNotMet) "
+                    "if it completes or is skipped.",
+    )
+    on_failure_reasons: list[FailureReasonName] = Field(
+        default_factory=list,
+        description="With onFailureOf: only when it failed for one of these reasons (failureDetails.reason).",
+    )
+    override_breaker: bool = Field(
+        default=False,
+        description="Start even if the failure breaker is open (ConsecutiveFailures); honoured only where "
+                    "the reconciler's policy sets allowBreakerOverride.",
+    )
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """Every execution this one waits for: ``after`` then ``onFailureOf``."""
+        return (*self.after, *((self.on_failure_of,) if self.on_failure_of else ()))
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _dns_label(name, "after")
+        if len(set(v)) != len(v):
+            raise _fail("dependency-duplicate", "after names an execution more than once")
+        return v
+
+    @field_validator("on_failure_of")
+    @classmethod
+    def _on_failure_of(cls, v: str | None) -> str | None:
+        return None if v is None else _dns_label(v, "onFailureOf")
 
     @field_validator("target_resource")
     @classmethod

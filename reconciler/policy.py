@@ -59,6 +59,8 @@ class Policy(BaseModel):
     allowed_service_accounts: list[str] = Field(default_factory=list, description="Exact names; empty = any.")
     max_concurrent_runs: int | None = Field(None, gt=0, description="Runs in flight at once; unset = no limit.")
     allow_sync_window_override: bool = Field(False, description=f"Honour the {OVERRIDE_LABEL}=true label.")
+    allow_breaker_override: bool = Field(False, description=(
+        "Honour spec.overrideBreaker: true (start although the failure breaker is open)."))
     sync_windows: list[SyncWindow] = Field(default_factory=list, description="Argo CD style allow/deny windows.")
 
     @field_validator("allowed_images")
