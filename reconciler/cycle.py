@@ -32,6 +32,7 @@ from .gate import CONCURRENCY, WINDOW, Block, Gate
 from .gitsource import GitSource
 from .lifecycle import (
     Act,
+    Decision,
     Settings,
     adopt,
     apply_observation,
@@ -408,10 +409,51 @@ def _held_by_gate(ctx: CycleContext, execution: ResolvedExecution, prev: Executi
     return None
 
 
-def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None) -> None:
+def _allow_breaker_override(ctx: CycleContext) -> bool:
+    policy = ctx.gate.policy if ctx.gate is not None else None
+    return policy is not None and policy.allow_breaker_override
+
+
+def _decide(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None,
+            run: dict[str, Any] | None) -> Decision:
+    return decide_start(execution, prev, run_info(run) if run else None, ctx.claimed, ctx.now,
+                        ctx.settings, ctx.declared, ctx.states, _allow_breaker_override(ctx))
+
+
+def _release_for_dependent(ctx: CycleContext, execution: ResolvedExecution, decision: Decision) -> Decision:
+    """A dependent on its predecessor's target (SPEC §3a): delete the predecessor's terminal
+    run — the lock — now, without waiting for its cooldown, but only once the predecessor's
+    outcome is on the remote (SPEC §10); then decide again, so the dependent's run is created
+    in this same pass.  Until then it stays Pending/LockReleasing."""
     run = ctx.runs.get(execution.run_name)
-    decision = decide_start(execution, prev, run_info(run) if run else None, ctx.claimed, ctx.now,
-                            ctx.settings, ctx.declared)
+    info = run_info(run) if run is not None else None
+    owner = ctx.states.get(info.execution) if info is not None else None
+    if run is None or info is None or owner is None:
+        return decision
+    if info.deleting:
+        return decision  # being deleted already: the next pass creates
+    if not ctx.store.durable(info.execution, owner):
+        ctx.locks_awaiting_writeback += 1
+        message = (f"{info.execution} ended {owner.phase}; its lock on {execution.target} ({info.name}) is "
+                   "released for this dependent once that outcome is on the remote branch")
+        return replace(decision, state=replace(decision.state, message=message, skip_details={
+            **decision.state.skip_details, "message": message}))
+    ctx.check_fence()
+    ctx.cluster.record_event(run, "LockReleased", f"releasing the lock on {info.name} held by "
+                                                  f"{info.execution} for its dependent {execution.name}")
+    ctx.cluster.delete_run(info.kind, info.name, info.uid)
+    ctx.runs.pop(execution.run_name, None)
+    if owner.condition(LOCK_HELD) is not None:
+        ctx.states[info.execution] = replace(owner, conditions=drop_condition(owner.conditions, LOCK_HELD))
+    ctx.log.info("lock released for a dependent", extra={"execution": info.execution, "run": info.name,
+                                                         "dependent": execution.name, "revision": ctx.revision})
+    return _decide(ctx, execution, ctx.states.get(execution.name), None)
+
+
+def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None) -> None:
+    decision = _decide(ctx, execution, prev, ctx.runs.get(execution.run_name))
+    if decision.act == Act.RELEASE:
+        decision = _release_for_dependent(ctx, execution, decision)
     state = decision.state
     if decision.act == Act.CREATE:
         ctx.check_fence()
@@ -424,8 +466,7 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
             if existing is None:
                 raise
             ctx.runs[rendered.name] = existing
-            decision = decide_start(execution, prev, run_info(existing), ctx.claimed, ctx.now,
-                                    ctx.settings, ctx.declared)
+            decision = _decide(ctx, execution, prev, existing)
             state = decision.state
         except Invalid as e:
             state = replace(state, phase="Failed", reason="ConfigurationError",
@@ -506,6 +547,9 @@ class CycleResult:
     fetch_seconds: float | None = None
     locks_awaiting_writeback: int = 0
     ignored_status_files: dict[str, str] = field(default_factory=dict)  # path → why (untrusted input)
+    # a predecessor of a waiting dependent ended in this pass: run a full cycle again at once
+    # (it releases the lock once durable and starts the dependent) instead of at the next poll
+    requeue: bool = False
 
 
 class Reconciler:
@@ -566,5 +610,19 @@ class Reconciler:
                 ctx.aborted = True
         return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
                            ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds,
-                           ctx.locks_awaiting_writeback, dict(getattr(ctx.store, "ignored", {})))
+                           ctx.locks_awaiting_writeback, dict(getattr(ctx.store, "ignored", {})),
+                           requeue=_dependents_unblocked(ctx))
+
+
+def _dependents_unblocked(ctx: CycleContext) -> bool:
+    """True when an execution that ended in this pass is the predecessor of one still waiting."""
+    ended = {t.name for t in ctx.transitions if t.to_phase in ("Completed", "Failed", "Skipped")}
+    if not ended or ctx.decl is None or ctx.dry_run or ctx.aborted:
+        return False
+    for execution in ctx.decl.executions:
+        state = ctx.states.get(execution.name)
+        if (state is None or not (state.started or state.terminal)) and \
+                ended.intersection(execution.document.spec.dependencies):
+            return True
+    return False
 

@@ -144,7 +144,9 @@ class Service:
             context=kube_config.context, kubeconfig=str(kube_config.kubeconfig) if kube_config.kubeconfig else None)
         self.kube = KubeClient(api)
         execution = config.execution
-        settings = Settings(namespace=execution.namespace, cooldown=timedelta(seconds=seconds(execution.cooldown)))
+        settings = Settings(namespace=execution.namespace, cooldown=timedelta(seconds=seconds(execution.cooldown)),
+                            breaker_failures=execution.breaker_failures,
+                            breaker_period=timedelta(seconds=seconds(execution.breaker_period)))
         self.metrics = Metrics()
         self.identity = identity or default_identity()
         self.elector: LeaderElector | None = None
@@ -235,6 +237,8 @@ class Service:
         elif self.store.commits > commits:
             self.metrics.record_writeback(True, self.store.commits - commits)
         self.last_error = "; ".join(result.errors)[:500]
+        if result.requeue:  # a chain's predecessor ended: start its dependent now, not at the next poll
+            self.trigger()
         self._ensure_follower()
         with self.cycle_done:
             self.last_result = result
