@@ -11,9 +11,9 @@ validator can report ``[name-format]`` instead of a generic ``value_error``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -78,6 +78,9 @@ def _version(value: str) -> str:
             f"version {value!r} must look like 1.2.0 (letters, digits, '.', '-', '+', '_')",
         )
     return value
+
+
+ExecutionName = Annotated[str, AfterValidator(lambda v: _dns_label(v, "name"))]
 
 
 class ObjectMeta(_Strict):
@@ -178,7 +181,7 @@ class ExecutionSpec(_Strict):
     confidence: float | None = Field(default=None, ge=0.0, le=1.0, description="Audit only.")
     rationale: str | None = Field(default=None, max_length=16384, description="Audit only.")
     suspend: bool = Field(default=False, description="true: merged but not started until set to false.")
-    after: list[str] = Field(
+    after: list[ExecutionName] = Field(
         default_factory=list,
         description="Start only when each of these executions (names on the tracked branch) is Completed; "
                     "if one ends Failed or Skipped this one is Skipped (DependencyNotMet).",
@@ -206,8 +209,6 @@ class ExecutionSpec(_Strict):
     @field_validator("after")
     @classmethod
     def _after(cls, v: list[str]) -> list[str]:
-        for name in v:
-            _dns_label(name, "after")
         if len(set(v)) != len(v):
             raise _fail("dependency-duplicate", "after names an execution more than once")
         return v
