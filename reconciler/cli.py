@@ -393,7 +393,7 @@ def config_check(config_file: Path | None, output: str) -> None:
 # -- status / get / wait / diff ------------------------------------------------------------
 
 def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | None, context: str | None,
-               namespace: str, cooldown: str) -> tuple[Any, dict[str, Any], bool]:
+               namespace: str, cooldown: str, templates: Path | None = None) -> tuple[Any, dict[str, Any], bool]:
     """(declaration, states, cluster_used): the status recorded in Git and, with --cluster,
     what a cycle would record now against the live cluster (nothing is changed)."""
     decl = source.load(commit)
@@ -401,14 +401,15 @@ def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | 
     if not cluster:
         return decl, states, False
     live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
-    return decl, _dry_run(source, commit, live, namespace, cooldown).states, True
+    return decl, _dry_run(source, commit, live, namespace, cooldown, templates=templates).states, True
 
 
 def _dry_run(source: GitSource, commit: str, live: Cluster, namespace: str, cooldown: str,
-             gate: Gate | None = None) -> CycleResult:
+             gate: Gate | None = None, templates: Path | None = None) -> CycleResult:
     """What a cycle would decide at ``commit`` against ``live`` — nothing is changed."""
     settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
-    outcome = Reconciler(source, live, settings=settings, dry_run=True, gate=gate).run_once(commit)
+    outcome = Reconciler(source, live, renderer=Renderer(templates, namespace), settings=settings,
+                         dry_run=True, gate=gate).run_once(commit)
     if outcome.cluster_unknown:
         raise ConfigError("; ".join(outcome.errors) or "the cluster cannot be read")
     return outcome
@@ -530,18 +531,22 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
 @kube_options
 @click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, envvar="RECONCILER_NAMESPACE")
 @click.option("--cooldown", default="5m", show_default=True, hidden=True)
+@click.option("--templates", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="RECONCILER_TEMPLATES", help="Directory with your own pipelinerun/job templates.")
 def diff(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, kubeconfig: str | None,
-         context: str | None, namespace: str, cooldown: str) -> None:
+         context: str | None, namespace: str, cooldown: str, templates: Path | None) -> None:
     """Declared versus cluster. Exit 0 in sync, 1 out of sync, 2 error."""
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         commit = source.fetch()
-        decl, states, _ = _live_view(source, commit, True, kubeconfig, context, namespace, cooldown)
+        decl, states, _ = _live_view(source, commit, True, kubeconfig, context, namespace, cooldown,
+                                     templates=templates)
         live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
         runs = live.list_runs()
+        renderer = Renderer(templates, namespace)
     except (ReconcilerError, OSError, ValueError) as e:
         _fail(str(e))
         return
-    text, out_of_sync = format_diff(decl, states, runs, Renderer(namespace=namespace))
+    text, out_of_sync = format_diff(decl, states, runs, renderer)
     click.echo(text)
     sys.exit(EXIT_INVALID if out_of_sync else EXIT_OK)

@@ -12,14 +12,14 @@ create, cancel, delete, record an event.  :class:`Cluster` is that boundary.
 from __future__ import annotations
 
 import contextlib
-import itertools
+import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .errors import KubeError, NotFound
-from .kube import JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS, KubeClient
+from .errors import Invalid, KubeError, NotFound
+from .kube import EVENTS, JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS, KubeClient
 from .render import LABEL_MANAGED_BY, MANAGED_BY, RenderedRun
 from .runstatus import format_time
 
@@ -38,6 +38,7 @@ class Cluster(Protocol):
     def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
                      warning: bool = False) -> None: ...
     def step_log(self, pod: str, container: str) -> str: ...
+    def warning_events(self) -> list[dict[str, Any]]: ...
 
 
 class KubeCluster:
@@ -48,7 +49,6 @@ class KubeCluster:
         self.component = component
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.log = logger or logging.getLogger("reconciler.cluster")
-        self._event_seq = itertools.count()
 
     def list_runs(self) -> dict[str, dict[str, Any]]:
         runs: dict[str, dict[str, Any]] = {}
@@ -76,7 +76,8 @@ class KubeCluster:
         return items
 
     def create_run(self, rendered: RenderedRun) -> dict[str, Any]:
-        created = self.kube.create(RUN_RESOURCES[rendered.kind], self.namespace, rendered.manifest)
+        created = self.kube.create(RUN_RESOURCES[rendered.kind], self.namespace, rendered.manifest,
+                                   context={"execution": rendered.execution_name, "run": rendered.name})
         created.setdefault("kind", rendered.kind)
         return created
 
@@ -90,12 +91,27 @@ class KubeCluster:
         with contextlib.suppress(NotFound):
             self.kube.delete(RUN_RESOURCES[kind], self.namespace, name, uid=uid or None)
 
+    def warning_events(self) -> list[dict[str, Any]]:
+        """Every Warning Event in the namespace: one LIST per cycle, shared by all runs (what
+        keeps a run's pods from being created, scheduled or pulled is only said there)."""
+        items, _ = self.kube.list(EVENTS, self.namespace, field_selector="type=Warning")
+        return items
+
     def step_log(self, pod: str, container: str) -> str:
-        """The tail of one container's log; empty when it cannot be read (best effort)."""
+        """The tail of one container's log; empty when it cannot be read (best effort): the pod
+        is gone (404: Tekton deletes it on timeouts and cancels), the container never started
+        or is not in the pod (400), or anything else the API says."""
         try:
             return self.kube.pod_log(self.namespace, pod, container)
         except KubeError as e:
-            self.log.info("step log unavailable", extra={"pod": pod, "container": container, "error": str(e)})
+            if isinstance(e, NotFound):
+                why = "the pod is gone, and its log with it"
+            elif isinstance(e, Invalid):
+                why = "the container has not started (or is not in the pod)"
+            else:
+                why = "the API server did not return it"
+            self.log.info("step log unavailable", extra={"pod": pod, "container": container, "why": why,
+                                                         "error": str(e)})
             return ""
 
     def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
@@ -105,14 +121,18 @@ class KubeCluster:
         meta = run.get("metadata") or {}
         now = format_time(self.clock())
         api_version = "batch/v1" if run.get("kind") == "Job" else "tekton.dev/v1"
+        message = message[:1024]
+        # the aggregation key, stable across processes (every `sync --once` is a new one):
+        # the same run, reason and message is the same Event, counted (see KubeClient.create_event)
+        key = hashlib.sha256("\0".join((str(meta.get("uid") or meta.get("name")), reason, message))
+                             .encode()).hexdigest()[:16]
         self.kube.create_event(self.namespace, {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta.get('name')}.{int(self.clock().timestamp() * 1000):x}"
-                                 f"{next(self._event_seq):x}", "namespace": self.namespace},
+            "metadata": {"name": f"{meta.get('name')}.{key}", "namespace": self.namespace},
             "involvedObject": {"apiVersion": api_version, "kind": run.get("kind"),
                                "name": meta.get("name"), "namespace": self.namespace,
                                "uid": meta.get("uid")},
-            "reason": reason, "message": message[:1024], "type": "Warning" if warning else "Normal",
+            "reason": reason, "message": message, "type": "Warning" if warning else "Normal",
             "source": {"component": self.component}, "reportingComponent": self.component,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         })
@@ -148,6 +168,9 @@ class OfflineCluster:
 
     def step_log(self, pod: str, container: str) -> str:
         return ""
+
+    def warning_events(self) -> list[dict[str, Any]]:
+        return []
 
 
 class DryRunCluster:
@@ -185,3 +208,6 @@ class DryRunCluster:
 
     def step_log(self, pod: str, container: str) -> str:
         return self.inner.step_log(pod, container)
+
+    def warning_events(self) -> list[dict[str, Any]]:
+        return self.inner.warning_events()

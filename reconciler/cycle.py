@@ -24,10 +24,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+import git
+
 from .cluster import Cluster, DryRunCluster
 from .declared import Declaration, ResolvedExecution
 from .errors import AlreadyExists, GitError, Invalid, KubeError, NotLeader, ReconcilerError, TemplateError
-from .failures import FailureDetails, FailureReason, RunContext, externally_deleted
+from .failures import FailureDetails, FailureReason, RunContext, externally_deleted, rejected_by_api
 from .gate import CONCURRENCY, WINDOW, Block, Gate
 from .gitsource import GitSource
 from .lifecycle import (
@@ -44,7 +46,7 @@ from .lifecycle import (
     run_info,
 )
 from .logevidence import explaining_line, with_step_message
-from .render import Renderer
+from .render import ANNOTATION_REVISION, ANNOTATION_SPEC_HASH, Renderer
 from .runstatus import format_time, human_duration, observe_job, observe_pipelinerun
 from .status import ExecutionState, RunRef, drop_condition, set_condition, with_summary
 from .statushistory import Committer, recorded_states
@@ -127,6 +129,9 @@ class CycleContext:
     gate: Gate | None = None
     blocked: dict[str, Block] = field(default_factory=dict)
     locks_awaiting_writeback: int = 0  # runs kept because their outcome is not on the remote yet
+    warning_events: list[dict[str, Any]] | None = None  # the namespace's, listed once per cycle on first use
+    created: int = 0  # runs this cycle created (workflowexecution_pipelinerun_creation_total)
+    adopted: int = 0  # existing runs of ours this cycle took over (restart, lost response, failover)
 
     def check_fence(self) -> None:
         if not self.dry_run and not self.fence():
@@ -210,8 +215,41 @@ def read_cluster(ctx: CycleContext) -> None:
         ctx.cluster_unknown = True
 
 
+def _deleted_while_running(ctx: CycleContext) -> None:
+    """Runs of ours still going whose execution is neither declared nor known to this process:
+    its file was deleted while it ran, and nothing here remembers the start — ``sync --once``
+    is a new process each time, and may have no status file to read.  The run is the record,
+    but labels alone are not proof (anyone can write them): it counts only when the commit its
+    annotation names is in the tracked branch's history and declared that execution with that
+    spec hash.  Its state is rebuilt from the run, and observation then cancels it exactly as
+    the service does (SPEC §4.8 #10)."""
+    if ctx.decl is None or ctx.only is not None:
+        return
+    known = {e.name for e in ctx.decl.executions} | _invalid_names(ctx) | set(ctx.states)
+    for run in ctx.runs.values():
+        info = run_info(run)
+        if (not info.managed or not info.execution or info.execution in known or info.terminal
+                or info.deleting or (info.namespace and info.namespace != ctx.cluster.namespace)):
+            continue
+        annotations = (run.get("metadata") or {}).get("annotations") or {}
+        revision, spec_hash = annotations.get(ANNOTATION_REVISION, ""), annotations.get(ANNOTATION_SPEC_HASH, "")
+        if not revision or not spec_hash:
+            continue
+        try:
+            ctx.source._git().merge_base("--is-ancestor", revision, ctx.revision)
+            then = ctx.source.load(revision).find(info.execution)
+        except (git.GitCommandError, ReconcilerError, ValueError):
+            continue  # not from the tracked branch: not ours to cancel
+        if then is None or then.spec_hash != spec_hash:
+            continue
+        ctx.states[info.execution] = adopt(ExecutionState(
+            name=info.execution, workflow=f"{then.workflow_id}@{then.version}", target=then.target,
+            spec_hash=spec_hash, observed_revision=ctx.declared), info, ctx.now)
+
+
 def observe_started(ctx: CycleContext) -> None:
     """Follow every run we started: phase, failure details, external deletion, cancel."""
+    _deleted_while_running(ctx)
     for name, state in sorted(ctx.states.items()):
         if not state.started or state.terminal or state.execution_ref is None:
             continue
@@ -230,7 +268,8 @@ def observe_started(ctx: CycleContext) -> None:
                 continue
             if execution is None and name not in _invalid_names(ctx):
                 ctx.check_fence()
-                ctx.cluster.cancel_run(ref.kind, ref.name)
+                if not _cancel_requested(run):  # asked already (by an earlier `sync --once`)
+                    ctx.cluster.cancel_run(ref.kind, ref.name)
                 ctx.states[name] = fail(state, _cancelled(state, "the execution file was deleted from "
                                                           f"the tracked branch at {ctx.revision[:12]}", ctx), ctx.now)
                 ctx.cluster.record_event(run, "Cancelled", f"execution {name} was deleted from Git")
@@ -250,22 +289,50 @@ def observe_started(ctx: CycleContext) -> None:
 def _observe(ctx: CycleContext, state: ExecutionState, execution: ResolvedExecution | None,
              run: dict[str, Any]) -> ExecutionState:
     children = ctx.cluster.children(run)
+    events = _run_events(ctx, run, children)
     context = _context(execution, state)
     observe = observe_job if run.get("kind") == "Job" else observe_pipelinerun
-    observation = observe(run, children, context)
+    observation = observe(run, children, context, events=events)
     failure = observation.failure
     if failure is not None and failure.reason == "TaskFailed" and failure.failed_step_name:
         # the status says only "exited with code N": look for the reason in the step's log
         line = _explaining_log_line(ctx, run, children, failure.failed_task_name, failure.failed_step_name)
         if line:
             task = None if run.get("kind") == "Job" else failure.failed_task_name
-            observation = observe(run, with_step_message(children, task, failure.failed_step_name, line), context)
+            observation = observe(run, with_step_message(children, task, failure.failed_step_name, line), context,
+                                  events=events)
     new = apply_observation(state, observation)
     if new.terminal and not state.terminal:
         summary = observation.failure.natural_language_summary if observation.failure else new.message
         ctx.cluster.record_event(run, "Completed" if new.phase == "Completed" else "Failed",
                                  summary, warning=new.phase == "Failed")
     return new
+
+
+def _run_events(ctx: CycleContext, run: dict[str, Any], children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Warning Events about this run, its TaskRuns or Pods and their pods, out of the one
+    LIST the cycle makes (best effort: without them a run is only observed less precisely)."""
+    if ctx.warning_events is None:
+        try:
+            ctx.warning_events = ctx.cluster.warning_events()
+        except KubeError as e:
+            ctx.log.warning("cannot list Warning Events", extra={"error": str(e), "revision": ctx.revision})
+            ctx.warning_events = []
+    # by uid, or by name since the run was created: the children's names all start with the
+    # run's (TaskRuns "<run>-<task>", their pods "<taskrun>-pod", Job pods "<run>-xxxxx"), and a
+    # pod the Job controller deleted on its deadline is no child any more
+    uids = {str((o.get("metadata") or {}).get("uid") or "") for o in (run, *children)} - {""}
+    name = str((run.get("metadata") or {}).get("name") or "")
+    since = str((run.get("metadata") or {}).get("creationTimestamp") or "")
+    out = []
+    for event in ctx.warning_events:
+        involved = event.get("involvedObject") or {}
+        other = str(involved.get("name") or "")
+        if involved.get("uid") in uids or (
+                name and (other == name or other.startswith(name + "-"))
+                and str(event.get("lastTimestamp") or "") >= since):
+            out.append(event)
+    return out
 
 
 def _explaining_log_line(ctx: CycleContext, run: dict[str, Any], children: list[dict[str, Any]],
@@ -280,6 +347,13 @@ def _explaining_log_line(ctx: CycleContext, run: dict[str, Any], children: list[
     if not pod:
         return None
     return explaining_line(ctx.cluster.step_log(pod, container))
+
+
+def _cancel_requested(run: dict[str, Any]) -> bool:
+    spec = run.get("spec") or {}
+    if run.get("kind") == "Job":
+        return spec.get("suspend") is True
+    return spec.get("status") in ("Cancelled", "CancelledRunFinally", "StoppedRunFinally")
 
 
 def _invalid_names(ctx: CycleContext) -> set[str]:
@@ -468,9 +542,8 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
             ctx.runs[rendered.name] = existing
             decision = _decide(ctx, execution, prev, existing)
             state = decision.state
-        except Invalid as e:
-            state = replace(state, phase="Failed", reason="ConfigurationError",
-                            message=f"the API server rejected the run: {e}", completion_time=ctx.now)
+        except Invalid as e:  # schema, strict field validation, admission: nothing ran
+            state = fail(state, rejected_by_api(_context(execution, state), str(e), ctx.now), ctx.now)
         except KubeError as e:  # Forbidden, Unavailable after retries: try again next cycle
             ctx.error(execution.name, e)
             ctx.states[execution.name] = replace(state, reason=e.reason, message=f"could not create the run: {e}")
@@ -482,6 +555,7 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
                     state, message=f"would create {rendered.kind} {rendered.name}")
                 return
             ctx.runs[rendered.name] = created
+            ctx.created += 1
             state = adopt(state, run_info(created), ctx.now)
             state = replace(state, message=f"created {rendered.kind} {rendered.name}")
             ctx.cluster.record_event(created, "Created",
@@ -489,6 +563,8 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
     if state.phase == "Running" and decision.act != Act.CREATE:
         run = ctx.runs.get(execution.run_name)
         if run is not None:
+            if not ctx.dry_run:
+                ctx.adopted += 1
             state = _observe(ctx, state, execution, run)
     if state.phase == "Skipped":
         holder = ctx.runs.get(execution.run_name)
@@ -547,6 +623,8 @@ class CycleResult:
     fetch_seconds: float | None = None
     locks_awaiting_writeback: int = 0
     ignored_status_files: dict[str, str] = field(default_factory=dict)  # path → why (untrusted input)
+    created: int = 0  # runs created by this cycle
+    adopted: int = 0  # existing runs of ours taken over by this cycle
     # a predecessor of a waiting dependent ended in this pass: run a full cycle again at once
     # (it releases the lock once durable and starts the dependent) instead of at the next poll
     requeue: bool = False
@@ -611,7 +689,7 @@ class Reconciler:
         return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
                            ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds,
                            ctx.locks_awaiting_writeback, dict(getattr(ctx.store, "ignored", {})),
-                           requeue=_dependents_unblocked(ctx))
+                           requeue=_dependents_unblocked(ctx), created=ctx.created, adopted=ctx.adopted)
 
 
 def _dependents_unblocked(ctx: CycleContext) -> bool:

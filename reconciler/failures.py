@@ -57,8 +57,8 @@ from reconciler.runstatus import (
 )
 
 __all__ = [
-    "CANCELLED_BY_ANNOTATION", "FailureDetails", "FailureReason", "RunContext",
-    "classify_job", "classify_pipelinerun", "classify_text", "externally_deleted",
+    "CANCELLED_BY_ANNOTATION", "Blocker", "FailureDetails", "FailureReason", "RunContext", "blocking_event",
+    "classify_job", "classify_pipelinerun", "classify_text", "externally_deleted", "rejected_by_api",
 ]
 
 
@@ -151,6 +151,8 @@ _REFINES_EXIT = (R.OOMKilled, R.Forbidden, R.ResourceExhausted)
 # Forbidden (a registry's "403 Forbidden" is a pull failure).
 _TEXT_RULES: tuple[tuple[FailureReason, re.Pattern[str]], ...] = tuple(
     (reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in (
+        # before Forbidden: 'pods "x" is forbidden: error looking up service account …'
+        (R.ConfigurationError, r'\bserviceaccounts? \\?"[^"\\]+\\?" not found\b'),
         (R.ResourceExhausted, r"\bexceeded quota\b|\bExceeded(?:ResourceQuota|NodeResources)\b"
                               r"|\bInsufficient (?:cpu|memory|ephemeral-storage|pods)\b"),
         (R.OOMKilled, r"\bOOMKilled\b|\bOOM[- ]kill(?:ed)?\b|\bout of memory\b"),
@@ -173,6 +175,8 @@ _IMAGE = re.compile(r'pull(?:ing)? (?:the )?image \\?"(?P<image>[^"\\]+)\\?"')
 _PARAMS = re.compile(r"parameters?: \[(?P<names>[^\]]+)\]")
 _ADMISSION = re.compile(r"\bviolates PodSecurity\b|\badmission webhook\b|\bdenied the request\b")
 _WITHIN = re.compile(r'within "(?P<timeout>[^"]+)"')
+_UNKNOWN_FIELD = re.compile(r'unknown field \\?"(?P<field>[^"\\]+)\\?"')
+_SERVICE_ACCOUNT = re.compile(r'\bserviceaccounts? \\?"(?P<name>[^"\\]+)\\?" not found')
 _EXITED = re.compile(r'"(?P<container>[^"]+)" exited with code (?P<code>\d+)')
 
 
@@ -201,11 +205,65 @@ def _container_signal(state: Any, extra: str) -> tuple[FailureReason | None, int
     return (refined if refined in _REFINES_EXIT else R.TaskFailed), code
 
 
+# --- Warning Events ---------------------------------------------------------------------
+
+# Why a run never got going is often only in Warning Events: the Job controller's
+# FailedCreate (missing ServiceAccount, quota, PodSecurity/webhook admission, an invalid pod
+# spec), the scheduler's FailedScheduling, the kubelet's image errors (Failed/BackOff).
+_IMAGE_EVENT = re.compile(r"\b(?:ErrImagePull|ImagePullBackOff|InvalidImageName|ErrImageNeverPull"
+                          r"|Back-off pulling image|Failed to pull image|failed to resolve reference)\b",
+                          re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """What keeps a run from starting, read off a Warning Event."""
+
+    reason: FailureReason
+    message: str  # the event's own message
+    cause: str  # short, for "waiting: <cause>"
+
+
+def event_blocker(event: Obj) -> Blocker | None:
+    """The cause a Warning Event names, when it is one that keeps a pod from running."""
+    if text(event.get("type")) != "Warning":
+        return None
+    reason, message = text(event.get("reason")), text(event.get("message"))
+    if reason == "FailedScheduling":
+        return Blocker(R.ResourceExhausted, message, squash(message, 200))
+    if reason in ("FailedCreate", "FailedCreatePodSandBox"):
+        if m := _SERVICE_ACCOUNT.search(message):
+            return Blocker(R.ConfigurationError, message, f"serviceaccount {m['name']} not found")
+        if m := re.search(r"exceeded quota:.*", message):
+            return Blocker(R.ResourceExhausted, message, squash(m.group(0), 200))
+        # forbidden by admission (PodSecurity, a webhook) or an invalid pod spec: the
+        # workflow's pod template or the namespace's policy must change, nothing ran
+        return Blocker(R.ConfigurationError, message, squash(message, 200))
+    if _IMAGE_EVENT.search(message) or reason in ("ErrImagePull", "ErrImageNeverPull", "InspectFailed"):
+        return Blocker(R.ImagePullBackOff, message, squash(message, 200))
+    if reason == "FailedMount" or (reason == "Failed" and classify_text(message) is R.ConfigurationError):
+        return Blocker(R.ConfigurationError, message, squash(message, 200))
+    return None
+
+
+def blocking_event(events: Sequence[Obj]) -> Blocker | None:
+    """The newest Warning Event that names a cause keeping the run from starting."""
+    def when(event: Obj) -> str:
+        return (text(event.get("lastTimestamp")) or text(event.get("eventTime"))
+                or text(dig(event, "metadata", "creationTimestamp")))
+    for event in sorted(events, key=when, reverse=True):
+        if found := event_blocker(event):
+            return found
+    return None
+
+
 # --- Tekton -----------------------------------------------------------------------------
 
 def classify_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
-                         context: RunContext) -> FailureDetails:
-    """FailureDetails for a PipelineRun whose ``Succeeded`` condition is False."""
+                         context: RunContext, *, events: Sequence[Obj] = ()) -> FailureDetails:
+    """FailureDetails for a PipelineRun whose ``Succeeded`` condition is False. ``events``
+    (optional): Warning Events of the run, its TaskRuns and their pods — an unscheduled pod
+    or one its ServiceAccount keeps from being created is only visible there."""
     cond = find_condition(pipelinerun) or {}
     pr_reason, pr_msg = text(cond.get("reason")), text(cond.get("message"))
     children = child_runs(pipelinerun, taskruns)
@@ -237,12 +295,16 @@ def classify_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
         pr_mapped = classify_text(pr_msg) or R.ConfigurationError
     step_reason, step_code = _container_signal(step, tr_msg) if step else (None, None)
     blocker = next((r for r in (tr_mapped, step_reason) if r in _BLOCKERS), None)
+    blocker_msg = tr_msg
+    if blocker is None and not ran and (found := blocking_event(events)):
+        blocker, blocker_msg = found.reason, found.message
 
     exit_code: int | None = None
     message = pr_msg
-    if pr_mapped is R.DeadlineExceeded and not ran and blocker:
-        # The timeout is the symptom; what kept the task from starting is the cause.
-        reason, message = blocker, f"{tr_msg} (the PipelineRun then timed out: {pr_msg})"
+    if pr_mapped in (R.DeadlineExceeded, R.Cancelled) and not ran and blocker:
+        # The timeout (or a cancel) is the symptom; what kept the task from starting is the cause.
+        verb = "timed out" if pr_mapped is R.DeadlineExceeded else "was cancelled"
+        reason, message = blocker, f"{blocker_msg} (the PipelineRun then {verb}: {pr_msg})"
     elif pr_mapped is not None:
         reason = pr_mapped
     elif tr_mapped is not None:
@@ -309,6 +371,8 @@ def classify_job(job: Obj, pods: Sequence[Obj], context: RunContext, *,
     c_reason, c_code = _container_signal(state, " ".join(pod_texts))
     c_msg = describe_container(name, state)
     blocker, b_msg = (c_reason, c_msg) if c_reason in _BLOCKERS else (None, "")
+    if blocker is None and not ran and (found := blocking_event(events)):
+        blocker, b_msg = found.reason, found.message
     if blocker is None and (t_reason := classify_text(*texts)) in _BLOCKERS:
         blocker, b_msg = t_reason, next(t for t in texts if classify_text(t))
     exit_code: int | None = None
@@ -335,6 +399,15 @@ def classify_job(job: Obj, pods: Sequence[Obj], context: RunContext, *,
                      text(dig(pod, "metadata", "name")), name, "job",
                      text(dig(job, "metadata", "name")),
                      canceller(job) if reason is R.Cancelled else ""))
+
+
+def rejected_by_api(context: RunContext, message: str, now: datetime) -> FailureDetails:
+    """The API server refused to create the run (422 Invalid, or 400 from strict field
+    validation: an unknown field in a custom template): nothing ran."""
+    kind = "PipelineRun" if context.engine == "tekton" else "Job"
+    return _details(context, R.ConfigurationError, f"the API server rejected the {kind}: {message}",
+                    ran=False, exit_code=None, index=None, task=None, step=None, failed_at=now,
+                    start=None, hints=_Hints("", "", "", kind.lower(), ""))
 
 
 def externally_deleted(context: RunContext, started_at: datetime | None,
@@ -444,6 +517,14 @@ def _recommend(reason: FailureReason, ctx: RunContext, msg: str, h: _Hints,
             return f"free node capacity or lower the workflow's resource requests; {again}"
         return f"free quota or raise the ResourceQuota{ns}; {again}"
     if reason is R.ConfigurationError:
+        if m := _UNKNOWN_FIELD.search(msg):
+            return (f'remove or correct field "{m["field"]}" in the run template (--templates or '
+                    "templates/): the API server's schema does not declare it, and a cluster "
+                    f"without strict validation would silently drop it; {again}")
+        if m := _SERVICE_ACCOUNT.search(msg):
+            return (f'create ServiceAccount "{m["name"]}"{ns} (with the RBAC its workflow needs) '
+                    "or name an existing one in spec.executionConfig.serviceAccountName; "
+                    f"{again}")
         if m := _PARAMS.search(msg):
             return (f"fix parameter(s) {m['names']} in the execution's spec.parameters (or the "
                     f"parameters the catalog declares for {wf}); {again}")

@@ -8,6 +8,15 @@ project's own errors (``errors.KubeError`` and subclasses), with the HTTP status
 API's reason, and for 403 the verb and resource that was refused, so callers never catch
 ``ApiException`` or urllib3's exceptions.
 
+Writes are sent with ``fieldValidation=Strict``: a field the server's schema does not know
+(a typo in a custom template) refuses the request, naming the field, instead of being
+dropped with a 201.  Every ``Warning`` header the server sends (deprecations, dropped
+fields on reads through older servers) is logged with the request and the execution it
+concerns.
+
+``pods/log`` is asked for as ``text/plain`` *or* JSON: an error then arrives as a Status
+(404 pod gone, 400 container not started), not as 406 NotAcceptable.
+
 Transient failures (5xx, 429, dropped connections, timeouts) are retried here with
 exponential backoff, honouring ``Retry-After``.  Retrying a create is safe because run
 names are deterministic: a create whose response was lost comes back as AlreadyExists
@@ -20,6 +29,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -79,6 +89,7 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 RUN_RESOURCES = {"PipelineRun": PIPELINERUNS, "Job": JOBS}
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_STRICT = frozenset({"POST", "PUT", "PATCH"})  # sent with fieldValidation=Strict
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _PATCH_TYPES = {
     "merge": "application/merge-patch+json",
@@ -150,10 +161,13 @@ class KubeClient:
 
     def _send(self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None,
               body: Any = None, content_type: str | None = None, timeout: float | None = None,
-              stream: bool = False, text: bool = False) -> Any:
+              stream: bool = False, text: bool = False, context: Mapping[str, str] | None = None) -> Any:
         if method in _WRITES and not self.fence():
             raise NotLeader(f"{method} {path}: not sent, leadership lost")
-        headers = {"Accept": "text/plain" if text else "application/json"}
+        if method in _STRICT:
+            query = [*(query or []), ("fieldValidation", "Strict")]
+        # text/plain alone makes the server answer any error with 406 NotAcceptable
+        headers = {"Accept": "text/plain, application/json" if text else "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         try:
@@ -165,9 +179,11 @@ class KubeClient:
                                          post_params=post_params,
                                          _request_timeout=timeout or self.request_timeout)
         except ApiException as e:
+            self._log_warnings(method, path, e.headers, context)
             raise _from_status(method, path, e.status or 0, e.body, e.headers) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise Unavailable(f"{method} {path}: API server unreachable: {type(e).__name__}") from e
+        self._log_warnings(method, path, response.headers, context)
         if response.status >= 400:
             raw = response.read()
             raise _from_status(method, path, response.status, raw, response.headers)
@@ -180,6 +196,12 @@ class KubeClient:
             return json.loads(raw) if raw else {}
         except ValueError as e:
             raise Unavailable(f"{method} {path}: API server sent a non-JSON response") from e
+
+    def _log_warnings(self, method: str, path: str, headers: Any,
+                      context: Mapping[str, str] | None) -> None:
+        for warning in api_warnings(headers):
+            self.log.warning("API server warning", extra={"warning": warning, "request": f"{method} {path}",
+                                                          **(context or {})})
 
     def _request(self, method: str, path: str, **kw: Any) -> Any:
         policy = self.retry
@@ -218,15 +240,18 @@ class KubeClient:
         data = self._request("GET", res.path(namespace), query=query)
         return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion", ""))
 
-    def create(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", res.path(namespace), body=dict(body))
+    def create(self, res: Resource, namespace: str, body: Mapping[str, Any], *,
+               context: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Create with strict field validation; ``context`` (execution, run) goes into the
+        log line of every warning the server sends about it."""
+        result: dict[str, Any] = self._request("POST", res.path(namespace), body=dict(body), context=context)
         return result
 
     def patch(self, res: Resource, namespace: str, name: str, body: Any, *, patch_type: str = "merge",
-              subresource: str | None = None) -> dict[str, Any]:
+              subresource: str | None = None, context: Mapping[str, str] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self._request(
             "PATCH", res.path(namespace, name, subresource), body=body,
-            content_type=_PATCH_TYPES[patch_type])
+            content_type=_PATCH_TYPES[patch_type], context=context)
         return result
 
     def replace(self, res: Resource, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -277,11 +302,43 @@ class KubeClient:
         return text
 
     def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        """Events are best effort: a failure is logged, never raised (no run depends on it)."""
+        """Record an Event, aggregated like client-go's recorder: the name is the caller's
+        deterministic key, so a repeat answers 409 AlreadyExists and the existing Event's
+        ``count`` and ``lastTimestamp`` are patched instead (guarded by its resourceVersion).
+        Best effort: a failure is logged, never raised (no run depends on it)."""
+        name = str((body.get("metadata") or {}).get("name") or "")
         try:
-            self._send("POST", EVENTS.path(namespace), body=dict(body))
-        except KubeError as e:
-            self.log.warning("could not record event", extra={"error": str(e)})
+            try:
+                self._send("POST", EVENTS.path(namespace), body=dict(body))
+                return
+            except AlreadyExists:
+                pass
+            items, _ = self.list(EVENTS, namespace, field_selector=f"metadata.name={name}")
+            if not items:
+                return
+            meta = items[0].get("metadata") or {}
+            self._send("PATCH", EVENTS.path(namespace, name), content_type=_PATCH_TYPES["merge"], body={
+                "metadata": {"resourceVersion": meta.get("resourceVersion")},
+                "count": int(items[0].get("count") or 1) + 1,
+                "lastTimestamp": body.get("lastTimestamp"), "message": body.get("message")})
+        except KubeError as e:  # a Conflict: another replica counted the same repeat meanwhile
+            self.log.warning("could not record event", extra={"error": str(e), "event": name})
+
+
+_WARNING = re.compile(r'\s*([0-9]{3})\s+\S+\s+"((?:[^"\\]|\\.)*)"', re.ASCII)
+
+
+def api_warnings(headers: Any) -> list[str]:
+    """The texts of the ``Warning`` headers of an answer (RFC 7234: ``299 - "text"``)."""
+    if not headers:
+        return []
+    getlist = getattr(headers, "getlist", None)
+    values = getlist("Warning") if getlist else [headers.get("Warning")] if headers.get("Warning") else []
+    out: list[str] = []
+    for value in values:
+        found = [re.sub(r"\\(.)", r"\1", m.group(2)) for m in _WARNING.finditer(str(value))]
+        out.extend(found or [str(value)])
+    return out
 
 
 def _from_status(method: str, path: str, status: int, raw: Any, headers: Any) -> KubeError:

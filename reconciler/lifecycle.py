@@ -61,6 +61,7 @@ class RunInfo:
     completion_time: datetime | None
     deleting: bool
     spec_hash: str
+    start_time: datetime | None = None  # the run's own: status.startTime, else creationTimestamp
 
     def ref(self) -> RunRef:
         return RunRef(self.kind, self.namespace, self.name, self.uid)
@@ -93,6 +94,7 @@ def run_info(obj: Mapping[str, Any]) -> RunInfo:
         succeeded=succeeded, completion_time=completion,
         deleting=bool(meta.get("deletionTimestamp")),
         spec_hash=str((meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH) or ""),
+        start_time=parse_time(status.get("startTime")) or parse_time(meta.get("creationTimestamp")),
     )
 
 
@@ -327,9 +329,11 @@ def _cooldown_remaining(run: RunInfo, now: datetime, settings: Settings) -> time
 
 
 def adopt(state: ExecutionState, run: RunInfo, now: datetime) -> ExecutionState:
-    """The run exists and is ours (we created it now, or before a restart)."""
+    """The run exists and is ours (we created it now, or before a restart). Its start is the
+    run's own (an adopted run may have started long before this cycle), else now."""
     return replace(state, phase="Running", reason="Running", message=f"run {run.name} is running",
-                   execution_ref=run.ref(), start_time=state.start_time or now, skip_details={},
+                   execution_ref=run.ref(), start_time=state.start_time or run.start_time or now,
+                   skip_details={},
                    spec_hash=run.spec_hash or state.spec_hash,
                    conditions=drop_condition(state.conditions, "Suspended"))
 

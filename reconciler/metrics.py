@@ -66,6 +66,10 @@ class Metrics:
             ["outcome", "workflow_id"], buckets=WORKFLOW_BUCKETS, registry=r)
         self.pipelinerun_creations = Counter(
             "workflowexecution_pipelinerun_creation_total", "Runs (PipelineRuns or Jobs) created.", registry=r)
+        self.runs_adopted = Counter(
+            PREFIX + "runs_adopted_total",
+            "Existing runs of ours taken over instead of created (restart, lost create response, failover).",
+            registry=r)
         # -- reconciler --
         self.skips = Counter(PREFIX + "skips_total", "Executions skipped, by reason.", ["reason"], registry=r)
         self.cycle_duration = Histogram(PREFIX + "cycle_duration_seconds", "Duration of reconcile cycles.",
@@ -124,8 +128,10 @@ class Metrics:
                     self.execution_duration.labels(*labels).observe(max(0.0, duration.total_seconds()))
                 if t.to_phase == "Skipped":
                     self.skips.labels(t.reason or "Unknown").inc()
-            if t.to_phase == "Running" and t.from_phase != "Running" and t.run:
-                self.pipelinerun_creations.inc()
+        # only runs this process created: taking over an existing run (restart, lost response,
+        # another replica's) is an adoption, counted apart
+        self.pipelinerun_creations.inc(result.created)
+        self.runs_adopted.inc(result.adopted)
         self.cycle_duration.observe(max(0.0, result.seconds))
         if result.errors:
             self.cycle_errors.inc(len(result.errors))

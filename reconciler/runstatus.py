@@ -326,9 +326,20 @@ def task_counts(pipelinerun: Obj, taskruns: Sequence[Obj]) -> tuple[int, int | N
     return done, total or None
 
 
+def _waiting_for(events: Sequence[Obj], running: bool) -> str:
+    """'waiting: <cause>' when nothing runs yet and a Warning Event says why, else ''."""
+    if running or not events:
+        return ""
+    from reconciler.failures import blocking_event
+
+    found = blocking_event(events)
+    return f"waiting: {found.cause}" if found else ""
+
+
 def observe_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
-                        context: RunContext) -> RunObservation:
-    """Map a PipelineRun (and its child TaskRuns) onto the execution phase."""
+                        context: RunContext, *, events: Sequence[Obj] = ()) -> RunObservation:
+    """Map a PipelineRun (and its child TaskRuns) onto the execution phase. ``events``: the
+    Warning Events of the run, its TaskRuns and their pods (what keeps it from starting)."""
     cond = find_condition(pipelinerun) or {}
     state = text(cond.get("status"))
     state = state if state in ("True", "False") else "Unknown"
@@ -343,10 +354,14 @@ def observe_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
     if state == "False":
         from reconciler.failures import classify_pipelinerun
 
-        failure = classify_pipelinerun(pipelinerun, taskruns, context)
+        failure = classify_pipelinerun(pipelinerun, taskruns, context, events=events)
         return RunObservation(Phase.Failed, failure.reason, failure.message, start,
                               end or failure.failed_at, engine, failure)
-    if not cond:
+    running = any(dig(step, "running") is not None for tr in taskruns
+                  for step in mappings(dig(tr, "status", "steps")))
+    if waiting := _waiting_for(events, running):
+        message = waiting
+    elif not cond:
         message = "the PipelineRun exists; Tekton has not reported its status yet"
     return RunObservation(Phase.Running, reason or "Pending", message, start, None, engine)
 
@@ -375,6 +390,10 @@ def observe_job(job: Obj, pods: Sequence[Obj], context: RunContext, *,
     suspended = find_condition(job, "Suspended")
     if suspended and suspended.get("status") == "True":
         reason, message = "Suspended", text(suspended.get("message")) or "Job is suspended"
+    elif waiting := _waiting_for(events, any(
+            dig(c, "state", "running") is not None for pod in pods
+            for c in mappings(dig(pod, "status", "containerStatuses")))):
+        reason, message = "Running" if start else "Pending", waiting
     elif start is None:
         reason, message = "Pending", "the Job exists; its pod has not started yet"
     else:

@@ -127,6 +127,9 @@ class ApiWitness:
     def step_log(self, pod: str, container: str) -> str:
         return self.inner.step_log(pod, container)
 
+    def warning_events(self) -> list[dict[str, Any]]:
+        return self._call(self.inner.warning_events)
+
 
 class Service:
     def __init__(self, config: Config, *, api_client: Any = None, identity: str | None = None,

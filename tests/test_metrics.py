@@ -38,8 +38,10 @@ def state(name: str, phase: str, *, reason: str = "", workflow: str = WF, second
 def result(states: list[ExecutionState], transitions: list[Transition], *, errors: list[str] | None = None,
            revision: str = "abc123", cluster_unknown: bool = False, loaded: bool = True,
            seconds: float = 0.3) -> CycleResult:
+    # the rows' "→ Running with a run" transitions are runs the cycle created (not adopted)
+    created = sum(1 for t in transitions if t.to_phase == "Running" and t.from_phase != "Running" and t.run)
     return CycleResult(revision, {s.name: s for s in states}, transitions, errors or [],
-                       Declaration() if loaded else None, cluster_unknown, seconds)
+                       Declaration() if loaded else None, cluster_unknown, seconds, created=created)
 
 
 def tr(name: str, before: str, after: str, reason: str = "", run: str = "wfe-a") -> Transition:

@@ -42,6 +42,12 @@ class Response:
     body: Any
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # one `Warning: 299 - "..."` header each
+
+
+def warning_header(text: str) -> str:
+    """RFC 7234 warn-value as kube-apiserver writes it: code 299, agent "-", quoted text."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def route(fake: FakeKubeServer, parts: list[str]) -> Route | None:
@@ -143,6 +149,7 @@ class Handler(BaseHTTPRequestHandler):
             response = Response(exc.code, exc.status())
         if response is None:
             return None
+        response.warnings.extend(self.fake.warnings_for(method, url.path))
         if fault is not None and fault.after_apply:
             self.fake._note_applied(record, response.code)
             if fault.status is not None:
@@ -169,6 +176,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(response.code)
             for key, value in response.headers.items():
                 self.send_header(key, value)
+            for text in response.warnings:
+                self.send_header("Warning", warning_header(text))
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -212,19 +221,34 @@ class Handler(BaseHTTPRequestHandler):
             raise e.bad_request(f"couldn't get version/kind; json parse error: {body.raw[:40]!r}")
         store = self.fake.store
         dry_run = query.get("dryRun") == "All"
+        validation = query.get("fieldValidation")
+        warnings: list[str] = []
         if verb == "watch":
             self._watch(r, query, record)
             return None
         if verb == "list":
             return Response(200, self._list(r, query))
         if verb == "get" and r.subresource == "log":
-            return self._log(r, query)
+            try:
+                return self._log(r, query)
+            except e.ApiError:
+                # kube-apiserver encodes an error Status in a media type the client accepts;
+                # a client that accepts only text/plain gets 406 instead of the 404/400
+                if not _accepts_json(self.headers.get("Accept")):
+                    raise e.ApiError(406, "NotAcceptable", "only the following media types are accepted: "
+                                     "application/json, application/yaml, "
+                                     "application/vnd.kubernetes.protobuf") from None
+                raise
         if verb == "get":
             return Response(200, store.get(r.rt, r.namespace, r.name or ""))
         if verb == "create":
-            return Response(201, store.create(r.rt, r.namespace, body, dry_run))
+            created = store.create(r.rt, r.namespace, body, dry_run, field_validation=validation,
+                                   warnings=warnings)
+            return Response(201, created, warnings=warnings)
         if verb == "update":
-            return Response(200, store.update(r.rt, r.namespace, r.name or "", body, r.subresource, dry_run))
+            updated = store.update(r.rt, r.namespace, r.name or "", body, r.subresource, dry_run,
+                                   field_validation=validation, warnings=warnings)
+            return Response(200, updated, warnings=warnings)
         if verb == "patch":
             if content_type not in _PATCH_TYPES:
                 raise e.ApiError(415, "UnsupportedMediaType",
@@ -232,8 +256,9 @@ class Handler(BaseHTTPRequestHandler):
                                  f"types include: {', '.join(_PATCH_TYPES)}")
             existed = store.current(r.rt, r.namespace, r.name or "") is not None
             result = store.patch(r.rt, r.namespace, r.name or "", content_type, body, r.subresource,
-                                 dry_run, query.get("fieldManager"))
-            return Response(200 if existed else 201, result)
+                                 dry_run, query.get("fieldManager"), field_validation=validation,
+                                 warnings=warnings)
+            return Response(200 if existed else 201, result, warnings=warnings)
         options = body if isinstance(body, dict) else {}
         policy = options.get("propagationPolicy") or query.get("propagationPolicy")
         orphan = options.get("orphanDependents", query.get("orphanDependents"))
@@ -377,6 +402,13 @@ class Handler(BaseHTTPRequestHandler):
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
+
+
+def _accepts_json(accept: str | None) -> bool:
+    if not accept:
+        return True
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return bool(types & {"application/json", "application/*", "*/*"})
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@ It creates the Job's Pod (labels and owner reference as the controller sets them
 ends it with the conditions Kubernetes >= 1.31 writes: the interim `SuccessCriteriaMet` /
 `FailureTarget` condition, then `Complete` / `Failed` with the controller's reasons and
 messages. A reconciler must therefore look for the terminal condition by type.
+
+It can also be told that the pod never runs, as on a real cluster: `fail_pod_creation`
+(the Job controller's `FailedCreate` Warning Events, e.g. a missing ServiceAccount, and no
+pod at all) and `unschedulable` (a Pending pod and the scheduler's `FailedScheduling`).
+Either way the Job looks active until its `activeDeadlineSeconds` fails it
+(`fail(..., "deadline")`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from tests.fakekube.validation import JOB_NAME_LABELS, JOB_UID_LABELS
 from tests.fakekube.watch import WatchEvent
 
 KINDS = ("exit", "oom", "deadline", "image_pull")
+# outcomes where the pod never runs: the Job controller cannot create it, the scheduler cannot place it
+STUCK = ("no_service_account", "unschedulable")
+UNSCHEDULABLE = ("0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: "
+                 "3 No preemption victims found for incoming pod.")
 BACKOFF = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
 DEADLINE = ("DeadlineExceeded", "Job was active longer than specified deadline")
 COMPLETE = ("CompletionsReached", "Reached expected number of succeeded pods")
@@ -31,6 +41,7 @@ class JobSimulator:
         self.server = server
         self.outcome = outcome
         self._pods: dict[tuple[str, str], str] = {}
+        self._no_pods: set[tuple[str, str]] = set()  # the controller cannot create their pod
         self._lock = threading.RLock()
         self._random = random.Random()
         self._undo: list[Callable[[], None]] = []
@@ -65,11 +76,59 @@ class JobSimulator:
         if pod and self.server.get_object("", "v1", "pods", ns, pod) is not None:
             self.server.modify_object("", "v1", "pods", ns, pod, fn)
 
+    def _event(self, obj: dict[str, Any], reason: str, message: str, component: str) -> None:
+        """A Warning Event as the controllers record them (repeats raise `count`)."""
+        meta, now = obj["metadata"], self._now()
+        name = f"{meta['name']}.{reason.lower()}"
+        old = self.server.get_object("", "v1", "events", meta["namespace"], name)
+        self.server.put_object("", "v1", "events", {
+            "metadata": {"name": name, "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", ""),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                               "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": reason, "message": message, "type": "Warning", "source": {"component": component},
+            "firstTimestamp": (old or {}).get("firstTimestamp", now), "lastTimestamp": now,
+            "count": int((old or {}).get("count", 0)) + 1, "reportingComponent": component,
+            "reportingInstance": ""})
+
+    def fail_pod_creation(self, ns: str, name: str, message: str | None = None) -> dict[str, Any]:
+        """The Job controller cannot create the pod: no pod, a `FailedCreate` Warning Event on
+        the Job (by default: its ServiceAccount does not exist), the Job active with 0 pods."""
+        with self._lock:
+            job = self._job(ns, name)
+            self._no_pods.add((ns, name))
+            pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+            sa = pod_spec.get("serviceAccountName") or "default"
+            self._event(job, "FailedCreate", message or (
+                f'Error creating: pods "{name}-" is forbidden: error looking up service account {ns}/{sa}: '
+                f'serviceaccount "{sa}" not found'), "job-controller")
+            now = self._now()
+            return self._set_job_status(ns, name, {"startTime": (job.get("status") or {}).get("startTime") or now,
+                                                   "active": 0, "ready": 0, "terminating": 0,
+                                                   "uncountedTerminatedPods": {}})
+
+    def unschedulable(self, ns: str, name: str, message: str = UNSCHEDULABLE) -> dict[str, Any]:
+        """The pod exists but no node can take it: Pending, `PodScheduled` False, no container
+        statuses, the scheduler's `FailedScheduling` Warning Event on the pod."""
+        with self._lock:
+            self.start(ns, name)
+            pod_name = self._pods[(ns, name)]
+
+            def pending(pod: dict[str, Any]) -> None:
+                pod["status"] = {"phase": "Pending", "qosClass": "BestEffort", "conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                    "lastProbeTime": None, "lastTransitionTime": self._now()}]}
+            self._pod(ns, name, pending)
+            pod = self.server.get_object("", "v1", "pods", ns, pod_name)
+            assert pod is not None
+            self._event(pod, "FailedScheduling", message, "default-scheduler")
+            return self._set_job_status(ns, name, {"ready": 0})
+
     def start(self, ns: str, name: str) -> dict[str, Any]:
         """Create the running Pod and mark the Job active."""
         with self._lock:
             job = self._job(ns, name)
-            if (ns, name) in self._pods:
+            if (ns, name) in self._pods or (ns, name) in self._no_pods:
                 return job
             meta, now = job["metadata"], self._now()
             template = (job.get("spec") or {}).get("template") or {}
@@ -172,8 +231,14 @@ class JobSimulator:
         job = self.server.get_object("batch", "v1", "jobs", event.namespace, event.name)
         if job is None or (job.get("spec") or {}).get("suspend"):
             return
-        self.start(event.namespace, event.name)
         outcome = self.outcome(job) if callable(self.outcome) else self.outcome
+        if outcome == "no_service_account":
+            self.fail_pod_creation(event.namespace, event.name)
+            return
+        if outcome == "unschedulable":
+            self.unschedulable(event.namespace, event.name)
+            return
+        self.start(event.namespace, event.name)
         if outcome == "succeed":
             self.succeed(event.namespace, event.name)
         elif outcome:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakekube import validation as v
+from tests.fakekube.schema import tekton_schema
 
 Defaulter = Callable[[dict[str, Any], bool], None]
 
@@ -38,6 +39,9 @@ class ResourceType:
     defaults: Defaulter | None = field(default=None, compare=False)
     singular: str = ""
     short_names: tuple[str, ...] = ()
+    # a CRD's openAPIV3Schema: unknown fields pruned (Warning header, or 400 under
+    # fieldValidation=Strict), wrong types refused with 422 (see schema.py)
+    schema: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def api_version(self) -> str:
@@ -83,10 +87,12 @@ _NEW_EVENT_FIELDS = ("regarding.kind", "regarding.namespace", "regarding.name", 
 def default_resources() -> list[ResourceType]:
     return [
         crd("tekton.dev", "v1", "pipelineruns", "PipelineRun", singular="pipelinerun",
-            short_names=("pr", "prs")),
-        crd("tekton.dev", "v1", "taskruns", "TaskRun", singular="taskrun", short_names=("tr", "trs")),
-        crd("tekton.dev", "v1", "pipelines", "Pipeline", status=False, singular="pipeline"),
-        crd("tekton.dev", "v1", "tasks", "Task", status=False, singular="task"),
+            short_names=("pr", "prs"), schema=tekton_schema("pipelineruns")),
+        crd("tekton.dev", "v1", "taskruns", "TaskRun", singular="taskrun", short_names=("tr", "trs"),
+            schema=tekton_schema("taskruns")),
+        crd("tekton.dev", "v1", "pipelines", "Pipeline", status=False, singular="pipeline",
+            schema=tekton_schema("pipelines")),
+        crd("tekton.dev", "v1", "tasks", "Task", status=False, singular="task", schema=tekton_schema("tasks")),
         ResourceType("batch", "v1", "jobs", "Job", status_subresource=True, initial_status={},
                      default_propagation="Orphan", selectable_fields=("status.successful",),
                      validate=v.validate_job, defaults=v.default_job, singular="job"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class FakeKubeServer:
         self.faults = FaultSet()
         self.denials = DenialSet()
         self._tokens: dict[str, str] = {}  # extra bearer tokens → the user each one is
+        self._warn_rules: list[tuple[str, str, str]] = []  # (method, path regex, warning text)
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
         self._logs: dict[tuple[str, str, str], str] = {}
@@ -202,6 +204,16 @@ class FakeKubeServer:
                watch: bool | None = None) -> Fault:
         return self.faults.add(Fault(method, path_regex, status, delay, drop, times, retry_after,
                                      after_apply, body, watch))
+
+    def warn_on(self, method: str, path_regex: str, text: str) -> Callable[[], None]:
+        """Add `Warning: 299 - "<text>"` to answers of matching requests, as admission
+        webhooks, PodSecurity in warn mode and deprecated APIs do. Returns a remover."""
+        entry = (method.upper(), path_regex, text)
+        self._warn_rules.append(entry)
+        return lambda: self._warn_rules.remove(entry) if entry in self._warn_rules else None
+
+    def warnings_for(self, method: str, path: str) -> list[str]:
+        return [text for m, rx, text in list(self._warn_rules) if m == method and re.search(rx, path)]
 
     def forbid(self, verb: str, resource: str, namespace: str | None = None,
                group: str | None = None) -> Denial:

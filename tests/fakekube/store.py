@@ -15,6 +15,7 @@ from typing import Any
 from tests.fakekube import errors as e
 from tests.fakekube import patch as p
 from tests.fakekube.resources import ResourceType
+from tests.fakekube.schema import decode, strict_message
 from tests.fakekube.storage import Admission, Clock, Storage, spec_part, timestamp
 from tests.fakekube.validation import Cause, check_metadata, required
 
@@ -44,20 +45,39 @@ class Store(Storage):
             raise e.bad_request("metadata must be an object")
         return meta
 
+    def _decode(self, rt: ResourceType, obj: dict[str, Any], field_validation: str | None,
+                warnings: list[str] | None) -> list[Cause]:
+        """The CRD schema's part of decoding (pruning, strict field validation); returns the
+        type errors, which the real server reports with the other validation errors (422)."""
+        if rt.schema is None:
+            return []
+        decoded = decode(obj, rt.schema)
+        mode = field_validation or "Warn"
+        if mode not in ("Ignore", "Warn", "Strict"):
+            raise e.bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: '
+                                '"Ignore", "Warn", "Strict"')
+        if decoded.unknown and mode == "Strict":
+            raise e.bad_request(strict_message(rt.kind, rt.version, decoded.unknown))
+        if mode == "Warn" and warnings is not None:
+            warnings.extend(decoded.warnings)
+        return decoded.causes
+
     def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
-                  operation: str) -> None:
+                  operation: str, schema_causes: list[Cause] | None = None) -> None:
         for fn in list(self._admission.get(rt.key, [])):
             fn(operation, obj, old)
-        causes: list[Cause] = check_metadata(obj["metadata"], rt.name_rule)
+        causes: list[Cause] = list(schema_causes or []) + check_metadata(obj["metadata"], rt.name_rule)
         if rt.validate is not None:
             causes += rt.validate(obj, old)
         if causes:
             raise e.invalid(rt.kind, rt.group, obj["metadata"].get("name", ""), causes)
 
     def create(self, rt: ResourceType, namespace: str | None, body: Any,
-               dry_run: bool = False) -> dict[str, Any]:
+               dry_run: bool = False, *, field_validation: str | None = None,
+               warnings: list[str] | None = None) -> dict[str, Any]:
         obj: dict[str, Any] = copy.deepcopy(body)
         meta = self._check_type(rt, obj)
+        schema_causes = self._decode(rt, obj, field_validation, warnings)
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
                 raise e.bad_request("the namespace of the provided object does not match the "
@@ -99,23 +119,26 @@ class Store(Storage):
                     obj["status"] = copy.deepcopy(rt.initial_status)
             if rt.defaults is not None:
                 rt.defaults(obj, True)
-            self._validate(rt, obj, None, "CREATE")
+            self._validate(rt, obj, None, "CREATE", schema_causes)
             if dry_run:
                 return obj
             return self._commit(rt, "ADDED", obj, None)
 
     # ------------------------------------------------------------------ update / patch
     def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
-               subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+               subresource: str | None = None, dry_run: bool = False, *,
+               field_validation: str | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
         with self.lock:
             old = self.current(rt, namespace, name)
             if old is None:
                 raise e.not_found(rt.group, rt.plural, name)
-            return self._replace(rt, old, copy.deepcopy(body), subresource, dry_run)
+            return self._replace(rt, old, copy.deepcopy(body), subresource, dry_run,
+                                 field_validation, warnings)
 
     def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str,
               body: Any, subresource: str | None = None, dry_run: bool = False,
-              field_manager: str | None = None) -> dict[str, Any]:
+              field_manager: str | None = None, *, field_validation: str | None = None,
+              warnings: list[str] | None = None) -> dict[str, Any]:
         if content_type == p.STRATEGIC and rt.custom:
             raise e.ApiError(415, "UnsupportedMediaType",
                              "the body of the request was in an unknown format - accepted media types "
@@ -128,18 +151,21 @@ class Store(Storage):
             old = self.current(rt, namespace, name)
             if old is None:
                 if content_type == p.APPLY_YAML and subresource is None:
-                    return self.create(rt, namespace, body, dry_run)
+                    return self.create(rt, namespace, body, dry_run, field_validation=field_validation,
+                                       warnings=warnings)
                 raise e.not_found(rt.group, rt.plural, name)
             try:
                 patched = p.apply_patch(content_type, old, body)
             except p.PatchError as exc:
                 raise e.ApiError(exc.code, "BadRequest" if exc.code == 400 else "Invalid", str(exc)) from exc
-            return self._replace(rt, old, patched, subresource, dry_run)
+            return self._replace(rt, old, patched, subresource, dry_run, field_validation, warnings)
 
     def _replace(self, rt: ResourceType, old: dict[str, Any], obj: Any, subresource: str | None,
-                 dry_run: bool) -> dict[str, Any]:
+                 dry_run: bool, field_validation: str | None = None,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
         old_meta = old["metadata"]
         meta = self._check_type(rt, obj)
+        schema_causes = self._decode(rt, obj, field_validation, warnings)
         name = old_meta["name"]
         if meta.get("name") != name:
             raise e.bad_request(f"the name of the object ({meta.get('name', '')}) does not match the "
@@ -175,7 +201,7 @@ class Store(Storage):
                     new.pop("status", None)
             if rt.defaults is not None:
                 rt.defaults(new, False)
-            self._validate(rt, new, old, "UPDATE")
+            self._validate(rt, new, old, "UPDATE", schema_causes)
             if old_meta.get("deletionTimestamp"):
                 added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
                 if added:

@@ -17,13 +17,13 @@ from typing import Any
 from tests.fakekube import tekton_status as ts
 from tests.fakekube.server import FakeKubeServer
 from tests.fakekube.store import timestamp
-from tests.fakekube.tekton_admission import pipeline_timeout, pipelinerun_admission
+from tests.fakekube.tekton_admission import pipeline_timeout, pipelinerun_defaulting, pipelinerun_validation
 from tests.fakekube.tekton_tasks import cancel_run, fail_run, finish_taskrun
 from tests.fakekube.watch import WatchEvent
 
 PR, TR = "pipelineruns", "taskruns"
 DEFAULT_IMAGE = "registry.example.invalid/kubernaut/workflow-runner:1.0.0"
-TASK_KINDS = ("exit", "oom", "forbidden", "task_timeout", "image_pull", "quota", "timeout")
+TASK_KINDS = ("exit", "oom", "forbidden", "task_timeout", "image_pull", "quota", "timeout", "unschedulable")
 FAIL_KINDS = (*TASK_KINDS, "config", "param_missing", "cancelled")
 Outcome = str | Callable[[dict[str, Any]], "str | None"] | None
 
@@ -38,7 +38,7 @@ class _Plan:
 
 class TektonSimulator:
     def __init__(self, server: FakeKubeServer, *, auto_start: bool = False, outcome: Outcome = None,
-                 admission: bool = True, emit_events: bool = True,
+                 admission: bool = True, defaulting: bool = False, emit_events: bool = True,
                  tasks: Sequence[str] = ("validate", "apply", "verify"), image: str | None = None) -> None:
         self.server = server
         self.default_tasks = tuple(tasks)
@@ -49,8 +49,10 @@ class TektonSimulator:
         self._plans: dict[tuple[str, str], _Plan] = {}
         self._lock = threading.RLock()
         self._undo: list[Callable[[], None]] = []
+        if defaulting:  # Tekton's mutating webhook: only when a test asks (it may be absent)
+            self._undo.append(server.add_admission(ts.GROUP, ts.VERSION, PR, pipelinerun_defaulting))
         if admission:
-            self._undo.append(server.add_admission(ts.GROUP, ts.VERSION, PR, pipelinerun_admission))
+            self._undo.append(server.add_admission(ts.GROUP, ts.VERSION, PR, pipelinerun_validation))
         if self.auto_start:
             self._undo.append(server.on_event(self._on_event))
 

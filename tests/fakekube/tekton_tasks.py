@@ -158,6 +158,8 @@ def fail_run(sim: TektonSimulator, ns: str, name: str, kind: str, task: str, ste
         if not terminal:
             return pr
         kind, message = "timeout", None
+    elif kind == "unschedulable":
+        return _unschedulable(sim, ns, name, plan, task, message, terminal)
     elif task not in trs:
         sim._start_task(sim._get("pipelineruns", ns, name), plan, task)
     later = [t for t in plan.tasks[idx + 1:] if t not in sim._taskruns(ns, name)]
@@ -177,6 +179,54 @@ def fail_run(sim: TektonSimulator, ns: str, name: str, kind: str, task: str, ste
     ran = len(sim._taskruns(ns, name))
     return sim._refresh(ns, name, ts.condition("False", "Failed", ts.done_message(ran, 1, 0, len(later)),
                                                sim._now()), [(t, ts.SKIP_STOPPING) for t in later])
+
+
+UNSCHEDULABLE = ("0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: "
+                 "3 No preemption victims found for incoming pod.")
+
+
+def _unschedulable(sim: TektonSimulator, ns: str, name: str, plan: Any, task: str, message: str | None,
+                   terminal: bool | None) -> dict[str, Any]:
+    """The task's pod is never scheduled: Pending with `PodScheduled` False, the scheduler's
+    `FailedScheduling` Warning Event on the pod, the TaskRun `Unknown`/`Pending` with Tekton's
+    'pod status "PodScheduled":"False"' message and no step states. `terminal`: the
+    PipelineRun then times out, its TaskRun cancelled with no step ever started."""
+    text = message or UNSCHEDULABLE
+    tr = sim._taskruns(ns, name).get(task) or sim._start_task(sim._get("pipelineruns", ns, name), plan, task)
+    pod_name = tr["status"]["podName"]
+    now = sim._now()
+
+    def pending(pod: dict[str, Any]) -> None:
+        pod["status"] = {"phase": "Pending", "qosClass": "BestEffort", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": text,
+            "lastProbeTime": None, "lastTransitionTime": now}]}
+    pod = sim.server.modify_object("", "v1", "pods", ns, pod_name, pending)
+    cond = ts.condition("Unknown", "Pending", f'pod status "PodScheduled":"False"; message: "{text}"', now)
+    status = {k: v for k, v in tr["status"].items() if k not in ("steps", "conditions")}
+    tr = sim.server.update_status(ts.GROUP, ts.VERSION, "taskruns", ns, tr["metadata"]["name"],
+                                  {**status, "conditions": [cond]})
+    meta = pod["metadata"]
+    sim._put("events", {
+        "metadata": {"name": f"{meta['name']}.failedscheduling", "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "namespace": ns,
+                           "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion", "")},
+        "reason": "FailedScheduling", "message": text, "type": "Warning",
+        "source": {"component": "default-scheduler"}, "firstTimestamp": now, "lastTimestamp": now,
+        "count": 1, "reportingComponent": "default-scheduler", "reportingInstance": ""},
+        group="", version="v1")
+    pr = sim._refresh(ns, name)
+    if not terminal:
+        return pr
+    cancelled = ts.condition("False", "TaskRunCancelled",
+                             f'TaskRun "{tr["metadata"]["name"]}" was cancelled. {ts.BY_PIPELINE_TIMEOUT}', sim._now())
+    tr["spec"]["status"], tr["spec"]["statusMessage"] = "TaskRunCancelled", ts.BY_PIPELINE_TIMEOUT
+    tr["status"].update(conditions=[cancelled], completionTime=sim._now())
+    sim._put("taskruns", tr)
+    sim.server.delete_object("", "v1", "pods", ns, pod_name)
+    later = [t for t in plan.tasks[plan.tasks.index(task) + 1:] if t not in sim._taskruns(ns, name)]
+    text = f'PipelineRun "{name}" failed to finish within "{pipeline_timeout(sim._get("pipelineruns", ns, name))}"'
+    return sim._refresh(ns, name, ts.condition("False", "PipelineRunTimeout", text, sim._now()),
+                        [(t, ts.SKIP_TIMEOUT) for t in later])
 
 
 def cancel_run(sim: TektonSimulator, ns: str, name: str) -> dict[str, Any]:
