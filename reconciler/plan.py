@@ -7,6 +7,11 @@ recorded, which files are invalid and why.  Given a base declaration it shows on
 change adds, edits or removes, and flags edits to executions that already started
 (immutability, SPEC §3).  The cluster's view (running runs, locks, cooldowns) is layered
 on by the executor in a later step; this module needs only data.
+
+Chains (SPEC §3a): a dependent whose predecessors have not ended is ``wait``
+(``WaitingForDependency``), one whose predecessor ended the wrong way is ``skip``
+(``DependencyNotMet``); every entry carries ``depends_on`` and its ``condition`` so the
+reports can draw who waits on whom.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any
 
 from .declared import Declaration, InvalidExecution, ResolvedExecution
 from .errors import Problem
-from .status import ExecutionState
+from .lifecycle import NOT_MET, WAITING, dependency_verdict
+from .status import ExecutionState, from_document
 from .statusdoc import StatusRecord
 
 
@@ -55,9 +61,12 @@ class PlanEntry:
     conflicting_execution: str = ""
     violations: tuple[str, ...] = ()
     problems: tuple[Problem, ...] = ()
+    depends_on: tuple[str, ...] = ()  # spec.after, then spec.onFailureOf (SPEC §3a)
+    condition: str = ""  # the chain condition for people: "after a, b; if p fails (OOMKilled)"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["depends_on"] = list(self.depends_on)
         data["problems"] = [
             {"file": p.file, "line": p.line, "column": p.column, "path": p.path, "rule": p.rule,
              "message": p.message}
@@ -85,6 +94,18 @@ class Plan:
         return out
 
 
+def chain_condition(execution: ResolvedExecution) -> str:
+    """When a dependent may start, in words: ``after a, b; if p fails (OOMKilled)``."""
+    spec = execution.document.spec
+    parts = []
+    if spec.after:
+        parts.append(f"after {', '.join(spec.after)}")
+    if spec.on_failure_of:
+        reasons = f" ({' or '.join(spec.on_failure_reasons)})" if spec.on_failure_reasons else ""
+        parts.append(f"if {spec.on_failure_of} fails{reasons}")
+    return "; ".join(parts)
+
+
 def _describe(execution: ResolvedExecution, action: str, **extra: Any) -> PlanEntry:
     return PlanEntry(
         name=execution.name,
@@ -94,6 +115,8 @@ def _describe(execution: ResolvedExecution, action: str, **extra: Any) -> PlanEn
         run_name=execution.run_name,
         workflow=f"{execution.workflow_id}@{execution.version}",
         engine=execution.engine,
+        depends_on=execution.document.spec.dependencies,
+        condition=chain_condition(execution),
         **extra,
     )
 
@@ -122,14 +145,42 @@ def plan_declaration(decl: Declaration, revision: str = "") -> Plan:
         status = decl.statuses.get(execution.name)
         if status is not None and status.phase == "Running":
             claimed.setdefault(execution.target, execution.name)
+    recorded: dict[str, ExecutionState] | None = None
     for execution in decl.executions:
         status = decl.statuses.get(execution.name)
-        entries.append(_entry_for(execution, status, claimed))
+        waiting = None
+        if execution.document.spec.dependencies and not (status is not None and (status.terminal or
+                                                                                 status.phase == "Running")):
+            recorded = _recorded(decl) if recorded is None else recorded
+            waiting = _chain_entry(execution, recorded)
+        entries.append(waiting or _entry_for(execution, status, claimed))
     for item in decl.invalid:
         entries.append(_invalid(item))
     for item in decl.invalid_catalog:
         entries.append(_invalid(item))
     return Plan(entries=entries, revision=revision)
+
+
+def _recorded(decl: Declaration) -> dict[str, ExecutionState]:
+    """The recorded states (status files) the chain conditions are judged on."""
+    out = {}
+    for name, record in decl.statuses.items():
+        state = from_document(record.raw)
+        if state is not None:
+            out[name] = state
+    return out
+
+
+def _chain_entry(execution: ResolvedExecution, recorded: Mapping[str, ExecutionState]) -> PlanEntry | None:
+    """A dependent that waits (its predecessors have not ended) or will be skipped (one ended
+    the wrong way); None when its condition is met and it is planned like any other."""
+    verdict = dependency_verdict(execution, recorded)
+    if verdict.not_met:
+        return _describe(execution, Action.SKIP, reason=NOT_MET, message=verdict.message,
+                         conflicting_execution=verdict.not_met)
+    if not verdict.ready:
+        return _describe(execution, Action.WAIT, reason=WAITING, message=verdict.message)
+    return None
 
 
 def _entry_for(

@@ -108,9 +108,50 @@ def plan_text(plan: Plan) -> str:
     for e in plan.entries:
         for p in e.problems:
             out.append(f"  {p}")
+    chains = chain_tree(plan)
+    if chains:
+        out.append("Chains (who waits on whom):")
+        out += [f"{'  ' * (depth + 1)}{clean(_chain_line(e, name, via))}" for depth, name, e, via in chains]
     counts = plan.counts()
     out.append(", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing declared")
     return safe_lines(out)
+
+
+def chain_tree(plan: Plan) -> list[tuple[int, str, PlanEntry | None, str]]:
+    """The plan's chains as a depth-first tree: (depth, name, its entry or None when it is
+    not in this plan, how it hangs on its parent).  A dependent with several predecessors
+    appears under each; the roots are the predecessors that depend on nothing shown."""
+    by_name = {e.name: e for e in plan.entries}
+    children: dict[str, list[tuple[str, str]]] = {}
+    for e in plan.entries:
+        for parent in e.depends_on:
+            fails = next((part for part in e.condition.split("; ") if part.startswith(f"if {parent} fails")), "")
+            how = fails.replace(f"if {parent} fails", "if it fails", 1) if fails else "after it"
+            children.setdefault(parent, []).append((e.name, how))
+    if not children:
+        return []
+    # every predecessor of an entry is a key of ``children``: the roots are those that hang on nothing
+    roots = sorted(n for n in children if n not in by_name or not by_name[n].depends_on)
+    out: list[tuple[int, str, PlanEntry | None, str]] = []
+
+    def walk(name: str, depth: int, via: str, seen: frozenset[str]) -> None:
+        out.append((depth, name, by_name.get(name), via))
+        if name in seen:  # validation rejects cycles; never loop on a broken plan
+            return
+        for child, how in sorted(children.get(name, [])):
+            walk(child, depth + 1, how, seen | {name})
+
+    for root in roots:
+        walk(root, 0, "", frozenset())
+    return out
+
+
+def _chain_line(entry: PlanEntry | None, name: str, via: str) -> str:
+    head = f"{via}: {name}" if via else name
+    if entry is None:
+        return f"{head} (not in this plan)"
+    return f"{head}  {SYMBOL.get(entry.action, '?')} {entry.action}" + (
+        f" ({entry.reason})" if entry.reason else "")
 
 
 def plan_markdown(plan: Plan) -> str:
@@ -133,6 +174,18 @@ def plan_markdown(plan: Plan) -> str:
                 f"{md_code(e.target or '-')} | {md_text(e.workflow or '-')} | "
                 f"{md_code(e.run_name) if e.run_name else '-'} | {why} |"
             )
+    chains = chain_tree(plan)
+    if chains:
+        out += ["", "#### Chains (who waits on whom)", ""]
+        for depth, name, entry, via in chains:
+            label = f"{md_text(via)}: {md_code(name, in_table=False)}" if via else md_code(name, in_table=False)
+            if entry is None:
+                label += " (not in this plan)"
+            else:
+                label += f" — {SYMBOL.get(entry.action, '?')} {md_text(entry.action)}"
+                if entry.reason:
+                    label += f" ({md_text(entry.reason)})"
+            out.append(f"{'  ' * depth}- {label}")
     problems = [p for e in plan.entries for p in e.problems]
     if problems:
         out += ["", "<details><summary>Validation problems</summary>", ""]
@@ -217,6 +270,11 @@ def format_detail(d: dict[str, Any], output: str) -> str:
            f"Started:      {d['startTime'] or '-'}", f"Completed:    {d['completionTime'] or '-'}",
            f"Duration:     {d['duration'] or '-'}", f"File:         {d['file'] or '-'}",
            f"Message:      {d['message']}"]
+    if d.get("dependsOn"):
+        out.append(f"Waits on:     {', '.join(d['dependsOn'])} ({d.get('condition', '')})")
+    for dependent in d.get("dependents") or []:
+        out.append(f"Dependent:    {dependent['name']} runs {dependent['condition'].replace(d['name'], 'this')}: "
+                   f"{dependent['phase']} ({dependent['reason']})")
     declared = d.get("declaredCommit") or {}
     if declared:
         out.append(f"Declared in:  {declared.get('sha', '')[:12]} {declared.get('subject', '')} "

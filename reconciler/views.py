@@ -4,7 +4,9 @@ The CLI (``status``, ``get``) and the web dashboard show the same things, built 
 from the declaration, the recorded states and Git history: the commit that declared an
 execution, the commits that recorded its status, and its timeline of phase transitions
 (read from successive versions of its status file — Git history *is* the audit trail).
-Plain JSON-friendly dicts, so every surface renders the same data.
+Plain JSON-friendly dicts, so every surface renders the same data.  A chain (SPEC §3a)
+adds ``dependsOn``/``condition`` to a dependent's row and ``dependents`` to its
+predecessor's detail; the keys are absent otherwise, so outputs without chains are unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .declared import Declaration, ResolvedExecution
 from .errors import GitError
 from .gitsource import GitSource
 from .names import format_duration
+from .plan import chain_condition
 from .render import Renderer
 from .runstatus import format_time
 from .status import ExecutionState, from_document, repository_health
@@ -42,7 +45,7 @@ def row(name: str, execution: ResolvedExecution | None, state: ExecutionState | 
     if duration is None and s.start_time and s.phase == "Running":
         duration = now - s.start_time
     origin = execution.origin if execution else None
-    return {
+    out = {
         "name": name,
         "target": execution.target if execution else s.target,
         "workflow": f"{execution.workflow_id}@{execution.version}" if execution else s.workflow,
@@ -62,6 +65,10 @@ def row(name: str, execution: ResolvedExecution | None, state: ExecutionState | 
         "declaredIn": origin.introduced_commit if origin else "",
         "declared": execution is not None,
     }
+    if execution is not None and execution.document.spec.dependencies:  # a chain (SPEC §3a)
+        out["dependsOn"] = list(execution.document.spec.dependencies)
+        out["condition"] = chain_condition(execution)
+    return out
 
 
 def states_from(decl: Declaration) -> dict[str, ExecutionState]:
@@ -164,6 +171,12 @@ def detail(source: GitSource, commit: str, decl: Declaration, states: dict[str, 
     except GitError:
         events, status_commits = [], []
     doc = state.to_document()["status"] if state else {}
+    dependents = [{"name": e.name, "condition": chain_condition(e),
+                   "phase": states[e.name].phase if e.name in states else "Pending",
+                   "reason": states[e.name].reason if e.name in states else "NotYetReconciled"}
+                  for e in decl.executions if name in e.document.spec.dependencies]
+    if dependents:
+        out["dependents"] = dependents
     out.update({
         "file": spec_file, "spec": spec, "rendered": rendered,
         "conditions": doc.get("conditions", []), "failureDetails": doc.get("failureDetails", {}),

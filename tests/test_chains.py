@@ -9,10 +9,12 @@ where the policy allows it.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
@@ -474,3 +476,64 @@ def test_editing_a_chain_after_start_is_spec_changed(env: Env) -> None:
     env.repo.commit("edit", **{"executions/oom.yaml": execution_yaml("oom", extra="  after: [second]\n")})
     s = env.cycle().states["oom"]
     assert s.condition("SpecChangedAfterStart") is not None and s.sync == "OutOfSync"
+
+
+# -- views: plan, get, status, the PR markdown ------------------------------------------------
+
+def _chain_repo(env: Env) -> None:
+    env.repo.commit("a chain", **{
+        "executions/oom.yaml": execution_yaml("oom"),
+        "executions/rollback.yaml": _fallback(extra="  onFailureReasons: [OOMKilled]\n"),
+        "executions/later.yaml": execution_yaml("later", target="search/Deployment/api",
+                                                extra="  after: [rollback]\n")})
+
+
+def test_plan_shows_who_waits_on_whom(env: Env) -> None:
+    _chain_repo(env)
+    runner = CliRunner()
+    text = runner.invoke(main, ["plan", "--repo", str(env.repo.path)])
+    assert text.exit_code == 0, text.output
+    assert "runs only if oom fails (OOMKilled)" in text.output
+    tree = text.output[text.output.index("Chains (who waits on whom):"):].splitlines()
+    assert tree[1:4] == ["  oom  + create",
+                         "    if it fails (OOMKilled): rollback  … wait (WaitingForDependency)",
+                         "      after it: later  … wait (WaitingForDependency)"]
+    md = runner.invoke(main, ["plan", "--repo", str(env.repo.path), "-o", "markdown"]).output
+    assert ("- `oom` — + create\n  - if it fails (OOMKilled): `rollback` — … wait (WaitingForDependency)\n"
+            "    - after it: `later` — … wait (WaitingForDependency)\n") in md
+    data = json.loads(runner.invoke(main, ["plan", "--repo", str(env.repo.path), "-o", "json"]).output)
+    rollback = next(e for e in data["executions"] if e["name"] == "rollback")
+    assert rollback["depends_on"] == ["oom"] and rollback["condition"] == "if oom fails (OOMKilled)"
+    assert "depends_on" not in next(e for e in data["executions"] if e["name"] == "oom")
+
+
+def test_plan_of_a_recorded_outcome_says_why_the_dependent_is_skipped(env: Env) -> None:
+    _chain_repo(env)
+    env.cycle()
+    env.tekton.start(NS, run_name(TARGET))
+    env.tekton.succeed(NS, run_name(TARGET))
+    result = env.cycle()
+    env.repo.commit("record", **{f"status/{n}.yaml": yaml.safe_dump(s.to_document())
+                                 for n, s in result.states.items()})
+    out = CliRunner().invoke(main, ["plan", "--repo", str(env.repo.path)]).output
+    assert "if it fails (OOMKilled): rollback  ✓ done (DependencyNotMet)" in out  # recorded: final
+    assert "after it: later  ~ skip (DependencyNotMet)" in out  # predicted from the recorded outcome
+    assert "rollback ended Skipped (DependencyNotMet)" in out
+
+
+def test_get_and_status_show_the_chain(env: Env) -> None:
+    _chain_repo(env)
+    result = env.cycle()
+    env.repo.commit("record", **{f"status/{n}.yaml": yaml.safe_dump(s.to_document())
+                                 for n, s in result.states.items()})
+    runner = CliRunner()
+    got = runner.invoke(main, ["get", "rollback", "--repo", str(env.repo.path)]).output
+    assert "Waits on:     oom (if oom fails (OOMKilled))" in got
+    assert "Dependent:    later runs after this: Pending (WaitingForDependency)" in got
+    assert "waitingFor: ['oom']" in got
+    primary = runner.invoke(main, ["get", "oom", "--repo", str(env.repo.path)]).output
+    assert "Dependent:    rollback runs if this fails (OOMKilled): Pending (WaitingForDependency)" in primary
+    rows = json.loads(runner.invoke(main, ["status", "--repo", str(env.repo.path), "-o", "json"]).output)
+    by_name = {r["name"]: r for r in rows["executions"]}
+    assert by_name["later"]["dependsOn"] == ["rollback"] and by_name["later"]["reason"] == "WaitingForDependency"
+    assert "dependsOn" not in by_name["oom"]
