@@ -149,6 +149,131 @@ class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_PHASE = Literal["Pending", "Running", "Completed", "Failed", "Skipped"]
+_SINK_NAME = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+
+
+class RouteRule(_Section):
+    """Which transitions a sink receives. Every field that is set must match (globs for
+    reasons, workflows and namespaces, exact values for labels); a sink takes a transition
+    when any of its rules matches, and every transition when it has no rules."""
+
+    phases: list[_PHASE] = Field(default_factory=list, description="Phases reached (empty: any).")
+    reasons: list[str] = Field(default_factory=list, description="Reasons, globs (OOMKilled, Dead*).")
+    workflows: list[str] = Field(default_factory=list, description="Workflow ids, globs.")
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces of the target, globs.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the execution (all must match).")
+
+
+class _Sink(_Section):
+    name: str = Field("", pattern=r"^$|" + _SINK_NAME, description="Unique sink name (metrics label).")
+    rules: list[RouteRule] = Field(default_factory=list)
+
+
+class ForgeSink(_Sink):
+    """Commit statuses on GitHub, GitLab or Gitea/Forgejo, one context per execution."""
+
+    type: Literal["github", "gitlab", "gitea"]
+    api_url: str = Field("", description=(
+        "API root: https://api.github.com, https://ghe.example.com/api/v3, https://gitlab.example.com/api/v4, "
+        "https://gitea.example.com/api/v1 (default: from repository.url)"))
+    repository: str = Field("", description="owner/name (GitLab: group/project or its id); default: repository.url.")
+    token_file: Path | None = Field(None, description="File holding the API token (a mounted Secret).")
+    token_env: str | None = None
+    merge_commit: bool = Field(True, description="Also set the status on the merge commit of the pull request.")
+
+    @model_validator(mode="after")
+    def _token(self) -> ForgeSink:
+        if self.token_file is None and not self.token_env:
+            raise ValueError("a commit-status sink needs tokenFile or tokenEnv")
+        if self.api_url and not self.api_url.startswith(("https://", "http://")):
+            raise ValueError("apiUrl must be an http(s) URL")
+        return self
+
+
+class WebhookSink(_Sink):
+    """A generic webhook: JSON signed with HMAC-SHA256 (header X-Kubernaut-Signature-256)."""
+
+    url: str = Field("", description="Receiver URL (use urlFile when it holds a credential).")
+    url_file: Path | None = None
+    secret_file: Path | None = Field(None, description="HMAC-SHA256 key (a mounted Secret).")
+    secret_env: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> WebhookSink:
+        if bool(self.url) == (self.url_file is not None):
+            raise ValueError("set exactly one of url or urlFile")
+        if self.url and not self.url.startswith(("https://", "http://")):
+            raise ValueError("url must be an http(s) URL")
+        if self.secret_file is None and not self.secret_env:
+            raise ValueError("a webhook sink needs secretFile or secretEnv: every delivery is signed")
+        return self
+
+
+class SlackSink(_Sink):
+    """A Slack incoming webhook; its URL is the credential, so it only comes from a file or variable."""
+
+    webhook_url_file: Path | None = None
+    webhook_url_env: str | None = None
+
+    @model_validator(mode="after")
+    def _url(self) -> SlackSink:
+        if self.webhook_url_file is None and not self.webhook_url_env:
+            raise ValueError("a Slack sink needs webhookUrlFile or webhookUrlEnv")
+        return self
+
+
+class NotificationsConfig(_Section):
+    """Forge commit statuses and notifications (see reconciler.delivery)."""
+
+    public_url: str = Field("", description="Dashboard base URL for links (https://kubernaut.example.com).")
+    state_file: Path | None = Field(None, description="Delivery state (default: <cacheDir>/deliveries.json).")
+    queue_size: int = Field(500, ge=1, le=100_000, description="Undelivered items kept per sink.")
+    replay_window: str = Field("10m", description=(
+        "After a restart or a failover, states that changed longer ago than this and were never "
+        "queued here are not announced (no flood of history)."))
+    request_timeout: str = "10s"
+    retry_base_delay: str = "1s"
+    retry_max_delay: str = "5m"
+    commit_statuses: list[ForgeSink] = Field(default_factory=list)
+    webhooks: list[WebhookSink] = Field(default_factory=list)
+    slack: list[SlackSink] = Field(default_factory=list)
+
+    @field_validator("replay_window", "request_timeout", "retry_base_delay", "retry_max_delay")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        return _duration(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("publicUrl must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _names(self) -> NotificationsConfig:
+        seen: set[str] = set()
+        for sink in self.sinks():
+            if sink[0] in seen:
+                raise ValueError(f"two sinks are named {sink[0]!r}: give each a unique name")
+            seen.add(sink[0])
+        if names.parse_duration(self.retry_base_delay) > names.parse_duration(self.retry_max_delay):
+            raise ValueError("need retryBaseDelay <= retryMaxDelay")
+        return self
+
+    def sinks(self) -> list[tuple[str, ForgeSink | WebhookSink | SlackSink]]:
+        """(effective name, sink): the name, or the type (github, webhook, slack) when unnamed."""
+        out: list[tuple[str, ForgeSink | WebhookSink | SlackSink]] = []
+        for sink in self.commit_statuses:
+            out.append((sink.name or sink.type, sink))
+        for hook in self.webhooks:
+            out.append((hook.name or "webhook", hook))
+        for slack in self.slack:
+            out.append((slack.name or "slack", slack))
+        return out
+
+
 class Config(_Section):
     """The whole configuration (see deploy/base/config.yaml for a commented example)."""
 
@@ -160,6 +285,7 @@ class Config(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     policy: Policy | None = Field(None, description="What may run and when (see reconciler.policy).")
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +355,20 @@ def describe(config: Config) -> dict[str, Any]:
     from .gitsource import redact_url
 
     data["repository"]["url"] = redact_url(config.repository.url)
+    notifications = data["notifications"]
+    for key, sinks in (("commitStatuses", config.notifications.commit_statuses),
+                       ("webhooks", config.notifications.webhooks), ("slack", config.notifications.slack)):
+        for shown, sink in zip(notifications[key], sinks, strict=True):
+            for env_key in ("tokenEnv", "secretEnv", "webhookUrlEnv"):
+                if env_key in shown:
+                    shown[env_key] = _presence_env(getattr(sink, to_snake_name(env_key)))
+            if shown.get("url"):
+                shown["url"] = redact_url(shown["url"])
     return data
+
+
+def to_snake_name(camel: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
 
 
 def _presence_env(name: str | None) -> str | None:

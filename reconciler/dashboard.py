@@ -216,7 +216,7 @@ def _detail(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     for key in ("failureDetails", "skipDetails", "executionStatus", "declaredCommit", "lastChangedCommit"):
         out[key] = mapping(key)
-    for key in ("conditions", "timeline", "statusCommits"):
+    for key in ("conditions", "timeline", "statusCommits", "deliveries"):
         out[key] = records(key)
     problems = raw.get("problems")
     out["problems"] = [str(p) for p in problems] if isinstance(problems, list) else []

@@ -36,6 +36,7 @@ PREFIX = "kubernaut_reconciler_"
 PHASES = ("Pending", "Running", "Completed", "Failed", "Skipped")
 SYNCS = ("Synced", "OutOfSync", "Unknown")
 HEALTHS = tuple(HEALTH_ORDER)  # Healthy, Suspended, Progressing, Missing, Degraded, Unknown
+DELIVERY_RESULTS = ("sent", "failed", "dropped")
 WEBHOOK_RESULTS = ("accepted", "ignored", "unauthorized", "too_large", "bad_request", "error")
 
 # Remediation runs take seconds (a restart) to hours (a drain or a rollout of many pods).
@@ -107,6 +108,13 @@ class Metrics:
             registry=r)
         self.webhook_requests = Counter(PREFIX + "webhook_requests_total", "Webhook deliveries, by result.",
                                         ["provider", "result"], registry=r)
+        # -- deliveries (forge statuses, webhooks, Slack; reconciler.delivery) --
+        self.deliveries = Counter(
+            PREFIX + "deliveries_total",
+            "Outbound delivery requests by sink and result: sent, failed (an attempt that will be retried "
+            "or dropped), dropped (given up: refused or the queue was full).", ["sink", "result"], registry=r)
+        self.delivery_queue = Gauge(PREFIX + "delivery_queue_depth", "Items waiting to be delivered, by sink.",
+                                    ["sink"], registry=r)
         # label values seen outside the fixed lists, so they are zeroed when they disappear
         self._extra: dict[str, set[str]] = {"phase": set(), "sync": set(), "health": set()}
         self._set_counts(self.by_phase, "phase", PHASES, [])
@@ -171,6 +179,15 @@ class Metrics:
 
     def record_webhook(self, provider: str, result: str) -> None:
         self.webhook_requests.labels(provider or "unknown", result).inc()
+
+    def record_delivery(self, sink: str, result: str) -> None:
+        self.deliveries.labels(sink, result).inc()
+
+    def set_delivery_queue(self, sink: str, depth: int) -> None:
+        """Also creates the sink's counters at zero, so rate() works from the first failure."""
+        self.delivery_queue.labels(sink).set(depth)
+        for result in DELIVERY_RESULTS:
+            self.deliveries.labels(sink, result)
 
     def exposition(self) -> bytes:
         """The text exposition format of this registry (``CONTENT_TYPE_LATEST``)."""

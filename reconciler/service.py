@@ -51,6 +51,8 @@ from .kube import KubeClient, RetryPolicy, load_api_client
 from .leader import LeaderElector, default_identity
 from .lifecycle import Settings
 from .metrics import Metrics
+from .notify import build_notifier
+from .notify import problems as notification_problems
 from .render import RenderedRun, Renderer
 from .signatures import SignaturePolicy, SignatureVerifier
 from .webhook import PushEvent
@@ -197,6 +199,10 @@ class Service:
         self._webhook_secret = read_secret(webhook.secret_file, webhook.secret_env, "server.webhook secret")
         self._metrics_token = read_secret(config.server.metrics_token_file, None, "server.metricsTokenFile")
         self._our_repo = normalise_repo_url(repo.url)
+        # forge statuses and notifications: queued after each cycle, sent by their own threads
+        self.notifier = build_notifier(config, durable=self.store.durable, is_leader=self.is_leader,
+                                       metrics=self.metrics, git_dir=self.source.cache_path, git_env=self.source.env,
+                                       default_state_file=self.source.cache_path.with_suffix(".deliveries.json"))
 
     # -- leadership ----------------------------------------------------------------------
 
@@ -204,6 +210,7 @@ class Service:
         return self.elector is None or self.elector.is_leader
 
     def _started_leading(self) -> None:
+        self.notifier.catch_up()
         self.metrics.set_leader(True)
         self.log.info("became leader", extra={"identity": self.identity})
         self.trigger()
@@ -240,6 +247,7 @@ class Service:
         elif self.store.commits > commits:
             self.metrics.record_writeback(True, self.store.commits - commits)
         self.last_error = "; ".join(result.errors)[:500]
+        self.notifier.observe(result)  # only what the remote holds; never blocks, never raises
         if result.requeue:  # a chain's predecessor ended: start its dependent now, not at the next poll
             self.trigger()
         self._ensure_follower()
@@ -390,6 +398,7 @@ class Service:
         self.scheduler.add_job(self.follow_job, "interval", seconds=self.follow_interval, id="follow",
                                max_instances=1, coalesce=True, misfire_grace_time=None)
         self.scheduler.start()
+        self.notifier.start()
         if self.elector is not None:
             self.elector.start()
         else:
@@ -422,7 +431,10 @@ class Service:
             return None
         # history up to our newest status commit, which may be newer than the last fetch
         history_at = self.store.last_commit or revision
-        return views.detail(self.source, history_at, decl, states, name, self.reconciler.renderer)
+        detail = views.detail(self.source, history_at, decl, states, name, self.reconciler.renderer)
+        if detail is not None:
+            detail["deliveries"] = self.notifier.deliveries(name)
+        return detail
 
     def _secret_for(self, provider: str) -> bytes | None:
         return self._webhook_secret.encode() if self._webhook_secret else None
@@ -443,6 +455,7 @@ class Service:
                 self.store.save(self.store.load(), [], self.reconciler.last_revision)
             except ReconcilerError as e:
                 self.log.error("pending status could not be pushed before exit", extra={"error": str(e)})
+        self.notifier.stop()
         if self.elector is not None:
             self.elector.stop(release=True)
         for server in self.servers:
@@ -507,4 +520,5 @@ def check(config: Config) -> list[str]:
         problems.append("server.webhook: no secret configured: every webhook will be refused (polling still works)")
     if config.execution.templates_dir is not None and not config.execution.templates_dir.is_dir():
         problems.append(f"execution.templatesDir: {config.execution.templates_dir} is not a directory")
+    problems += notification_problems(config)
     return problems
