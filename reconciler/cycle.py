@@ -423,6 +423,14 @@ def release_locks(ctx: CycleContext) -> None:
                                                   "revision": ctx.revision})
         except KubeError as e:
             ctx.error(info.execution, e)
+    # a LockHeld claim whose run is gone (released in a pass whose push was lost, then
+    # recovered from an older status) must not outlive the lock: the status tells the truth
+    for name, state in list(ctx.states.items()):
+        held = state.condition(LOCK_HELD)
+        ref = state.execution_ref
+        lock = ctx.runs.get(ref.name) if ref is not None else None
+        if held is not None and (lock is None or not owned_by(lock, name, ref, ctx.cluster.namespace)):
+            ctx.states[name] = replace(state, conditions=drop_condition(state.conditions, LOCK_HELD))
 
 
 def start_pending(ctx: CycleContext) -> None:
@@ -623,6 +631,7 @@ class CycleResult:
     fetch_seconds: float | None = None
     locks_awaiting_writeback: int = 0
     ignored_status_files: dict[str, str] = field(default_factory=dict)  # path → why (untrusted input)
+    cache_rebuilds: int = 0  # how often the source rebuilt a damaged Git cache (running count)
     created: int = 0  # runs created by this cycle
     adopted: int = 0  # existing runs of ours taken over by this cycle
     # a predecessor of a waiting dependent ended in this pass: run a full cycle again at once
@@ -689,6 +698,7 @@ class Reconciler:
         return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
                            ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds,
                            ctx.locks_awaiting_writeback, dict(getattr(ctx.store, "ignored", {})),
+                           cache_rebuilds=getattr(ctx.source, "cache_rebuilds", 0),
                            requeue=_dependents_unblocked(ctx), created=ctx.created, adopted=ctx.adopted)
 
 

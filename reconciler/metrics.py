@@ -82,8 +82,10 @@ class Metrics:
                                             "Duration of fetches of the watched repository.",
                                             buckets=FETCH_BUCKETS, registry=r)
         self.git_fetch_failures = Counter(PREFIX + "git_fetch_failures_total", "Failed fetches.", registry=r)
-        self.git_reachable = Gauge(PREFIX + "git_reachable", "1 when the last fetch succeeded.", registry=r)
-        self.kube_reachable = Gauge(PREFIX + "kube_reachable", "1 when the last cycle could read the cluster.",
+        self.git_reachable = Gauge(PREFIX + "git_reachable",
+                                   "1 while a fetch succeeded within the readiness grace period.", registry=r)
+        self.kube_reachable = Gauge(PREFIX + "kube_reachable",
+                                    "1 while the API server answered a call within the readiness grace period.",
                                     registry=r)
         self.writeback_commits = Counter(PREFIX + "writeback_commits_total", "Status commits pushed to Git.",
                                          registry=r)
@@ -102,6 +104,9 @@ class Metrics:
             PREFIX + "locks_awaiting_writeback",
             "Runs (locks) past their cooldown kept because their terminal status is not on the remote yet.",
             registry=r)
+        self.git_cache_rebuilds = Counter(PREFIX + "git_cache_rebuilds_total",
+                                          "Damaged Git caches rebuilt from the remote.", registry=r)
+        self._cache_rebuilds_seen = 0
         self.status_files_ignored = Gauge(
             PREFIX + "status_files_ignored",
             "Files under status/ on the branch that are not valid status documents (ignored, never trusted).",
@@ -144,6 +149,9 @@ class Metrics:
         if result.errors:
             self.cycle_errors.inc(len(result.errors))
         self.locks_awaiting_writeback.set(result.locks_awaiting_writeback)
+        if result.cache_rebuilds > self._cache_rebuilds_seen:  # the source's own running count
+            self.git_cache_rebuilds.inc(result.cache_rebuilds - self._cache_rebuilds_seen)
+            self._cache_rebuilds_seen = result.cache_rebuilds
         self.status_files_ignored.set(len(result.ignored_status_files))
         self.git_reachable.set(1 if result.revision else 0)
         if result.declaration is not None:

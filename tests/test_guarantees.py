@@ -417,3 +417,28 @@ def test_a_commit_that_touches_anything_unexpected_is_never_pushed(world: World)
     world.store._check_commit(tip, honest, {"status/a.yaml"})
     with pytest.raises(GitError, match="refusing to write the path"):
         world.store._commit(tip, {"status/../x.yaml": b"x\n"}, "m\n")
+
+
+def test_a_lock_held_claim_never_outlives_the_lock(world: World) -> None:
+    """The run is released in a pass whose push is lost; after a restart the recovered status
+    still says LockHeld — the next pass sees the run is gone and drops the claim."""
+    world.push_human("declare oom", **{"executions/oom.yaml": execution_yaml("oom")})
+    world.cycle()
+    world.reject_pushes(True)
+    world.env.tekton.succeed(NS, run_name(TARGET))
+    world.env.clock.advance(minutes=10)
+    world.cycle()  # Completed, not pushed
+    assert world.cycle().states["oom"].condition(LOCK_HELD) is not None  # kept, not pushed
+    world.reject_pushes(False)
+    world.cycle()  # Completed + LockHeld lands
+    assert LOCK_HELD in {c["type"] for c in (world.remote_status("oom") or {}).get("conditions", [])}  # type: ignore[union-attr]
+    world.reject_pushes(True)
+    world.cycle()  # durable now: released — but the push saying so is refused
+    assert world.env.runs() == []
+    world.restart()
+    world.reject_pushes(False)
+    world.cycle()
+    final = world.remote_status("oom") or {}
+    assert final.get("phase") == "Completed"
+    assert LOCK_HELD not in {c["type"] for c in final.get("conditions", [])}  # type: ignore[union-attr]
+    assert posts(world.env) == 1

@@ -215,3 +215,11 @@ def test_seed_names_and_buckets() -> None:
     ("@1.0", "unknown")])
 def test_workflow_id_drops_the_version(workflow: str, expected: str) -> None:
     assert workflow_id(workflow) == expected
+
+
+def test_git_cache_rebuilds_are_counted_once_each() -> None:
+    """The source keeps a running count; the counter adds only what is new."""
+    m = Metrics()
+    for seen in (0, 1, 1, 3):
+        m.record_cycle(CycleResult("r", {}, [], [], Declaration(), False, 0.1, cache_rebuilds=seen))
+    assert m.registry.get_sample_value("kubernaut_reconciler_git_cache_rebuilds_total") == 3
