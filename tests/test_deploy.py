@@ -43,7 +43,9 @@ RECONCILER_RULES = [
     ("kubernaut-workflows", "batch", "jobs", "get list watch create patch delete", None),
     ("kubernaut-workflows", "", "pods", "get list watch", None),
     ("kubernaut-workflows", "", "pods/log", "get", None),
-    ("kubernaut-workflows", "", "events", "create patch", None),
+    # list: one LIST of Warning Events per cycle (why a run's pods never start) and the count
+    # of an Event being repeated (aggregation); nothing watches Events
+    ("kubernaut-workflows", "", "events", "create patch list", None),
     ("kubernaut-system", "coordination.k8s.io", "leases", "get update", LEASE),
     ("kubernaut-system", "coordination.k8s.io", "leases", "create", None),  # create cannot be name-restricted
     ("kubernaut-system", "", "events", "create patch", None),
@@ -59,6 +61,19 @@ RUNNER_RULES = [
     ("", "nodes", "get list patch"),
     ("", "configmaps", "get list"),
 ]
+
+NODE_SA = ("kubernaut-workflows", "kubernaut-node-maintenance")
+# What the node workflows (cleanup-node-disk, cordon-drain-node) call, cluster-wide ...
+NODE_RULES = [
+    ("", "nodes", "get list watch patch"),
+    ("", "pods", "get list delete"),
+    ("", "pods/eviction", "create"),
+    ("apps", "daemonsets", "get"),
+]
+# ... and in the privileged namespace of cleanup-node-disk's image-prune Pod only
+PRUNE_RULES = [("kubernaut-node-maintenance", "", "pods", "create get delete"),
+               ("kubernaut-node-maintenance", "", "pods/log", "get")]
+EXAMPLES = PROJECT / "examples-repo"
 
 ALERTS = {"ReconcileFailing", "WriteBackFailing", "ExecutionsFailing", "NoLeader", "GitUnreachable"}
 ALERT_METRICS = {
@@ -190,12 +205,14 @@ def test_validator_rejects_a_broken_object() -> None:
 
 def test_namespaced_objects_name_their_namespace() -> None:
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    shipped = {o["metadata"]["name"] for o in find("Namespace")}
+    assert shipped == {"kubernaut-system", "kubernaut-workflows", "kubernaut-node-maintenance"}
     for path, obj in OBJECTS:
         ns = obj["metadata"].get("namespace")
         if obj["kind"] in cluster_scoped:
             assert ns is None, object_id((path, obj))
         else:
-            assert ns in ("kubernaut-system", "kubernaut-workflows"), object_id((path, obj))
+            assert ns in shipped, object_id((path, obj))
 
 
 # -- kustomizations ----------------------------------------------------------------------------
@@ -305,6 +322,44 @@ def test_workflow_runner_clusterrole() -> None:
                                   "name": "kubernaut-workflow-runner"}
     sa = [s for s in find("ServiceAccount", RUNNER_SA[1]) if s["metadata"]["namespace"] == RUNNER_SA[0]]
     assert len(sa) == 1
+
+
+def test_node_maintenance_service_account_is_least_privilege() -> None:
+    (binding,) = bound_to(NODE_SA, "ClusterRoleBinding")
+    role = one("ClusterRole", binding["roleRef"]["name"])
+    assert rule_set(role["rules"]) == {(None, g, r, v, None) for g, r, verbs in NODE_RULES for v in verbs.split()}
+    namespaced = set()
+    for rb in bound_to(NODE_SA, "RoleBinding"):
+        ns = rb["metadata"]["namespace"]
+        (local,) = [r for r in find("Role", rb["roleRef"]["name"]) if r["metadata"]["namespace"] == ns]
+        namespaced |= rule_set(local["rules"], ns)
+    assert namespaced == {(ns, g, r, v, None) for ns, g, r, verbs in PRUNE_RULES for v in verbs.split()}
+    prune_ns = one("Namespace", "kubernaut-node-maintenance")["metadata"]["labels"]
+    assert prune_ns["pod-security.kubernetes.io/enforce"] == "privileged"  # hostPath, for crictl
+    # it cannot touch workloads, and the workload runner cannot create pods
+    assert not any(r[1] == "apps" and r[3] != "get" for r in rule_set(role["rules"]))
+    runner = rule_set(one("ClusterRole", "kubernaut-workflow-runner")["rules"])
+    assert not any(r[2] == "pods" and r[3] == "create" for r in runner)
+
+
+def _service_accounts_named_in(tree: Path) -> dict[str, str]:
+    """serviceAccountName of every execution under tree → the file naming it (default: 'default')."""
+    out: dict[str, str] = {}
+    for path in sorted((tree / "executions").rglob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        config = ((doc or {}).get("spec") or {}).get("executionConfig") or {}
+        out.setdefault(str(config.get("serviceAccountName") or "default"), str(path.relative_to(tree)))
+    return out
+
+
+def test_every_service_account_the_examples_name_is_shipped() -> None:
+    """A run names its ServiceAccount; the Job controller (and Tekton) cannot create its pod
+    when it does not exist, so each one the example executions use must come with deploy/."""
+    shipped = {s["metadata"]["name"] for s in find("ServiceAccount") if s["metadata"]["namespace"] == RUNNER_SA[0]}
+    named = _service_accounts_named_in(EXAMPLES)
+    assert {"kubernaut-workflow-runner", "kubernaut-node-maintenance"} <= set(named)
+    missing = {sa: where for sa, where in named.items() if sa not in shipped}
+    assert missing == {}, f"ServiceAccounts named in examples-repo/ but not created by deploy/: {missing}"
 
 
 def test_no_wildcards_no_fake_verbs_no_secrets_in_any_role() -> None:
