@@ -550,3 +550,100 @@ def diff(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
     text, out_of_sync = format_diff(decl, states, runs, renderer)
     click.echo(text)
     sys.exit(EXIT_INVALID if out_of_sync else EXIT_OK)
+
+
+# -- new ------------------------------------------------------------------------------------
+
+@main.command("new")
+@click.option("--workflow", default=None, help="workflowId from the catalog (workflows/*.yaml).")
+@click.option("--version", "wf_version", default=None, help="Catalog version (default: the newest).")
+@click.option("--target", default=None, help='targetResource: "ns/Kind/name" or "Kind/name".')
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A parameter (repeatable).")
+@click.option("--name", default=None, help="metadata.name (default: <workflow>-<target name>-<date>, unique).")
+@click.option("--after", multiple=True, help="Start only after this execution completed (repeatable).")
+@click.option("--on-failure-of", default=None, help="A fallback: start only if this execution fails.")
+@click.option("--on-failure-reason", "reasons", multiple=True,
+              help="With --on-failure-of: only for this failure reason (repeatable), e.g. OOMKilled.")
+@click.option("--rationale", default=None, help="Why (audit only).")
+@click.option("--confidence", type=float, default=None, help="0..1 (audit only).")
+@click.option("--remediation-request", default=None, help="remediationRequestRef.name (audit correlation).")
+@click.option("--suspend", is_flag=True, help="Merge it held (spec.suspend: true).")
+@click.option("-f", "--file", "request_file", type=click.File("r"), default=None,
+              help="A JSON request ('-' for stdin) with the same fields: workflow, version, target, "
+                   "params, name, after, onFailureOf, onFailureReasons, rationale, confidence.")
+@click.option("--repo", "root", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="The watched root (the directory holding executions/ and workflows/).")
+@click.option("--branch", default=None, help="Create this branch and commit the file on it.")
+@click.option("--push", is_flag=True, help="With --branch: push the branch (never forced).")
+@click.option("--remote", default="origin", show_default=True, help="Where --push pushes.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def new(workflow: str | None, wf_version: str | None, target: str | None, params: tuple[str, ...],
+        name: str | None, after: tuple[str, ...], on_failure_of: str | None, reasons: tuple[str, ...],
+        rationale: str | None, confidence: float | None, remediation_request: str | None, suspend: bool,
+        request_file: Any, root: Path, branch: str | None, push: bool, remote: str, output: str) -> None:
+    """Scaffold a valid execution from the catalog: pick a unique name, fill and check the
+    parameters, write executions/<name>.yaml, print its plan; with --branch, commit it on a
+    new branch ready for a pull request.  Exit 0 written, 1 invalid, 2 usage or Git error."""
+    from datetime import datetime, timezone
+
+    from . import scaffold as scaffolding
+
+    def finish(code: int, message: str, problems: tuple[Problem, ...] = (), **data: Any) -> None:
+        if output == "json":
+            click.echo(json.dumps({"valid": code == EXIT_OK, **({"error": message} if message else {}),
+                                   "problems": [p.__dict__ for p in problems], **data}, indent=2))
+        elif message:
+            _echo(f"error: {message}", err=True)
+            if problems:
+                click.echo(safe_lines(str(p) for p in problems), err=True)
+        sys.exit(code)
+
+    try:
+        if request_file is not None:
+            if workflow or target or params or name or after or on_failure_of or reasons:
+                raise scaffolding.ScaffoldError("-f takes the whole request: give the fields in the JSON")
+            try:
+                raw = json.loads(request_file.read())
+            except ValueError as e:
+                raise scaffolding.ScaffoldError(f"-f: not JSON: {e}") from None
+            request = scaffolding.parse_request(raw)
+        else:
+            if not workflow or not target:
+                raise scaffolding.ScaffoldError("--workflow and --target are required (or -f FILE)")
+            pairs = {}
+            for item in params:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise scaffolding.ScaffoldError(f"--param {item!r}: expected NAME=VALUE")
+                pairs[key] = value
+            request = scaffolding.parse_request({
+                "workflow": workflow, "version": wf_version, "target": target, "params": pairs, "name": name,
+                "after": list(after), "onFailureOf": on_failure_of, "onFailureReasons": list(reasons),
+                "rationale": rationale, "confidence": confidence, "remediationRequest": remediation_request,
+                "suspend": suspend})
+        if push and not branch:
+            raise scaffolding.ScaffoldError("--push needs --branch")
+        if not any((root / d).is_dir() for d in ("executions", "workflows")):
+            raise scaffolding.ScaffoldError(f"--repo: {root} holds neither executions/ nor workflows/")
+        if branch:
+            scaffolding.check_branch(root, branch)
+        result = scaffolding.scaffold(request, root, today=datetime.now(timezone.utc).date())
+        scaffolding.write(result)
+        commit = scaffolding.commit_on_branch(result, branch, push=push, remote=remote) if branch else ""
+    except scaffolding.ScaffoldError as e:
+        finish(EXIT_INVALID if e.invalid else EXIT_ERROR, str(e), e.problems)
+        return
+    except OSError as e:
+        finish(EXIT_ERROR, str(e))
+        return
+    if output == "json":
+        finish(EXIT_OK, "", name=result.name, file=result.file, document=result.text,
+               plan=json.loads(plan_json(result.plan)), branch=branch or None, commit=commit or None,
+               pushed=bool(push and branch))
+        return
+    _echo(f"wrote {result.file}")
+    click.echo(plan_text(result.plan))
+    if branch:
+        _echo(f"committed {commit[:12]} on branch {branch}" + (f"; pushed to {remote}" if push else
+                                                                "; push it and open a pull request"))
+    sys.exit(EXIT_OK)
