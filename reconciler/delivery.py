@@ -417,8 +417,7 @@ class Notifier:
             changed |= self._prune(now)
             if changed or now - self._saved_leader_at > self.replay_window / 4:
                 self._save()
-            if changed:
-                self._cond.notify_all()
+            self._cond.notify_all()
 
     def _enqueue(self, sink: Sink, event: Event, now: float) -> None:
         item = {"event": event.to_json(), "targets": None, "sent": 0, "attempts": 0, "queuedAt": now}
@@ -493,8 +492,8 @@ class Notifier:
             with self._cond:
                 queue = self._queues[sink.name]
                 wait = self._due[sink.name] - time.monotonic()
-                if not queue or wait > 0:
-                    self._cond.wait(timeout=min(wait, 5.0) if queue else 5.0)
+                if not queue or wait > 0 or not self._primed:  # the first pass judges a loaded backlog
+                    self._cond.wait(timeout=min(wait, 5.0) if queue and self._primed else 5.0)
                     continue
                 item = queue[0]
             if not self.is_leader():
@@ -586,6 +585,11 @@ class Notifier:
         """The last delivery of ``name`` to each sink (for the dashboard), in sink order."""
         with self._cond:
             return [self._shown[(s.name, name)].to_view() for s in self.sinks if (s.name, name) in self._shown]
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Block until every queue is empty (tests, a graceful drain); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not any(self._queues.values()), timeout)
 
     def depth(self, sink: str) -> int:
         with self._cond:
