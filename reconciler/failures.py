@@ -58,6 +58,7 @@ from reconciler.runstatus import (
 
 __all__ = [
     "CANCELLED_BY_ANNOTATION", "Blocker", "FailureDetails", "FailureReason", "RunContext", "blocking_event",
+    "event_blocker",
     "classify_job", "classify_pipelinerun", "classify_text", "externally_deleted", "rejected_by_api",
 ]
 

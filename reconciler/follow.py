@@ -5,9 +5,11 @@ Watching is the fast path: one watch per run kind (PipelineRuns, Jobs) on our la
 whenever a run reaches a terminal condition or disappears, the follower reports its
 execution so the service can observe just that one right away.
 
-Watches end (``timeoutSeconds``), expire (410 → list again, resume from the new
-resourceVersion) and break (API outage → back off, retry); none of that loses anything,
-because the next cycle polls anyway.
+Watches end (``timeoutSeconds``: resume from the last resourceVersion seen), expire (410 →
+list again and resume from the list's resourceVersion) and break (API outage → back off,
+list again). What changed while nothing was watching is in that list: every run it shows
+terminal is reported (once per resourceVersion), so the fast path loses nothing either;
+the next cycle polls anyway.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from .errors import KubeError
 from .kube import JOBS, PIPELINERUNS, Expired, KubeClient, Resource
@@ -62,11 +65,14 @@ class RunFollower:
         backoff = 0.5
         version = ""
         listed = False
+        reported: dict[str, str] = {}  # run name → resourceVersion reported terminal from a relist
         while not self._stop.is_set():
             try:
                 if not version:
-                    _, version = self.kube.list(res, self.namespace, label_selector=SELECTOR)
-                    if not listed:
+                    items, version = self.kube.list(res, self.namespace, label_selector=SELECTOR)
+                    if listed:  # a relist: report what finished while no watch was open
+                        self._report_terminal(res, items, reported)
+                    else:
                         listed = True
                         self._mark_listed()
                 for event in self.kube.watch(res, self.namespace, label_selector=SELECTOR,
@@ -81,7 +87,7 @@ class RunFollower:
                         self.on_change(info.execution)
                 backoff = 0.5
             except Expired:
-                version = ""  # list again and resume from there
+                version = ""  # too old (410 Gone): list again and resume from there
             except KubeError as e:
                 self.log.warning("watch interrupted; polling continues", extra={"resource": res.qualified,
                                                                                "error": str(e)})
@@ -89,3 +95,11 @@ class RunFollower:
                     return
                 backoff = min(self.max_backoff, backoff * 2)
                 version = ""
+
+    def _report_terminal(self, res: Resource, items: list[dict[str, Any]], reported: dict[str, str]) -> None:
+        for item in items:
+            info = run_info({**item, "kind": item.get("kind") or res.kind})
+            rv = str((item.get("metadata") or {}).get("resourceVersion") or "")
+            if info.execution and info.terminal and reported.get(info.name) != rv:
+                reported[info.name] = rv
+                self.on_change(info.execution)

@@ -481,3 +481,40 @@ def test_reason_vocabulary() -> None:
         "OOMKilled", "DeadlineExceeded", "Forbidden", "ResourceExhausted", "ConfigurationError",
         "ImagePullBackOff", "TaskFailed", "Cancelled", "ExternallyDeleted", "Unknown"]
     assert FailureReason("OOMKilled") == "OOMKilled"
+
+
+# Warning Events that keep a run's pods from running (issue 10): the Job controller's
+# FailedCreate, the scheduler's FailedScheduling, the kubelet's image errors.
+EVENT_CASES = [
+    ("FailedCreate", 'Error creating: pods "wfe-1-" is forbidden: error looking up service account '
+                     'kubernaut-workflows/kubernaut-node-maintenance: serviceaccount "kubernaut-node-maintenance" not found',
+     "ConfigurationError", "serviceaccount kubernaut-node-maintenance not found"),
+    ("FailedCreate", 'Error creating: pods "wfe-1-x" is forbidden: exceeded quota: compute-resources, requested: '
+                     "limits.memory=2Gi, used: limits.memory=3Gi, limited: limits.memory=4Gi",
+     "ResourceExhausted", "exceeded quota: compute-resources, requested: limits.memory=2Gi, used: "
+                          "limits.memory=3Gi, limited: limits.memory=4Gi"),
+    ("FailedCreate", 'Error creating: pods "wfe-1-x" is forbidden: violates PodSecurity "baseline:latest": '
+                     'hostPath volumes (volume "host")', "ConfigurationError", None),
+    ("FailedCreate", 'Error creating: Pod "wfe-1-x" is invalid: spec.containers[0].image: Required value',
+     "ConfigurationError", None),
+    ("FailedScheduling", "0/3 nodes are available: 3 Insufficient memory.", "ResourceExhausted",
+     "0/3 nodes are available: 3 Insufficient memory."),
+    ("Failed", 'Failed to pull image "ghcr.io/acme/wf@sha256:abc": not found', "ImagePullBackOff", None),
+    ("BackOff", 'Back-off pulling image "ghcr.io/acme/wf@sha256:abc"', "ImagePullBackOff", None),
+    ("Failed", 'Error: secret "db" not found', "ConfigurationError", None),
+    ("BackOff", "Back-off restarting failed container workflow in pod wfe-1-x", None, None),
+    ("Unhealthy", "Readiness probe failed", None, None),
+]
+
+
+@pytest.mark.parametrize(("reason", "message", "expected", "cause"), EVENT_CASES)
+def test_warning_events_name_what_blocks_a_run(reason: str, message: str, expected: str | None,
+                                               cause: str | None) -> None:
+    from reconciler.failures import event_blocker
+
+    found = event_blocker({"type": "Warning", "reason": reason, "message": message})
+    assert (found.reason.value if found else None) == expected
+    if found is not None:
+        assert found.message == message
+        assert found.cause == (cause or message)
+    assert event_blocker({"type": "Normal", "reason": reason, "message": message}) is None

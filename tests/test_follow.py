@@ -62,3 +62,23 @@ def test_external_deletion_is_noticed_by_the_watch(followed: tuple[Env, list[str
     env.server.delete_object("tekton.dev", "v1", "pipelineruns", NS, run_name(TARGET))
     assert recorded.wait(5)
     assert env.store.states["oom"].reason == "ExternallyDeleted"
+
+
+def test_a_run_that_ends_while_no_watch_is_open_is_reported_from_the_relist(
+        followed: tuple[Env, list[str], threading.Event]) -> None:
+    # A real server ends watches (timeoutSeconds, restarts) and answers a resume from a
+    # compacted resourceVersion with 410 Gone; what changed meanwhile is only in the next LIST.
+    env, seen, recorded = followed
+    declare(env, "oom")
+    env.cycle()
+    env.tekton.start(NS, run_name(TARGET))
+    blocked = env.server.inject(method="GET", path_regex="pipelineruns", status=503, times=None, watch=True)
+    env.server.store.close_all_watches()  # the open watch ends; new ones are refused for now
+    watching = env.server.store._watchers  # re-checked whenever a watch opens or closes
+    assert env.server.wait_for(lambda: blocked.hits >= 1 and not any(
+        w.resource.plural == "pipelineruns" for w in list(watching)))
+    env.tekton.succeed(NS, run_name(TARGET))  # no watch sees this
+    env.server.compact()  # and no resume could replay it: 410 Gone
+    blocked.remove()
+    assert recorded.wait(5), "the relist did not report the run that ended meanwhile"
+    assert seen[-1] == "oom" and env.store.states["oom"].phase == "Completed"
