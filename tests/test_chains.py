@@ -10,9 +10,11 @@ where the policy allows it.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -537,3 +539,44 @@ def test_get_and_status_show_the_chain(env: Env) -> None:
     by_name = {r["name"]: r for r in rows["executions"]}
     assert by_name["later"]["dependsOn"] == ["rollback"] and by_name["later"]["reason"] == "WaitingForDependency"
     assert "dependsOn" not in by_name["oom"]
+
+
+def test_dashboard_detail_shows_the_chain(env: Env) -> None:
+    from reconciler.gitsource import GitSource
+    from reconciler.views import detail
+    from tests.test_dashboard import FakeSource, serve
+
+    _chain_repo(env)
+    result = env.cycle()
+    source = GitSource(str(env.repo.path), cache_dir=env.tmp / "views")
+    commit = source.fetch()
+    decl = source.load(commit)
+    details = {n: detail(source, commit, decl, result.states, n) for n in ("oom", "rollback")}
+    fake = FakeSource({n: d for n, d in details.items() if d is not None})
+    with serve(fake) as server:
+        rollback = httpx.get(f"{server.url}/executions/rollback", timeout=10).text
+        primary = httpx.get(f"{server.url}/executions/oom", timeout=10).text
+    waits = rollback.split('id="chain-waits-on">', 1)[1].split("</dd>", 1)[0]
+    assert '<a href="/executions/oom">oom</a>' in waits and "(if oom fails (OOMKilled))" in waits
+    assert "Why it did not run" in rollback and "WaitingForDependency" in rollback
+    dependents = re.findall(r'<dd class="chain-dependent">(.*?)</dd>', primary)
+    assert len(dependents) == 1 and '<a href="/executions/rollback">rollback</a>' in dependents[0]
+    assert "phase-Pending" in dependents[0] and "WaitingForDependency" in dependents[0]
+
+
+def test_breaker_settings_and_policy_switch_are_configurable() -> None:
+    from reconciler.config import load_config
+    from reconciler.errors import ConfigError
+
+    config = load_config(None, environ={"RECONCILER_REPOSITORY__URL": "https://git.example/r.git",
+                                        "RECONCILER_EXECUTION__BREAKER_FAILURES": "5",
+                                        "RECONCILER_EXECUTION__BREAKER_PERIOD": "30m"})
+    assert (config.execution.breaker_failures, config.execution.breaker_period) == (5, "30m")
+    defaults = load_config(None, environ={"RECONCILER_REPOSITORY__URL": "https://git.example/r.git"})
+    assert (defaults.execution.breaker_failures, defaults.execution.breaker_period) == (3, "1h")
+    with pytest.raises(ConfigError, match=r"execution\.breakerPeriod"):
+        load_config(None, environ={"RECONCILER_REPOSITORY__URL": "x", "RECONCILER_EXECUTION__BREAKER_PERIOD": "soon"})
+    with pytest.raises(ConfigError, match=r"execution\.breakerFailures"):
+        load_config(None, environ={"RECONCILER_REPOSITORY__URL": "x", "RECONCILER_EXECUTION__BREAKER_FAILURES": "-1"})
+    assert Policy.model_validate({"allowBreakerOverride": True}).allow_breaker_override
+    assert not Policy().allow_breaker_override
