@@ -57,9 +57,18 @@ from reconciler.runstatus import (
 )
 
 __all__ = [
-    "CANCELLED_BY_ANNOTATION", "Blocker", "FailureDetails", "FailureReason", "RunContext", "blocking_event",
+    "CANCELLED_BY_ANNOTATION",
+    "Blocker",
+    "FailureDetails",
+    "FailureReason",
+    "RunContext",
+    "blocking_event",
+    "classify_job",
+    "classify_pipelinerun",
+    "classify_text",
     "event_blocker",
-    "classify_job", "classify_pipelinerun", "classify_text", "externally_deleted", "rejected_by_api",
+    "externally_deleted",
+    "rejected_by_api",
 ]
 
 
