@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -233,6 +234,7 @@ def test_service_sends_statuses_webhook_and_slack_and_survives_a_forge_outage(wo
         assert svc.notifier.wait_empty(5)
         detail = svc.execution("oom")
         metrics = svc.metrics.exposition().decode()
+        page = httpx.get(f"{svc.servers[2].url}/executions/oom").text
     sha = declared  # the seed commits straight to main: the declaring commit is on the main line
     assert {s for s, _ in forge.seen("kubernaut/oom")} == {sha}
     assert [s for _, s in forge.seen("kubernaut/oom")] in (["pending", "pending", "success"], ["pending", "success"])
@@ -243,6 +245,7 @@ def test_service_sends_statuses_webhook_and_slack_and_survives_a_forge_outage(wo
     assert {d["sink"]: d["result"] for d in detail["deliveries"]} == {"github": "delivered", "audit": "delivered",
                                                                      "oncall": "delivered"}
     assert 'kubernaut_reconciler_deliveries_total{result="sent",sink="oncall"} 1.0' in metrics
+    assert 'id="deliveries"' in page and page.count('class="delivery"') == 3  # the dashboard's last delivery
     signature = receiver.hooks[0]["headers"]["x-kubernaut-signature-256"]
     body = json.dumps(receiver.hooks[0]["payload"], sort_keys=True, separators=(",", ":")).encode()
     assert hmac.compare_digest(signature, "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest())
