@@ -115,7 +115,7 @@ def test_status_request(kind: Kind, path: str, auth: tuple[str, str]) -> None:
 
 @pytest.mark.parametrize(("kind", "response", "outcome"), [
     ("github", Response(201), "delivered"),
-    ("github", Response(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 30)}), "retry"),
+    ("github", Response(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "+30"}), "retry"),  # now + 30s
     ("github", Response(403, {"retry-after": "60"}), "retry"),  # secondary rate limit
     ("github", Response(403, body=b'{"message":"Resource not accessible by integration"}'), "retry"),
     ("github", Response(422, body=b'{"message":"No commit found for SHA: abc"}'), "drop"),
@@ -124,7 +124,10 @@ def test_status_request(kind: Kind, path: str, auth: tuple[str, str]) -> None:
     ("gitea", Response(404), "drop"),
 ])
 def test_classify_forge_answers(kind: Kind, response: Response, outcome: str) -> None:
-    result = classify(kind, response, 1, time.time(), base=1.0, cap=300.0)
+    now = time.time()
+    if response.headers.get("x-ratelimit-reset") == "+30":  # relative to the moment the test runs
+        response = Response(response.status, {**response.headers, "x-ratelimit-reset": str(int(now) + 30)})
+    result = classify(kind, response, 1, now, base=1.0, cap=300.0)
     assert result.kind == outcome
     if response.headers.get("retry-after"):
         assert result.delay == 60.0
