@@ -423,19 +423,44 @@ def _load_declaration(
         role = classify(path, root)
         if role:
             roles[role][path] = raw
-    decl = Declaration()
     catalog = _load_catalog(roles["workflow"], max_bytes)
-    decl.catalog = catalog.entries
-    decl.invalid_catalog = catalog.invalid
-    decl.catalog_files = catalog.files
-    for bad in catalog.invalid:
-        decl.problems.extend(bad.problems)
     have_catalog = bool(roles["workflow"])
     parsed = [
         _parse_execution_safely(file, roles["execution"][file], catalog, have_catalog,
                                 origins.get(file), max_bytes)
         for file in sorted(roles["execution"])
     ]
+    decl = assemble(catalog, parsed)
+    for file in sorted(roles["status"]):
+        record, why = status_file(file, roles["status"][file])
+        if record is not None:
+            decl.statuses[record.name] = record
+        else:
+            decl.ignored_statuses[file] = why
+    return decl
+
+
+def status_file(file: str, raw: bytes | int) -> tuple[StatusRecord | None, str]:
+    """One status file: its record, or None and why it is ignored (never raises)."""
+    try:
+        record, why = parse_status_reporting(raw, file)
+    except Exception:  # a damaged status file is treated as absent, never the cycle's error
+        _log.warning("unexpected error reading status file %s", file, exc_info=True)
+        record, why = None, "this file could not be read"
+    return record, "" if record is not None else why or "not a status document"
+
+
+def assemble(catalog: Catalog, parsed: list[_Parsed]) -> Declaration:
+    """The cross-file step: from the catalog and every execution file checked on its own
+    (sorted by file) to the declaration — duplicate names and chain references are judged
+    here, across files.  The items' problem lists are extended: pass copies of cached ones
+    (:meth:`_Parsed.copy`)."""
+    decl = Declaration()
+    decl.catalog = catalog.entries
+    decl.invalid_catalog = catalog.invalid
+    decl.catalog_files = catalog.files
+    for bad in catalog.invalid:
+        decl.problems.extend(bad.problems)
     files_by_name: dict[str, list[str]] = {}
     for item in parsed:
         if item.name is not None:
@@ -454,16 +479,6 @@ def _load_declaration(
             problems = capped(item.problems)
             decl.invalid.append(InvalidExecution(item.file, item.name, problems, item.origin))
             decl.problems.extend(problems)
-    for file in sorted(roles["status"]):
-        try:
-            record, why = parse_status_reporting(roles["status"][file], file)
-        except Exception:  # a damaged status file is treated as absent, never the cycle's error
-            _log.warning("unexpected error reading status file %s", file, exc_info=True)
-            record, why = None, "this file could not be read"
-        if record is not None:
-            decl.statuses[record.name] = record
-        else:
-            decl.ignored_statuses[file] = why or "not a status document"
     decl.executions.sort(key=lambda e: e.order_key)
     return decl
 
@@ -481,6 +496,13 @@ class _Parsed:
     # (name, problem for it) for each dependency: the problem is built up front,
     # positioned on the reference, and used only if the reference turns out to be wrong
     dependencies: list[tuple[str, Problem]] = field(default_factory=list)
+    # (workflowId, version) it refers to, once the document is valid: the catalog entry its
+    # catalog checks depend on (a cache keeps the result while that entry is unchanged)
+    workflow: tuple[str, str] | None = None
+
+    def copy(self) -> _Parsed:
+        """A copy whose problem list the cross-file step may extend (the cached one stays as parsed)."""
+        return replace(self, problems=list(self.problems))
 
 
 def _parse_execution_safely(
@@ -517,6 +539,7 @@ def _parse_execution(
     except ValidationError as e:
         problems.extend(translate(e, doc, WorkflowExecution))
         return item
+    item.workflow = (execution.spec.workflow_ref.workflow_id, execution.spec.workflow_ref.version)
     item.dependencies, dependency_problems = _dependency_references(doc, execution)
     problems.extend(dependency_problems)
     found, catalog_problems = _against_catalog(doc, execution, params, catalog, have_catalog)
