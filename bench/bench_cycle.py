@@ -31,9 +31,9 @@ from reconciler.follow import RunFollower  # noqa: E402
 from reconciler.gitsource import GitSource  # noqa: E402
 from reconciler.kube import KubeClient  # noqa: E402
 from reconciler.lifecycle import Settings, decide_start, run_info  # noqa: E402
+from reconciler.simulator import FakeKubeServer, TektonSimulator  # noqa: E402
 from tests.conftest import CATALOG, WorkRepo, execution_yaml  # noqa: E402
-from tests.fakekube import FakeKubeServer, TektonSimulator  # noqa: E402
-from tests.fakekube.client import new_api_client  # noqa: E402
+from tests.fakekube_client import new_api_client  # noqa: E402
 
 NS = "kubernaut-workflows"
 

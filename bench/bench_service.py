@@ -34,11 +34,11 @@ from reconciler.config import load_config  # noqa: E402
 from reconciler.gitsource import GitSource  # noqa: E402
 from reconciler.names import run_name  # noqa: E402
 from reconciler.service import Service  # noqa: E402
+from reconciler.simulator import FakeKubeServer, TektonSimulator  # noqa: E402
 from reconciler.status import ExecutionState  # noqa: E402
 from reconciler.writeback import GitStatusStore  # noqa: E402
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git  # noqa: E402
-from tests.fakekube import FakeKubeServer, TektonSimulator  # noqa: E402
-from tests.fakekube.client import new_api_client  # noqa: E402
+from tests.fakekube_client import new_api_client  # noqa: E402
 
 NS = "kubernaut-workflows"
 SECRET = "bench-secret"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from tests.fakekube.server import FakeKubeServer
+from reconciler.simulator.server import FakeKubeServer
 
 
 def new_api_client(server: FakeKubeServer, directory: str | Path, *, context: str = "fake",

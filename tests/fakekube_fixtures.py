@@ -1,4 +1,4 @@
-"""Pytest fixtures for the fake API server. Use with `pytest_plugins = ["tests.fakekube.fixtures"]`
+"""Pytest fixtures for the fake API server. Use with `pytest_plugins = ["tests.fakekube_fixtures"]`
 in tests/conftest.py, or import the fixtures you need into a test module."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.fakekube.client import new_api_client
-from tests.fakekube.jobs import JobSimulator
-from tests.fakekube.server import FakeKubeServer
-from tests.fakekube.tekton import TektonSimulator
+from reconciler.simulator.jobs import JobSimulator
+from reconciler.simulator.server import FakeKubeServer
+from reconciler.simulator.tekton import TektonSimulator
+from tests.fakekube_client import new_api_client
 
 
 @pytest.fixture

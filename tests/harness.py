@@ -20,9 +20,9 @@ from reconciler.gate import Gate
 from reconciler.gitsource import GitSource
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.lifecycle import Settings
+from reconciler.simulator import FakeKubeServer, JobSimulator, TektonSimulator
 from tests.conftest import CATALOG, IMAGE, WorkRepo, execution_yaml
-from tests.fakekube import FakeKubeServer, JobSimulator, TektonSimulator
-from tests.fakekube.client import new_api_client
+from tests.fakekube_client import new_api_client
 
 NS = "kubernaut-workflows"
 T0 = datetime(2026, 11, 21, 9, 0, 0, tzinfo=timezone.utc)

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
+from reconciler.simulator import FakeKubeServer
 from tests.conftest import PROJECT
-from tests.fakekube import FakeKubeServer
 
 NS = "kubernaut-workflows"
 TOKEN = "fake-bearer-token-DO-NOT-LOG"

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.names import run_name
+from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, IMAGE, WorkRepo, execution_yaml
-from tests.fakekube import FakeKubeServer
 
 NS = "kubernaut-workflows"
 OTHER_IMAGE = "ghcr.io/acme/wf/other@sha256:" + "b" * 64

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.names import run_name
+from reconciler.simulator import FakeKubeServer, TektonSimulator
 from tests.conftest import CATALOG, EXAMPLES, WorkRepo, execution_yaml
-from tests.fakekube import FakeKubeServer, TektonSimulator
 
 NS = "kubernaut-workflows"
 

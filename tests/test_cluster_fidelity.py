@@ -28,9 +28,9 @@ from reconciler.lifecycle import Settings
 from reconciler.metrics import Metrics
 from reconciler.names import run_name
 from reconciler.render import Renderer, builtin_templates_dir
+from reconciler.simulator import FakeKubeServer
+from reconciler.simulator.schema import tekton_schema
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
-from tests.fakekube import FakeKubeServer
-from tests.fakekube.schema import tekton_schema
 from tests.harness import NS, T0, TARGET, Env, declare, state
 
 JOB_WORKFLOW = 'workflowId: cleanup-node-disk, version: "1.0.0"'

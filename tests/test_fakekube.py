@@ -19,9 +19,9 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from reconciler.simulator import FakeKubeServer, JobSimulator, TektonSimulator, crd
 from tests.conftest import SHARED
-from tests.fakekube import FakeKubeServer, JobSimulator, TektonSimulator, crd
-from tests.fakekube.client import new_api_client
+from tests.fakekube_client import new_api_client
 
 NS = "kubernaut-workflows"
 G, V, PRS, TRS = "tekton.dev", "v1", "pipelineruns", "taskruns"

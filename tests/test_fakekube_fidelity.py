@@ -22,9 +22,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.fakekube import FakeKubeServer, JobSimulator, TektonSimulator
-from tests.fakekube.client import new_api_client
-from tests.fakekube.schema import tekton_schema
+from reconciler.simulator import FakeKubeServer, JobSimulator, TektonSimulator
+from reconciler.simulator.schema import tekton_schema
+from tests.fakekube_client import new_api_client
 
 NS = "kubernaut-workflows"
 G, V, PRS = "tekton.dev", "v1", "pipelineruns"

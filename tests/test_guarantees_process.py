@@ -30,10 +30,10 @@ import pytest
 import yaml
 
 from reconciler.names import run_name
+from reconciler.simulator import FakeKubeServer, TektonSimulator
+from reconciler.simulator.watch import WatchEvent
 from reconciler.statusdoc import valid_execution_name
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
-from tests.fakekube import FakeKubeServer, TektonSimulator
-from tests.fakekube.watch import WatchEvent
 from tests.procs import BOT, NS, Proc, eventually
 
 G, V, PRS = "tekton.dev", "v1", "pipelineruns"

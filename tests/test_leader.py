@@ -21,8 +21,8 @@ import pytest
 
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.leader import LeaderElector, default_identity, micro_time
-from tests.fakekube import FakeKubeServer
-from tests.fakekube.client import new_api_client
+from reconciler.simulator import FakeKubeServer
+from tests.fakekube_client import new_api_client
 
 NS = "kubernaut-system"
 LEASE = "reconciler-leader"

@@ -21,9 +21,9 @@ from reconciler.errors import ConfigError
 from reconciler.names import run_name
 from reconciler.notify import SlackNotifications, WebhookNotifications, slack_message, verify, webhook_request
 from reconciler.service import check
+from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 from tests.fakeforge import FakeForge, FakeReceiver
-from tests.fakekube import FakeKubeServer
 from tests.test_delivery import TOKEN, declare, notifier, result, state
 from tests.test_service import World
 

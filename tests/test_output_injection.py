@@ -39,8 +39,8 @@ from reconciler.safetext import (
     safe_block,
     safe_line,
 )
+from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
-from tests.fakekube import FakeKubeServer
 
 # -- the pure module, table-driven ------------------------------------------------------------
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from reconciler.names import run_name
+from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
-from tests.fakekube import FakeKubeServer
 from tests.procs import NS, TOKEN, Proc, eventually
 
 TARGET = "payments/Deployment/payment-api"

@@ -20,8 +20,8 @@ import pytest
 
 from reconciler.errors import Conflict, Forbidden, Invalid, KubeError, NotFound, Unavailable
 from reconciler.service import ApiWitness, Service
+from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
-from tests.fakekube import FakeKubeServer
 
 from .test_service import World
 

@@ -43,6 +43,13 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("render.py", "call:_NEEDS_ESCAPE.search"): "finds any character that needs escaping: a search by design",
     ("policy.py", "call:DIGEST.search"): "looks for a digest suffix, anchored with \\Z, on an image the "
                                          "schema already validated with IMAGE_REFERENCE.fullmatch",
+    # The simulated API server (tests and `reconciler testdrive`), not the reconciler's validation:
+    ("simulator/faults.py", "call:re.search"): "a test's fault rule matches request paths by a regex the "
+                                               "test wrote (inject(path_regex=...)): a search by design",
+    ("simulator/server.py", "call:re.search"): "a test's warning rule matches request paths by its own regex",
+    ("simulator/selectors.py", "pattern:_TOKEN"): "the selector tokenizer: skips leading whitespace as "
+                                                  "kube-apiserver's lexer does; tokens are checked afterwards",
+    ("simulator/selectors.py", "call:_TOKEN.match"): "the tokenizer matches one token at a position (match(text, pos))",
     # Files of other owners that only search free text (reported to them for review):
     ("gitsource.py", "*"): "searches Git's stderr (damage detection), redacts credentials in URLs and "
                            "output, splits revisions; KNOWN: _SHA.match should become fullmatch",

@@ -20,9 +20,9 @@ import yaml
 from reconciler.config import load_config
 from reconciler.names import run_name
 from reconciler.service import Service, normalise_repo_url
+from reconciler.simulator import FakeKubeServer, TektonSimulator
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
-from tests.fakekube import FakeKubeServer, TektonSimulator
-from tests.fakekube.client import new_api_client
+from tests.fakekube_client import new_api_client
 
 NS = "kubernaut-workflows"
 SECRET = "webhook-secret-for-tests"

@@ -1,20 +1,20 @@
 """A fake Kubernetes API server for tests: real HTTP, the official client unmodified.
 
     with FakeKubeServer() as server:
-        api = new_api_client(server, tmp_path)          # tests/fakekube/client.py
+        api = new_api_client(server, tmp_path)          # tests/fakekube_client.py
         tekton = TektonSimulator(server)
         ...
 
 See server.py (the server), tekton.py and jobs.py (the controllers' part).
 """
 
-from tests.fakekube.errors import ApiError
-from tests.fakekube.faults import Denial, Fault
-from tests.fakekube.jobs import JobSimulator
-from tests.fakekube.resources import ResourceType, crd
-from tests.fakekube.server import DEFAULT_TOKEN, DEFAULT_USER, FakeKubeServer, RecordedRequest
-from tests.fakekube.tekton import TektonSimulator
-from tests.fakekube.watch import WatchEvent
+from reconciler.simulator.errors import ApiError
+from reconciler.simulator.faults import Denial, Fault
+from reconciler.simulator.jobs import JobSimulator
+from reconciler.simulator.resources import ResourceType, crd
+from reconciler.simulator.server import DEFAULT_TOKEN, DEFAULT_USER, FakeKubeServer, RecordedRequest
+from reconciler.simulator.tekton import TektonSimulator
+from reconciler.simulator.watch import WatchEvent
 
 __all__ = [
     "DEFAULT_TOKEN",

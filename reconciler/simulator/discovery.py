@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakekube.resources import Registry, ResourceType
+from reconciler.simulator.resources import Registry, ResourceType
 
 VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0-fakekube", "gitCommit": "fakekube",
            "gitTreeState": "clean", "buildDate": "2024-08-13T07:28:49Z", "goVersion": "go1.22.5",

@@ -21,7 +21,8 @@ _REASONS: dict[int, tuple[str, str]] = {
     429: ("TooManyRequests", "Too many requests, please try again later."),
     500: ("InternalError", "Internal error occurred: an error on the server prevented the request from succeeding"),
     503: ("ServiceUnavailable", "The server is currently unable to handle the request"),
-    504: ("Timeout", "The server was unable to return a response in the time allotted, but may still be processing the request"),
+    504: ("Timeout", "The server was unable to return a response in the time allotted, "
+                     "but may still be processing the request"),
 }
 
 

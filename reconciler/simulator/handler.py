@@ -14,15 +14,15 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakekube import discovery
-from tests.fakekube import errors as e
-from tests.fakekube import patch as p
-from tests.fakekube.faults import Fault
-from tests.fakekube.resources import ResourceType
-from tests.fakekube.selectors import SelectorError, parse_field_selector, parse_label_selector
+from reconciler.simulator import discovery
+from reconciler.simulator import errors as e
+from reconciler.simulator import patch as p
+from reconciler.simulator.faults import Fault
+from reconciler.simulator.resources import ResourceType
+from reconciler.simulator.selectors import SelectorError, parse_field_selector, parse_label_selector
 
 if TYPE_CHECKING:
-    from tests.fakekube.server import FakeKubeServer
+    from reconciler.simulator.server import FakeKubeServer
 
 _PUBLIC = {"healthz", "livez", "readyz", "version"}
 _PATCH_TYPES = (p.MERGE, p.JSON_PATCH, p.STRATEGIC, p.APPLY_YAML)

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from tests.fakekube.watch import WatchEvent
+from reconciler.simulator.watch import WatchEvent
 
 Hook = Callable[[WatchEvent], Any]
 

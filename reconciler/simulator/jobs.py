@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tests.fakekube.server import FakeKubeServer
-from tests.fakekube.store import timestamp
-from tests.fakekube.validation import JOB_NAME_LABELS, JOB_UID_LABELS
-from tests.fakekube.watch import WatchEvent
+from reconciler.simulator.server import FakeKubeServer
+from reconciler.simulator.store import timestamp
+from reconciler.simulator.validation import JOB_NAME_LABELS, JOB_UID_LABELS
+from reconciler.simulator.watch import WatchEvent
 
 KINDS = ("exit", "oom", "deadline", "image_pull")
 # outcomes where the pod never runs: the Job controller cannot create it, the scheduler cannot place it

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakekube import validation as v
-from tests.fakekube.schema import tekton_schema
+from reconciler.simulator import validation as v
+from reconciler.simulator.schema import tekton_schema
 
 Defaulter = Callable[[dict[str, Any], bool], None]
 

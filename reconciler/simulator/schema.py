@@ -13,33 +13,47 @@ before anything else sees it:
   ``spec.timeouts.pipeline: Invalid value: "integer": spec.timeouts.pipeline in body
   must be of type string: "integer"``; ``null`` for a non-nullable field is pruned.
 
-The Tekton CRDs in ``../shared/tekton`` are the reference. Without them (outside CI) the
-Tekton types have no schema and nothing is pruned: :func:`tekton_schema` returns None.
+The Tekton CRDs (``300-pipelinerun.yaml`` ... from tektoncd/pipeline, Apache-2.0) are the
+reference. They are not shipped in the package: :func:`tekton_dir` finds them in
+``$RECONCILER_TEKTON_CRDS`` or, in a checkout next to ``shared/``, in ``../shared/tekton``.
+Without them the Tekton types have no schema and nothing is pruned: :func:`tekton_schema`
+returns None (``reconciler testdrive`` says so in its banner).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.fakekube.validation import Cause
+from reconciler.simulator.validation import Cause
 
-TEKTON_DIR = Path(__file__).resolve().parents[3] / "shared" / "tekton"
+TEKTON_CRDS_ENV = "RECONCILER_TEKTON_CRDS"
+# A checkout: <root>/main/reconciler/simulator/schema.py with the CRDs in <root>/shared/tekton.
+_CHECKOUT_DIR = Path(__file__).resolve().parents[3] / "shared" / "tekton"
 _FILES = {"pipelineruns": "300-pipelinerun.yaml", "taskruns": "300-taskrun.yaml",
           "pipelines": "300-pipeline.yaml", "tasks": "300-task.yaml"}
 _SKIP = ("apiVersion", "kind", "metadata")  # handled by the server itself, never pruned here
 
 
+def tekton_dir() -> Path | None:
+    """Where the Tekton CRD files are: ``$RECONCILER_TEKTON_CRDS``, else the checkout's, else None."""
+    configured = os.environ.get(TEKTON_CRDS_ENV)
+    candidate = Path(configured) if configured else _CHECKOUT_DIR
+    return candidate if (candidate / _FILES["pipelineruns"]).is_file() else None
+
+
 @functools.cache
 def tekton_schema(plural: str, version: str = "v1") -> dict[str, Any] | None:
     """The ``openAPIV3Schema`` of a Tekton CRD version, or None when the CRDs are absent."""
-    path = TEKTON_DIR / _FILES.get(plural, "")
-    if plural not in _FILES or not path.is_file():
+    directory = tekton_dir()
+    if plural not in _FILES or directory is None or not (directory / _FILES[plural]).is_file():
         return None
+    path = directory / _FILES[plural]
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     doc = yaml.load(path.read_text(), Loader=loader)
     for entry in doc["spec"]["versions"]:

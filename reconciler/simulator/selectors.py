@@ -14,9 +14,9 @@ from typing import Any
 
 Predicate = Callable[[dict[str, Any]], bool]
 
-_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                  r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_KEY = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                  r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")  # fullmatch: whole key
+_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")  # fullmatch: whole value
 _TOKEN = re.compile(r"\s*(==|!=|=|\(|\)|,|!|>|<|[^\s,()=!<>]+)")
 
 
@@ -39,7 +39,7 @@ def _tokens(text: str) -> list[str]:
 
 
 def _check_key(key: str) -> str:
-    if not _KEY.match(key) or len(key.rpartition("/")[2]) > 63:
+    if not _KEY.fullmatch(key) or len(key.rpartition("/")[2]) > 63:
         raise SelectorError(f'unable to parse requirement: key: Invalid value: "{key}": name part must '
                             "consist of alphanumeric characters, '-', '_' or '.', and must start and "
                             "end with an alphanumeric character")
@@ -47,7 +47,7 @@ def _check_key(key: str) -> str:
 
 
 def _check_value(value: str) -> str:
-    if len(value) > 63 or not _VALUE.match(value):
+    if len(value) > 63 or not _VALUE.fullmatch(value):
         raise SelectorError(f'unable to parse requirement: values[0][value]: Invalid value: "{value}": '
                             "a valid label must be an empty string or consist of alphanumeric "
                             "characters, '-', '_' or '.', and must start and end with an "
@@ -194,7 +194,7 @@ def parse_field_selector(text: str | None, allowed: Iterable[str]) -> Predicate:
     reqs: list[Predicate] = []
     for term in _split_unescaped(text, ","):
         term = term.strip()
-        m = re.match(r"^([^=!]+?)\s*(==|!=|=)\s*(.*)$", term)
+        m = re.fullmatch(r"([^=!]+?)\s*(==|!=|=)\s*(.*)", term, re.ASCII | re.DOTALL)
         if not m:
             raise SelectorError(f"invalid selector: '{text}'; can't understand '{term}'")
         path, op, value = m.group(1).strip(), m.group(2), m.group(3)

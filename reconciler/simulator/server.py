@@ -18,13 +18,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.fakekube import errors as e
-from tests.fakekube.faults import Denial, DenialSet, Fault, FaultSet
-from tests.fakekube.handler import Handler
-from tests.fakekube.resources import Registry, ResourceType, default_resources
-from tests.fakekube.selectors import parse_label_selector
-from tests.fakekube.store import Admission, Store
-from tests.fakekube.watch import WatchEvent
+from reconciler.simulator import errors as e
+from reconciler.simulator.faults import Denial, DenialSet, Fault, FaultSet
+from reconciler.simulator.handler import Handler
+from reconciler.simulator.resources import Registry, ResourceType, default_resources
+from reconciler.simulator.selectors import parse_label_selector
+from reconciler.simulator.store import Admission, Store
+from reconciler.simulator.watch import WatchEvent
 
 DEFAULT_TOKEN = "fake-bearer-token-DO-NOT-LOG"
 DEFAULT_USER = "system:serviceaccount:kubernaut-system:kubernaut-reconciler"

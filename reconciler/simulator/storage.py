@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from tests.fakekube import errors as e
-from tests.fakekube.hooks import HookRunner
-from tests.fakekube.resources import Registry, ResourceType
-from tests.fakekube.watch import History, ObjPredicate, Watcher, WatchEvent
+from reconciler.simulator import errors as e
+from reconciler.simulator.hooks import HookRunner
+from reconciler.simulator.resources import Registry, ResourceType
+from reconciler.simulator.watch import History, ObjPredicate, Watcher, WatchEvent
 
 Clock = Callable[[], datetime]
 Admission = Callable[[str, dict[str, Any], "dict[str, Any] | None"], None]

@@ -12,12 +12,12 @@ import copy
 import uuid
 from typing import Any
 
-from tests.fakekube import errors as e
-from tests.fakekube import patch as p
-from tests.fakekube.resources import ResourceType
-from tests.fakekube.schema import decode, strict_message
-from tests.fakekube.storage import Admission, Clock, Storage, spec_part, timestamp
-from tests.fakekube.validation import Cause, check_metadata, required
+from reconciler.simulator import errors as e
+from reconciler.simulator import patch as p
+from reconciler.simulator.resources import ResourceType
+from reconciler.simulator.schema import decode, strict_message
+from reconciler.simulator.storage import Admission, Clock, Storage, spec_part, timestamp
+from reconciler.simulator.validation import Cause, check_metadata, required
 
 __all__ = ["Admission", "Clock", "Store", "timestamp"]
 

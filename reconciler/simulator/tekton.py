@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fakekube import tekton_status as ts
-from tests.fakekube.server import FakeKubeServer
-from tests.fakekube.store import timestamp
-from tests.fakekube.tekton_admission import pipeline_timeout, pipelinerun_defaulting, pipelinerun_validation
-from tests.fakekube.tekton_tasks import cancel_run, fail_run, finish_taskrun
-from tests.fakekube.watch import WatchEvent
+from reconciler.simulator import tekton_status as ts
+from reconciler.simulator.server import FakeKubeServer
+from reconciler.simulator.store import timestamp
+from reconciler.simulator.tekton_admission import pipeline_timeout, pipelinerun_defaulting, pipelinerun_validation
+from reconciler.simulator.tekton_tasks import cancel_run, fail_run, finish_taskrun
+from reconciler.simulator.watch import WatchEvent
 
 PR, TR = "pipelineruns", "taskruns"
 DEFAULT_IMAGE = "registry.example.invalid/kubernaut/workflow-runner:1.0.0"
@@ -71,7 +71,8 @@ class TektonSimulator:
             raise LookupError(f"{plural} {namespace}/{name} not found")
         return obj
 
-    def _put(self, plural: str, obj: dict[str, Any], group: str = ts.GROUP, version: str = ts.VERSION) -> dict[str, Any]:
+    def _put(self, plural: str, obj: dict[str, Any], group: str = ts.GROUP,
+             version: str = ts.VERSION) -> dict[str, Any]:
         return self.server.put_object(group, version, plural, obj)
 
     @staticmethod

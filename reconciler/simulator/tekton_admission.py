@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.fakekube.errors import ApiError
+from reconciler.simulator.errors import ApiError
 
 VALIDATION_HOOK = "validation.webhook.pipeline.tekton.dev"
 DEFAULTING_HOOK = "webhook.pipeline.tekton.dev"
 SPEC_STATUSES = ("Cancelled", "CancelledRunFinally", "StoppedRunFinally", "PipelineRunPending")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs|ns)")  # Go durations: ASCII digits
 
 
 def parse_duration(text: str) -> float:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tests.fakekube import tekton_status as ts
-from tests.fakekube.tekton_admission import pipeline_timeout
+from reconciler.simulator import tekton_status as ts
+from reconciler.simulator.tekton_admission import pipeline_timeout
 
 if TYPE_CHECKING:
-    from tests.fakekube.tekton import TektonSimulator
+    from reconciler.simulator.tekton import TektonSimulator
 
 _STOPPED = {"timeout": "TaskRunCancelled", "cancelled": "TaskRunCancelled",
             "task_timeout": "TaskRunTimeout", "image_pull": "TaskRunImagePullFailed"}

@@ -14,10 +14,11 @@ from typing import Any
 Cause = tuple[str, str, str]  # (field, reason, detail)
 Validator = Callable[[dict[str, Any], dict[str, Any] | None], list[Cause]]
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Whole-value (fullmatch) like Go's anchored regexps: a trailing newline is not a valid name.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
                  "'-' or '.', and must start and end with an alphanumeric character (e.g. "
@@ -52,20 +53,20 @@ def check_name(name: str, rule: str, field: str = "metadata.name") -> list[Cause
     if rule == "label":
         if len(name) > 63:
             return [_too_long(field, name, 63)]
-        return [] if _LABEL.match(name) else [_invalid(field, name, LABEL_MSG)]
+        return [] if _LABEL.fullmatch(name) else [_invalid(field, name, LABEL_MSG)]
     if len(name) > 253:
         return [_too_long(field, name, 253)]
-    return [] if _SUBDOMAIN.match(name) else [_invalid(field, name, SUBDOMAIN_MSG)]
+    return [] if _SUBDOMAIN.fullmatch(name) else [_invalid(field, name, SUBDOMAIN_MSG)]
 
 
 def _check_qualified_key(key: str, field: str) -> list[Cause]:
     prefix, _, name = key.rpartition("/")
     causes: list[Cause] = []
-    if prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _SUBDOMAIN.fullmatch(prefix)):
         causes.append(_invalid(field, key, "prefix part " + SUBDOMAIN_MSG))
     if len(name) > 63:
         causes.append(_invalid(field, key, "name part must be no more than 63 characters"))
-    elif not _QUALIFIED_NAME.match(name):
+    elif not _QUALIFIED_NAME.fullmatch(name):
         causes.append(_invalid(field, key, NAME_PART_MSG))
     return causes
 
@@ -84,7 +85,7 @@ def check_metadata(meta: dict[str, Any], name_rule: str) -> list[Cause]:
             causes.append(_invalid("metadata.labels", str(value), "must be a string"))
         elif len(value) > 63:
             causes.append(_invalid("metadata.labels", value, "must be no more than 63 characters"))
-        elif not _LABEL_VALUE.match(value):
+        elif not _LABEL_VALUE.fullmatch(value):
             causes.append(_invalid("metadata.labels", value, LABEL_VALUE_MSG))
     annotations = meta.get("annotations") or {}
     total = 0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fakekube.resources import ResourceType
+from reconciler.simulator.resources import ResourceType
 
 ObjPredicate = Callable[[dict[str, Any]], bool]
 
