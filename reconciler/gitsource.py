@@ -9,7 +9,8 @@ read.
 
 Speed still matters at 10 000 files: listing uses one ``git ls-tree``, contents come
 through one ``git cat-file --batch`` round, history through one ``git log`` pass, and a
-second call at an unchanged commit returns the cached result without re-parsing.
+second call at an unchanged commit returns the cached result without re-parsing.  A new
+commit reads and parses only the blobs it changed (:mod:`reconciler.parsecache`, by blob id).
 
 The cache is disposable, so it heals itself: when git's words say the *local* object
 database or refs are damaged (a deleted pack, a truncated object, a ref to nothing) and a
@@ -33,15 +34,16 @@ import subprocess
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import git
 
-from .declared import Declaration, FileOrigin, classify, load_declaration
+from .declared import Declaration, FileOrigin, classify
 from .errors import ConfigError, GitError, UnknownRevision
+from .parsecache import ParseCache
 from .statusdoc import StatusRecord
 from .yamldoc import DEFAULT_MAX_BYTES
 
@@ -193,7 +195,8 @@ class GitSource:
         self._statuses: dict[str, tuple[dict[str, StatusRecord], dict[str, str]]] = {}
         self._load_lock = threading.RLock()
         self._refs_fresh = False  # fetch_all() ran since this object was made
-        self.parse_count = 0  # how many times files were actually parsed (observable caching)
+        self.parse_count = 0  # declared revisions assembled (status-only commits re-use one)
+        self.parsed = ParseCache()  # per-blob results: ``parsed.parses`` counts files parsed
         self.cache_rebuilds = 0  # damaged caches this object rebuilt (a metric for the service)
         self._generation = ""  # the cache generation the open repository belongs to
         self._healing_now = threading.local()
@@ -431,9 +434,19 @@ class GitSource:
 
     def _snapshot(self, commit: str, roles: frozenset[str] | None) -> Snapshot:
         self._ensure_commit(commit)
+        wanted = self._listing(commit, roles)
+        files: dict[str, bytes | int] = dict(self._read_sized(wanted))
+        wants_history = roles is None or bool(roles & {"execution", "workflow"})
+        return Snapshot(commit, files, self._origins(commit, self.path) if wants_history else {})
+
+    def _listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
+        """path → (blob id, size) of the declared files under the watched path at ``commit``
+        (one ``ls-tree``; nothing is read)."""
         root = self.path
+        tops = {"execution": "executions", "workflow": "workflows", "status": "status"}
+        where = [f"{root}/{tops[r]}" if root else tops[r] for r in sorted(roles)] if roles else [root or "."]
         try:
-            listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", root or ".")
+            listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", *where)
         except git.GitCommandError as e:
             raise self._error(f"cannot list {root or '/'} at {commit[:12]}", e) from e
         wanted: dict[str, tuple[str, int]] = {}
@@ -449,14 +462,18 @@ class GitSource:
                 raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
                                    f"object {sha} ({path}) is missing or unreadable", certain=True)
             wanted[path] = (sha, int(size))
+        return wanted
+
+    def _read_sized(self, wanted: Mapping[str, tuple[str, int]]) -> dict[str, bytes | int]:
+        """The contents of ``wanted`` (path → (blob id, size)); a file larger than the limit
+        is given as its size, unread."""
         files: dict[str, bytes | int] = {}
         small = {p: sha for p, (sha, size) in wanted.items() if size <= self.max_file_bytes}
         for path, (_, size) in wanted.items():
             if path not in small:
                 files[path] = size
         files.update(self._read_blobs(small))
-        wants_history = roles is None or bool(roles & {"execution", "workflow"})
-        return Snapshot(commit, files, self._origins(commit, root) if wants_history else {})
+        return files
 
     def _ensure_commit(self, commit: str) -> None:
         for attempt in range(2):
@@ -544,17 +561,24 @@ class GitSource:
     def _load(self, commit: str) -> Declaration:
         """The validated declaration at ``commit``.
 
-        Executions and the catalog are parsed once per *declared* revision (a status-only
-        commit re-uses the previous parse); status files are read at ``commit`` itself.
+        Executions and the catalog are assembled once per *declared* revision (a status-only
+        commit re-uses the previous result); status files are read at ``commit`` itself.
+        Either way only the blobs the :class:`ParseCache` does not hold are read and parsed.
         """
         self._ensure_commit(commit)
         declared = self.declared_revision(commit)
         decl = self._declarations.get(declared)
         if decl is None:
-            snap = self.snapshot(declared, frozenset({"execution", "workflow"}))
+            listing = self._listing(declared, frozenset({"execution", "workflow"}))
+            sizes = {path: size for path, (_, size) in listing.items()}
+            by_role: dict[str, dict[str, str]] = {"execution": {}, "workflow": {}}
+            for path, (sha, _) in listing.items():
+                by_role[classify(path, self.path) or "execution"][path] = sha
             self.parse_count += 1
-            decl = load_declaration(snap.files, root=self.path, origins=snap.origins,
-                                    max_bytes=self.max_file_bytes)
+            decl = self.parsed.declaration(
+                by_role["execution"], by_role["workflow"],
+                lambda shas: self._read_sized({p: (sha, sizes[p]) for p, sha in shas.items()}),
+                self._origins(declared, self.path), self.max_file_bytes)
             decl.revision = declared
             self._declarations[declared] = decl
             while len(self._declarations) > 4:
@@ -563,9 +587,10 @@ class GitSource:
             self._declarations.move_to_end(declared)
         cached = self._statuses.get(commit)
         if cached is None:
-            status_files = self.snapshot(commit, frozenset({"status"})).files
-            loaded = load_declaration(status_files, root=self.path, max_bytes=self.max_file_bytes)
-            cached = (loaded.statuses, loaded.ignored_statuses)
+            status = self._listing(commit, frozenset({"status"}))
+            cached = self.parsed.status_records(
+                {path: sha for path, (sha, _) in status.items()},
+                lambda shas: self._read_sized({p: status[p] for p in shas}))
             self._statuses = {commit: cached}
         return replace(decl, statuses=cached[0], ignored_statuses=cached[1])
 

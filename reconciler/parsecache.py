@@ -1,0 +1,129 @@
+"""Parsed and validated files kept by Git blob id, so a cycle parses only what changed.
+
+``git ls-tree`` names every file's blob id; a blob id names its content exactly.  So the
+result of checking one file on its own — an execution, the catalog, a status document —
+can be kept under (path, blob id) and reused as long as that blob is on the branch: an
+unchanged revision parses nothing, one edited file is parsed once, and the others are not
+even read from Git.
+
+What depends on *other* files is never cached with a file: duplicate names and chain
+references are recomputed on every load from the cached per-file results
+(:func:`declared.assemble`), and an execution's catalog checks are kept only together with
+the catalog entry they were made against — when that entry changes (or disappears, or
+becomes broken), the execution is checked again.  A cached invalid file therefore stays
+invalid with exactly the same problems, and an error caused by another file still appears
+when only that other file changed.
+
+Entries not used by the last load are dropped, so memory follows the branch, not history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .declared import (
+    Catalog,
+    Declaration,
+    FileOrigin,
+    _load_catalog,
+    _parse_execution_safely,
+    _Parsed,
+    assemble,
+    gc_paused,
+    status_file,
+)
+from .statusdoc import StatusRecord
+
+Listing = Mapping[str, str]  # path → blob id
+Reader = Callable[[Mapping[str, str]], Mapping[str, bytes | int]]  # path → blob id  ⇒  path → content
+
+
+def _catalog_view(catalog: Catalog, have_catalog: bool, workflow: tuple[str, str] | None) -> Any:
+    """Everything about ``catalog`` that an execution referring to ``workflow`` was checked
+    against (see ``declared._against_catalog``): equal views ⇒ the same problems."""
+    if workflow is None:  # invalid before the catalog was consulted
+        return None
+    if not have_catalog:
+        return False
+    broken = tuple(catalog.broken.get(workflow, ()))
+    definition = catalog.entries.get(workflow)
+    if definition is not None or broken:
+        return (broken, definition)
+    known = tuple(sorted(v for (wid, v) in catalog.entries if wid == workflow[0]))
+    return (broken, None, known, tuple(catalog.unreadable))
+
+
+@dataclass
+class _Entry:
+    parsed: _Parsed
+    view: Any
+
+
+@dataclass
+class ParseCache:
+    """The per-blob results of one source; :attr:`parses` counts files actually parsed."""
+
+    executions: dict[tuple[str, str, FileOrigin | None, int], _Entry] = field(default_factory=dict)
+    statuses: dict[tuple[str, str], tuple[StatusRecord | None, str]] = field(default_factory=dict)
+    catalog_key: tuple[tuple[str, str], ...] | None = None
+    catalog: Catalog | None = None
+    parses: int = 0  # execution, catalog and status files parsed (a cache miss each)
+
+    def declaration(self, executions: Listing, workflows: Listing, read: Reader,
+                    origins: Mapping[str, FileOrigin], max_bytes: int) -> Declaration:
+        """The declaration of these execution and catalog files (path → blob id), reading
+        through ``read`` only the blobs whose results are not kept."""
+        with gc_paused():
+            catalog = self._catalog(workflows, read, max_bytes)
+            have_catalog = bool(workflows)
+            keys = {path: (path, sha, origins.get(path), max_bytes) for path, sha in executions.items()}
+            kept: dict[tuple[str, str, FileOrigin | None, int], _Entry] = {}
+            missing: dict[str, str] = {}
+            for path, key in keys.items():
+                entry = self.executions.get(key)
+                if entry is not None and entry.view == _catalog_view(catalog, have_catalog, entry.parsed.workflow):
+                    kept[key] = entry
+                else:
+                    missing[path] = executions[path]
+            contents = read(missing) if missing else {}
+            for path in missing:
+                key = keys[path]
+                parsed = _parse_execution_safely(path, contents[path], catalog, have_catalog, key[2], max_bytes)
+                self.parses += 1
+                kept[key] = _Entry(parsed, _catalog_view(catalog, have_catalog, parsed.workflow))
+            self.executions = kept
+            return assemble(catalog, [kept[keys[path]].parsed.copy() for path in sorted(keys)])
+
+    def _catalog(self, workflows: Listing, read: Reader, max_bytes: int) -> Catalog:
+        # duplicate workflow definitions are a cross-file rule of the catalog: it is kept
+        # whole, by the blob ids of all its files (it is small and rarely changes)
+        key = tuple(sorted(workflows.items()))
+        if self.catalog is None or key != self.catalog_key:
+            contents = read(dict(workflows)) if workflows else {}
+            self.catalog = _load_catalog(contents, max_bytes)
+            self.catalog_key = key
+            self.parses += len(workflows)
+        return self.catalog
+
+    def status_records(self, files: Listing, read: Reader) -> tuple[dict[str, StatusRecord], dict[str, str]]:
+        """(execution name → record, ignored file → why) of these status files."""
+        with gc_paused():
+            keys = {path: (path, sha) for path, sha in files.items()}
+            missing = {path: sha for path, sha in files.items() if keys[path] not in self.statuses}
+            contents = read(missing) if missing else {}
+            kept = {keys[path]: self.statuses[keys[path]] for path in files if path not in missing}
+            for path in missing:
+                kept[keys[path]] = status_file(path, contents[path])
+                self.parses += 1
+            self.statuses = kept
+            records: dict[str, StatusRecord] = {}
+            ignored: dict[str, str] = {}
+            for path in sorted(files):
+                record, why = kept[keys[path]]
+                if record is not None:
+                    records[record.name] = record
+                else:
+                    ignored[path] = why
+            return records, ignored

@@ -1,0 +1,167 @@
+"""A cycle costs what changed: per-blob parse caching in GitSource (issue 11).
+
+Real Git repositories; parses are counted (``GitSource.parsed.parses``), and every
+incremental result is compared with the pure ``load_declaration`` of the same files, so a
+cache can neither lose a problem nor invent one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.declared import Declaration, load_declaration
+from reconciler.gitsource import GitSource
+from tests.conftest import CATALOG, WorkRepo, execution_yaml
+
+N = 12
+
+
+def _files(n: int = N) -> dict[str, str]:
+    files = {"workflows/w.yaml": CATALOG}
+    for i in range(n):
+        files[f"executions/e{i:02d}.yaml"] = execution_yaml(f"e{i:02d}", target=f"ns/Deployment/app-{i:02d}")
+    return files
+
+
+def _pure(repo: WorkRepo) -> Declaration:
+    """What validate would say of the same commit (no cache involved)."""
+    tracked = repo.git("ls-files").split()
+    return load_declaration({p: (repo.path / p).read_bytes() for p in tracked})
+
+
+def _same_as_pure(decl: Declaration, repo: WorkRepo) -> None:
+    pure = _pure(repo)
+    assert decl.problems == pure.problems
+    assert [(e.name, e.spec_hash) for e in decl.executions] == [(e.name, e.spec_hash) for e in pure.executions]
+    assert [(i.file, i.problems) for i in decl.invalid] == [(i.file, i.problems) for i in pure.invalid]
+
+
+@pytest.fixture
+def setup(make_repo: Callable[[str], WorkRepo], cache_dir: Path) -> tuple[WorkRepo, GitSource]:
+    repo = make_repo("repo")
+    repo.commit("seed", **_files())
+    source = GitSource(str(repo.path), cache_dir=cache_dir)
+    source.load(source.fetch())
+    return repo, source
+
+
+def test_first_load_parses_every_file_once(setup: tuple[WorkRepo, GitSource]) -> None:
+    _, source = setup
+    assert source.parsed.parses == N + 1  # the executions and the catalog file
+
+
+def test_unchanged_revision_parses_nothing(setup: tuple[WorkRepo, GitSource]) -> None:
+    repo, source = setup
+    before = source.parsed.parses
+    for _ in range(3):
+        source.load(source.fetch())
+    assert source.parsed.parses == before
+    # a commit that changes neither executions/ nor workflows/ parses nothing either
+    repo.commit("docs", **{"README.md": "hello\n"})
+    source.load(source.fetch())
+    assert source.parsed.parses == before
+
+
+@pytest.mark.parametrize("edit", ["edit", "add"])
+def test_one_changed_blob_is_parsed_once_and_the_rest_not_at_all(
+        setup: tuple[WorkRepo, GitSource], edit: str) -> None:
+    repo, source = setup
+    before = source.parsed.parses
+    if edit == "edit":
+        repo.commit("edit", **{"executions/e03.yaml": execution_yaml(
+            "e03", target="ns/Deployment/app-03", params="{NAMESPACE: payments, MEMORY_LIMIT: 2Gi}")})
+    else:
+        repo.commit("add", **{"executions/new.yaml": execution_yaml("new", target="ns/Deployment/new")})
+    decl = source.load(source.fetch())
+    assert source.parsed.parses == before + 1
+    source.load(source.fetch())
+    assert source.parsed.parses == before + 1
+    _same_as_pure(decl, repo)
+
+
+def test_a_cached_invalid_file_stays_invalid_with_the_same_message(setup: tuple[WorkRepo, GitSource]) -> None:
+    repo, source = setup
+    repo.commit("bad", **{"executions/bad.yaml": execution_yaml(
+        "bad", target="ns/Deployment/bad", params="{NAMESPACE: payments, BOGUS: x}")})
+    first = source.load(source.fetch())
+    bad_before = [i for i in first.invalid if i.file == "executions/bad.yaml"]
+    assert bad_before and any("BOGUS" in p.message for p in bad_before[0].problems)
+    parses = source.parsed.parses
+    repo.commit("other", **{"executions/e01.yaml": execution_yaml("e01", target="ns/Deployment/app-01b")})
+    second = source.load(source.fetch())
+    assert source.parsed.parses == parses + 1  # only e01
+    assert [i for i in second.invalid if i.file == "executions/bad.yaml"] == bad_before
+    _same_as_pure(second, repo)
+
+
+def test_duplicate_name_appears_and_clears_when_only_the_other_file_changes(
+        setup: tuple[WorkRepo, GitSource]) -> None:
+    repo, source = setup
+    parses = source.parsed.parses
+    repo.commit("dup", **{"executions/zz-copy.yaml": execution_yaml("e05", target="ns/Deployment/other")})
+    decl = source.load(source.fetch())
+    assert source.parsed.parses == parses + 1  # e05's own file is not parsed again
+    dup = {i.file for i in decl.invalid if any(p.rule == "duplicate-name" for p in i.problems)}
+    assert dup == {"executions/e05.yaml", "executions/zz-copy.yaml"}
+    _same_as_pure(decl, repo)
+    repo.remove("executions/zz-copy.yaml")
+    repo.commit("undup")
+    decl = source.load(source.fetch())
+    assert source.parsed.parses == parses + 1 and decl.find("e05") is not None and not decl.problems
+
+
+def test_catalog_errors_follow_a_change_of_the_catalog_alone(setup: tuple[WorkRepo, GitSource]) -> None:
+    repo, source = setup
+    repo.commit("bump", **{"workflows/w.yaml": CATALOG.replace('"1.2.0"', '"1.3.0"')})
+    decl = source.load(source.fetch())
+    assert {p.rule for p in decl.problems} == {"unknown-workflow"}
+    assert len(decl.invalid) == N
+    _same_as_pure(decl, repo)
+    parses = source.parsed.parses
+    repo.commit("back", **{"workflows/w.yaml": CATALOG})
+    decl = source.load(source.fetch())
+    assert not decl.problems and len(decl.executions) == N
+    assert source.parsed.parses == parses + 1 + N  # the catalog, and each execution against it
+
+
+def test_an_unrelated_catalog_entry_does_not_reparse_executions(setup: tuple[WorkRepo, GitSource]) -> None:
+    repo, source = setup
+    parses = source.parsed.parses
+    other = CATALOG.replace("increase-memory-limit", "restart-pods").replace("1-2-0", "r")
+    repo.commit("another workflow", **{"workflows/other.yaml": other})
+    decl = source.load(source.fetch())
+    assert source.parsed.parses == parses + 2  # the two catalog files, no execution
+    _same_as_pure(decl, repo)
+
+
+def test_a_chain_reference_breaks_when_only_its_target_is_deleted(setup: tuple[WorkRepo, GitSource]) -> None:
+    repo, source = setup
+    repo.commit("chain", **{"executions/after.yaml": execution_yaml(
+        "follower", target="ns/Deployment/follower", extra="  after: [e07]\n")})
+    assert not source.load(source.fetch()).problems
+    parses = source.parsed.parses
+    repo.remove("executions/e07.yaml")
+    repo.commit("drop e07")
+    decl = source.load(source.fetch())
+    assert source.parsed.parses == parses
+    assert [p.rule for p in decl.problems] == ["dependency-missing"]
+    _same_as_pure(decl, repo)
+
+
+def test_only_changed_status_files_are_parsed(setup: tuple[WorkRepo, GitSource]) -> None:
+    repo, source = setup
+    doc = ("apiVersion: kubernaut.ai/v1alpha1\nkind: WorkflowExecutionStatus\nmetadata: {{name: {n}}}\n"
+           "status: {{phase: Completed, observedRevision: abc}}\n")
+    repo.commit("statuses", **{f"status/e{i:02d}.yaml": doc.format(n=f"e{i:02d}") for i in range(4)})
+    decl = source.load(source.fetch())
+    parses = source.parsed.parses
+    assert parses > 0
+    repo.commit("one status", **{"status/e02.yaml": doc.format(n="e02").replace("abc", "def"),
+                                 "status/junk.yaml": "::: not yaml"})
+    again = source.load(source.fetch())
+    assert source.parsed.parses == parses + 2
+    assert set(again.statuses) == set(decl.statuses)
+    assert set(again.ignored_statuses) == set(decl.ignored_statuses) | {"status/junk.yaml"}
