@@ -647,3 +647,41 @@ def new(workflow: str | None, wf_version: str | None, target: str | None, params
         _echo(f"committed {commit[:12]} on branch {branch}" + (f"; pushed to {remote}" if push else
                                                                 "; push it and open a pull request"))
     sys.exit(EXIT_OK)
+
+
+@main.command()
+@click.option("--repo", "repo_path", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Try this repository (a directory; it is copied, never changed). Default: examples-repo/.")
+@click.option("--fail", "fail_specs", multiple=True, metavar="WORKFLOW[:REASON]",
+              help="Make the simulator fail runs of this workflowId (reason: oom, exit, forbidden, image_pull, "
+                   "timeout, task_timeout, quota, config, param_missing, deadline; default oom). Repeatable.")
+@click.option("--no-pause", is_flag=True, help="Do not wait for Enter between steps.")
+@click.option("--exit-after", is_flag=True, help="Stop after the walk-through instead of serving until Ctrl-C.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Dashboard port on 127.0.0.1 (0: any free port).")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (remote, log) after exit.")
+def testdrive(repo_path: Path | None, fail_specs: tuple[str, ...], no_pause: bool, exit_after: bool, port: int,
+              keep: bool) -> None:
+    """Try the whole loop on a simulated cluster: no cluster, no network, nothing to set up.
+
+    Seeds a local bare Git remote from examples-repo/ (or --repo), starts the real service
+    against a built-in simulated Kubernetes API with Tekton and Job controllers, prints the
+    dashboard's URL and walks through runs created, one succeeding and one failing, the
+    status commits in the remote, and a new execution merged and held by the cooldown.
+    Ctrl-C stops everything. Exit 0; 2 for a bad flag or repository; 1 if a step never happened.
+    """
+    from . import testdrive as td
+
+    try:
+        failures = td.parse_failures(fail_specs)
+        source = repo_path or td.packaged_examples()
+        if source is None:
+            raise td.TestdriveError("no examples-repo/ next to this installation: pass --repo PATH "
+                                    "(a directory with executions/ and workflows/, e.g. the project's examples-repo)")
+        options = td.Options(source=source.resolve(), failures=failures, pause=not no_pause, port=port,
+                             hold=not exit_after, keep=keep)
+        code = td.run(options, lambda line: click.echo(line))
+    except td.TestdriveError as e:
+        _echo(f"{td.TAG} error: {e}", err=True)
+        code = EXIT_ERROR
+    sys.exit(code)

@@ -333,13 +333,15 @@ def dashboard_app(source: DashboardSource, *, title: str = "kubernaut remediatio
     assets = _load_static()
     versions = {name: asset.etag.strip('"')[:10] for name, asset in assets.items()}
     refresh_ms = max(100, int(refresh_seconds * 1000))
+    # e.g. "Simulated cluster: ..." from reconciler testdrive: shown on every page
+    banner = str(getattr(source, "banner", "") or "")
 
     def static_url(name: str) -> str:
         return f"/static/{name}?v={versions.get(name, '0')}"
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(title=title, static=static_url, refresh_ms=refresh_ms,
-                                                 **context)
+                                                 banner=banner, **context)
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     def api(content: Any, status: int = 200) -> Response:
