@@ -143,11 +143,12 @@ class Service:
         self.source = GitSource(repo.url, branch=repo.branch, path=repo.path, cache_dir=repo.cache_dir,
                                 env=git_environment(repo.auth))
         self.store = GitStatusStore(self.source, branch=repo.status_branch or repo.branch,
-                                    identity=Identity(repo.commit_author.name, repo.commit_author.email))
+                                    identity=Identity(repo.commit_author.name, repo.commit_author.email),
+                                    fence=self.is_leader)
         kube_config = config.kubernetes
         api = api_client or load_api_client(
             context=kube_config.context, kubeconfig=str(kube_config.kubeconfig) if kube_config.kubeconfig else None)
-        self.kube = KubeClient(api)
+        self.kube = KubeClient(api, fence=self.is_leader)  # every write checks the Lease as it is sent
         execution = config.execution
         settings = Settings(namespace=execution.namespace, cooldown=timedelta(seconds=seconds(execution.cooldown)),
                             breaker_failures=execution.breaker_failures,
@@ -210,6 +211,7 @@ class Service:
         return self.elector is None or self.elector.is_leader
 
     def _started_leading(self) -> None:
+        self.store.forget()  # what a standby read may be stale: recover from the remote
         self.notifier.catch_up()
         self.metrics.set_leader(True)
         self.log.info("became leader", extra={"identity": self.identity})
@@ -476,7 +478,10 @@ class Service:
             "identity": self.identity, "repository": redact_url(self.config.repository.url),
             "branch": self.config.repository.branch,
             "ports": {s.name: s.port for s in self.servers}})
-        done.wait()
+        # a bounded wait: a signal the OS delivers to another thread only sets a flag, which
+        # the main thread acts on when it next wakes — an unbounded wait might never wake
+        while not done.wait(0.5):
+            pass
         self.stop()
 
 

@@ -203,7 +203,11 @@ class GitStatusStore:
         return blobs
 
     def load(self) -> dict[str, ExecutionState]:
-        """The recorded states: recovered from the bot's commits once, then kept in memory."""
+        """The recorded states: recovered from the bot's commits once, then kept in memory.
+        Once recovered, reading never waits for a push in progress (the dashboard calls this)."""
+        known = self._states  # one reference read: save() replaces the dict, never mutates it
+        if known is not None:
+            return dict(known)
         with self._lock:
             if self._states is None:
                 tip = self._fetch_tip()
@@ -334,7 +338,7 @@ class GitStatusStore:
         self.log.warning("status on the branch is further on than ours; kept",
                          extra={"execution": name, "theirs": theirs.phase, "ours": ours.phase})
         if self._states is not None and progress_rank(self._states.get(name, ours)) < progress_rank(theirs):
-            self._states[name] = theirs
+            self._states = {**self._states, name: theirs}  # copy on write: load() reads without the lock
         return True
 
     def _check_commit(self, parent: str, commit: str, expected: set[str]) -> None:
