@@ -63,18 +63,27 @@ def default_api_url(kind: Kind, repo_url: str) -> str:
 
 def default_repository(repo_url: str) -> str:
     """owner/name (or group/sub/project) from any clone URL form."""
-    url = re.sub(r"^[a-z+]+://", "", repo_url.strip(), flags=re.IGNORECASE)
-    url = re.sub(r"^[^@/]*@", "", url)
-    scp = re.match(r"^[^/]+:[^/0-9]", url)  # host:owner/name
-    url = url.split(":", 1)[1] if scp else url.split("/", 1)[1] if "/" in url else ""
-    return re.sub(r"(\.git)?/*$", "", url)
+    return _split(repo_url)[1]
 
 
 def _host(repo_url: str) -> str:
-    url = re.sub(r"^[a-z+]+://", "", repo_url.strip(), flags=re.IGNORECASE)
-    url = re.sub(r"^[^@/]*@", "", url)
-    host = re.split(r"[/:]", url, maxsplit=1)[0].lower()
+    host = _split(repo_url)[0]
     return host if "." in host else ""
+
+
+def _split(repo_url: str) -> tuple[str, str]:
+    """(host, path) of scheme://[user@]host[:port]/path or [user@]host:path (string
+    operations only: no pattern can be fooled by a trailing newline or non-ASCII digits)."""
+    url = repo_url.strip()
+    if "://" in url:
+        authority, _, path = url.split("://", 1)[1].partition("/")
+        host = authority.rpartition("@")[2].split(":", 1)[0]
+    else:
+        before, colon, after = url.partition(":")
+        host, path = (before.rpartition("@")[2], after) if colon and "/" not in before else ("", url)
+    path = path.strip("/")
+    path = path[:-4] if path.endswith(".git") else path
+    return host.lower(), path.strip("/")
 
 
 def state_for(kind: Kind, event: Event) -> str:
