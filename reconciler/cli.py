@@ -685,3 +685,40 @@ def testdrive(repo_path: Path | None, fail_specs: tuple[str, ...], no_pause: boo
         _echo(f"{td.TAG} error: {e}", err=True)
         code = EXIT_ERROR
     sys.exit(code)
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), envvar="RECONCILER_CONFIG",
+              help="The service's configuration (the same file `reconciler run` reads).")
+@kube_options
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def doctor(config_file: Path | None, kubeconfig: str | None, context: str | None, output: str) -> None:
+    """Check the configured cluster and repository before (or after) installing.
+
+    API server and version (>= 1.27), Tekton's v1 PipelineRun CRD, the bundles resolver,
+    the execution namespace, every verb the reconciler needs (one SelfSubjectAccessReview
+    each), the ServiceAccounts the declared executions name, Git with the configured
+    credentials and branch, the webhook secret, notification sinks. Each failure prints
+    its fix. Exit 0 all passed (warnings allowed), 1 a check failed, 2 the configuration
+    cannot be read."""
+    from . import doctor as dr
+    from .kube import RetryPolicy
+
+    try:
+        config = load_config(config_file)
+        kube_config = config.kubernetes
+        configured = str(kube_config.kubeconfig) if kube_config.kubeconfig else None
+        api = load_api_client(context=context or kube_config.context, kubeconfig=kubeconfig or configured)
+    except ConfigError as e:
+        _echo(f"error: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    checks = dr.run_checks(config, KubeClient(api, retry=RetryPolicy(attempts=1), request_timeout=15.0))
+    if output == "json":
+        click.echo(json.dumps([{"check": c.name, "status": c.status, "detail": c.detail, "fix": c.fix}
+                               for c in checks], indent=2))
+    else:
+        for c in checks:
+            click.echo(safe_lines(dr.format_check(c)))
+        failed = sum(c.status == dr.FAIL for c in checks)
+        click.echo(f"{failed} check(s) failed" if failed else "all checks passed")
+    sys.exit(dr.exit_code(checks))

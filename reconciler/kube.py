@@ -87,6 +87,12 @@ PODS = Resource("", "v1", "pods", "Pod")
 EVENTS = Resource("", "v1", "events", "Event")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 RUN_RESOURCES = {"PipelineRun": PIPELINERUNS, "Job": JOBS}
+# read by ``reconciler doctor`` only
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
+                namespaced=False)
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STRICT = frozenset({"POST", "PUT", "PATCH"})  # sent with fieldValidation=Strict
@@ -300,6 +306,29 @@ class KubeClient:
                                   query=[("container", container), ("tailLines", tail_lines),
                                          ("limitBytes", limit_bytes)])
         return text
+
+    def server_version(self) -> dict[str, Any]:
+        """``GET /version`` (major, minor, gitVersion)."""
+        result: dict[str, Any] = self._request("GET", "/version")
+        return result
+
+    def access_review(self, verb: str, res: Resource, namespace: str | None,
+                      subresource: str = "", name: str = "") -> tuple[bool, str]:
+        """One SelfSubjectAccessReview: may the client's identity do ``verb`` on ``res``?
+        (allowed, the authorizer's reason)."""
+        attributes: dict[str, str] = {"verb": verb, "group": res.group, "version": res.version,
+                                      "resource": res.plural}
+        if namespace:
+            attributes["namespace"] = namespace
+        if subresource:
+            attributes["subresource"] = subresource
+        if name:
+            attributes["name"] = name
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes}}
+        result = self._request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=body)
+        status = result.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or status.get("evaluationError") or "")
 
     def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         """Record an Event, aggregated like client-go's recorder: the name is the caller's

@@ -111,6 +111,11 @@ class DenialSet:
             if denial in self._rules:
                 self._rules.remove(denial)
 
+    def would_deny(self, verb: str, group: str, resource: str, namespace: str | None) -> bool:
+        """What a SelfSubjectAccessReview answers: the same rules, no hit counted."""
+        with self._lock:
+            return any(rule.matches(verb, group, resource, namespace) for rule in self._rules)
+
     def denies(self, verb: str, group: str, resource: str, namespace: str | None) -> bool:
         with self._lock:
             for rule in self._rules:

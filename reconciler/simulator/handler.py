@@ -205,6 +205,9 @@ class Handler(BaseHTTPRequestHandler):
         doc = discovery.document(self.fake.registry, parts, f"{self.fake.host}:{self.fake.port}")
         if doc is not None and method == "GET":
             return Response(200, doc)
+        special = self._authorization_or_crd(method, parts, body)
+        if special is not None:
+            return special
         r = route(self.fake, parts)
         if r is None:
             raise e.ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -273,6 +276,37 @@ class Handler(BaseHTTPRequestHandler):
                                   "metadata": {"resourceVersion": str(rv)}, "items": items})
         return Response(200, store.delete(r.rt, r.namespace, r.name or "", propagation=policy,
                                           preconditions=options.get("preconditions"), dry_run=dry_run))
+
+    def _authorization_or_crd(self, method: str, parts: list[str], body: Any) -> Response | None:
+        """SelfSubjectAccessReview (answered from the RBAC switch, ``server.forbid``) and GET of
+        a CRD by name (every registered custom type; ``server.unregister`` removes one)."""
+        if parts == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] and method == "POST":
+            spec = (body.get("spec") if isinstance(body, dict) else None) or {}
+            attrs = spec.get("resourceAttributes") or {}
+            resource = str(attrs.get("resource", ""))
+            if attrs.get("subresource"):
+                resource += f"/{attrs['subresource']}"
+            denied = self.fake.denials.would_deny(str(attrs.get("verb", "")), str(attrs.get("group", "")),
+                                                  resource, attrs.get("namespace") or None)
+            status: dict[str, Any] = {"allowed": not denied}
+            if denied:
+                status["denied"] = True
+                status["reason"] = "no RBAC policy matched"
+            return Response(201, {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                                  "metadata": {"creationTimestamp": None}, "spec": spec, "status": status})
+        if parts[:4] == ["apis", "apiextensions.k8s.io", "v1", "customresourcedefinitions"] and method == "GET":
+            found = [rt for rt in self.fake.registry.all() if rt.custom]
+            if len(parts) == 4:
+                return Response(200, {"kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+                                      "metadata": {}, "items": [_crd_object(rt) for rt in found]})
+            name = parts[4] if len(parts) == 5 else ""
+            for rt in found:
+                if f"{rt.plural}.{rt.group}" == name:
+                    return Response(200, _crd_object(rt))
+            raise e.ApiError(404, "NotFound", f'customresourcedefinitions.apiextensions.k8s.io "{name}" not found',
+                             details={"name": name, "group": "apiextensions.k8s.io",
+                                      "kind": "customresourcedefinitions"})
+        return None
 
     def _selectors(self, rt: ResourceType, query: dict[str, str]) -> tuple[Any, Any]:
         try:
@@ -414,3 +448,13 @@ def _accepts_json(accept: str | None) -> bool:
 @dataclass(frozen=True)
 class _Unparsed:
     raw: bytes
+
+
+def _crd_object(rt: ResourceType) -> dict[str, Any]:
+    return {"kind": "CustomResourceDefinition", "apiVersion": "apiextensions.k8s.io/v1",
+            "metadata": {"name": f"{rt.plural}.{rt.group}"},
+            "spec": {"group": rt.group, "names": {"plural": rt.plural, "kind": rt.kind, "singular": rt.singular},
+                     "scope": "Namespaced" if rt.namespaced else "Cluster",
+                     "versions": [{"name": rt.version, "served": True, "storage": True}]},
+            "status": {"acceptedNames": {"plural": rt.plural, "kind": rt.kind},
+                       "conditions": [{"type": "Established", "status": "True"}]}}

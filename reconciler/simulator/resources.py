@@ -107,6 +107,7 @@ def default_resources() -> list[ResourceType]:
                      selectable_fields=("status.phase",), singular="namespace", short_names=("ns",)),
         ResourceType("", "v1", "secrets", "Secret", selectable_fields=("type",), singular="secret"),
         ResourceType("", "v1", "configmaps", "ConfigMap", singular="configmap", short_names=("cm",)),
+        ResourceType("", "v1", "serviceaccounts", "ServiceAccount", singular="serviceaccount", short_names=("sa",)),
         ResourceType("coordination.k8s.io", "v1", "leases", "Lease", singular="lease"),
         ResourceType("events.k8s.io", "v1", "events", "Event", selectable_fields=_NEW_EVENT_FIELDS,
                      singular="event", short_names=("ev",)),
@@ -122,6 +123,10 @@ class Registry:
     def register(self, rt: ResourceType) -> ResourceType:
         self._types[rt.key] = rt
         return rt
+
+    def unregister(self, group: str, plural: str) -> ResourceType | None:
+        """Stop serving a type (a CRD that is not installed); its objects stay in the store."""
+        return self._types.pop((_core(group), plural), None)
 
     def get(self, group: str, plural: str, version: str | None = None) -> ResourceType | None:
         rt = self._types.get((_core(group), plural))

@@ -224,6 +224,12 @@ class FakeKubeServer:
         """Serve one more resource type, e.g. `server.register(crd("x.io", "v1", "foos", "Foo"))`."""
         return self.registry.register(rt)
 
+    def unregister(self, group: str, plural: str) -> ResourceType | None:
+        """Stop serving a type, e.g. ``unregister("tekton.dev", "pipelineruns")``: a cluster
+        without that CRD (404 on its paths, absent from discovery and
+        ``customresourcedefinitions``)."""
+        return self.registry.unregister(group, plural)
+
     def resource(self, group: str, version: str, plural: str) -> ResourceType:
         return self.registry.require(group, version, plural)
 
