@@ -29,7 +29,7 @@ import yaml
 
 from . import __version__, logs, views
 from .cluster import Cluster, DryRunCluster, KubeCluster, OfflineCluster
-from .config import Config, describe, load_config
+from .config import Config, ConfigUnreadable, describe, load_config
 from .cycle import CycleResult, Reconciler
 from .errors import ConfigError, GitError, Problem, ReconcilerError, TemplateError
 from .gate import Gate
@@ -354,16 +354,25 @@ def run(config_file: Path | None, repo: str | None, branch: str | None) -> None:
         config = _load_config(config_file, repo, branch)
         level = getattr(logging, config.logging.level.upper())
         logs.setup(level, config.logging.format)
+        # APScheduler's "Running job"/"executed successfully" lines, once per cycle: debug only
+        logging.getLogger("apscheduler").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
         service = Service(config)
     except ReconcilerError as e:
         _fail(str(e))
         return
-    service.run_forever()
+    try:
+        service.run_forever()
+    except (RuntimeError, TimeoutError, OSError) as e:  # a port in use, an address not ours
+        service.stop()
+        _fail(f"cannot start: {e}")
 
 
 @main.group("config")
 def config_group() -> None:
     """Inspect the service configuration."""
+
+
+CONFIG_WARNINGS = ("server.webhook: no secret configured",)
 
 
 @config_group.command("check")
@@ -377,16 +386,21 @@ def config_check(config_file: Path | None, output: str) -> None:
         config = load_config(config_file)
     except ConfigError as e:
         _echo(f"error: {e}", err=True)
-        sys.exit(EXIT_INVALID)
-    problems = check(config)
+        sys.exit(EXIT_ERROR if isinstance(e, ConfigUnreadable) else EXIT_INVALID)
+    found = check(config)
+    # what still lets the service work (no webhook secret: polling still works) is a warning
+    warnings = [p for p in found if p.startswith(CONFIG_WARNINGS)]
+    problems = [p for p in found if p not in warnings]
     effective = describe(config)
+    report = {"valid": not problems, "problems": problems, "warnings": warnings, "config": effective}
     if output == "json":
-        click.echo(json.dumps({"valid": not problems, "problems": problems, "config": effective}, indent=2))
+        click.echo(json.dumps(report, indent=2))
     elif output == "yaml":
-        click.echo(yaml.safe_dump({"valid": not problems, "problems": problems, "config": effective}, sort_keys=False))
+        click.echo(yaml.safe_dump(report, sort_keys=False))
     else:
         click.echo(yaml.safe_dump(effective, sort_keys=False).rstrip())
-        click.echo(safe_lines(f"problem: {p}" for p in problems) or "configuration is valid")
+        click.echo(safe_lines([*(f"problem: {p}" for p in problems), *(f"warning: {w}" for w in warnings)]))
+        click.echo("configuration is valid" if not problems else "configuration has problems")
     sys.exit(EXIT_INVALID if problems else EXIT_OK)
 
 

@@ -312,6 +312,10 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
     return layer
 
 
+class ConfigUnreadable(ConfigError):
+    """The file cannot be read or parsed at all (``config check`` exits 2, not 1)."""
+
+
 def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None,
                 environ: dict[str, str] | None = None) -> Config:
     """File, then environment, then flag overrides; ConfigError naming each bad setting."""
@@ -320,9 +324,9 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None,
         try:
             loaded = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: {e}") from e
+            raise ConfigUnreadable(f"{path}: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the configuration must be a mapping")
+            raise ConfigUnreadable(f"{path}: the configuration must be a mapping")
         data = loaded or {}
     data = _deep_merge(_to_snake(data), _env_layer(dict(os.environ if environ is None else environ)))
     data = _deep_merge(data, overrides or {})

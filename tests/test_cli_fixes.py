@@ -1,0 +1,59 @@
+"""CLI fixes of issue 12, each pinned by a test that failed before it.
+
+* ``config check``: exit codes as its help says (2 unreadable, 1 invalid, 0 valid even with
+  warnings);
+* ``reconciler run`` on a port in use: one clear line, exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from reconciler.cli import main
+from tests.conftest import PROJECT
+
+
+@pytest.mark.parametrize(("content", "code"), [
+    (None, 2),                                                # no such file
+    ("repository: [unclosed", 2),                             # not YAML
+    ("- a list", 2),                                          # not a mapping
+    ("repository: {url: /tmp/x, pollInterval: soon}", 1),     # invalid setting
+    ("repository: {url: /tmp/x}", 0),                         # valid; warns (no webhook secret) → still 0
+])
+def test_config_check_exit_codes_follow_its_help(tmp_path: Path, content: str | None, code: int) -> None:
+    path = tmp_path / "config.yaml"
+    if content is not None:
+        path.write_text(content)
+    result = CliRunner().invoke(main, ["config", "check", "--config", str(path)])
+    assert result.exit_code == code, result.output
+
+
+def test_run_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "x",
+            "clusters": [{"name": "x", "cluster": {"server": "http://127.0.0.1:9"}}],
+            "users": [{"name": "x", "user": {"token": "t"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]}))
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+            "repository": {"url": str(tmp_path / "nowhere"), "cacheDir": str(tmp_path / "cache")},
+            "kubernetes": {"kubeconfig": str(tmp_path / "kubeconfig")},
+            "server": {"healthAddress": f"127.0.0.1:{port}", "metricsAddress": "127.0.0.1:0",
+                       "webhookAddress": "127.0.0.1:0"}}))
+        done = subprocess.run([sys.executable, "-m", "reconciler", "run", "--config", str(tmp_path / "config.yaml")],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot start" in errors[0] and "health" in errors[0], done.stderr
