@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from .errors import Invalid, KubeError, NotFound
+from .informer import RunCache
 from .kube import EVENTS, JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS, KubeClient
 from .render import LABEL_MANAGED_BY, MANAGED_BY, RenderedRun
 from .runstatus import format_time
@@ -42,15 +43,28 @@ class Cluster(Protocol):
 
 
 class KubeCluster:
+    """The cluster through the API — read from ``cache`` (a watch-fed :class:`RunCache`)
+    whenever it is synced, so a cycle with nothing new asks the API server nothing per run;
+    through LISTs and GETs otherwise.  :attr:`api_reads` counts the reads that went to the
+    API server (readiness counts those, not cache reads)."""
+
     def __init__(self, kube: KubeClient, namespace: str, *, component: str = "kubernaut-gitops-reconciler",
-                 clock: Any = None, logger: logging.Logger | None = None):
+                 clock: Any = None, logger: logging.Logger | None = None, cache: RunCache | None = None):
         self.kube = kube
         self.namespace = namespace
         self.component = component
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.log = logger or logging.getLogger("reconciler.cluster")
+        self.cache = cache
+        self.api_reads = 0
 
     def list_runs(self) -> dict[str, dict[str, Any]]:
+        cached = self.cache.runs() if self.cache is not None else None
+        return cached if cached is not None else self.list_runs_live()
+
+    def list_runs_live(self) -> dict[str, dict[str, Any]]:
+        """Every run of ours, as the API server lists it now (never from the cache)."""
+        self.api_reads += 1
         runs: dict[str, dict[str, Any]] = {}
         for res in (PIPELINERUNS, JOBS):
             items, _ = self.kube.list(res, self.namespace, label_selector=MANAGED_SELECTOR)
@@ -60,12 +74,20 @@ class KubeCluster:
         return runs
 
     def get_run(self, kind: str, name: str) -> dict[str, Any] | None:
+        cached = self.cache.run(kind, name) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        self.api_reads += 1
         run = self.kube.get_or_none(RUN_RESOURCES[kind], self.namespace, name)
         if run is not None:
             run.setdefault("kind", kind)
         return run
 
     def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]:
+        cached = self.cache.children(run) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        self.api_reads += 1
         name = run["metadata"]["name"]
         if run.get("kind") == "Job":
             items, _ = self.kube.list(PODS, self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
@@ -79,6 +101,8 @@ class KubeCluster:
         created = self.kube.create(RUN_RESOURCES[rendered.kind], self.namespace, rendered.manifest,
                                    context={"execution": rendered.execution_name, "run": rendered.name})
         created.setdefault("kind", rendered.kind)
+        if self.cache is not None:
+            self.cache.created(created)  # the next cycle sees it even before the watch does
         return created
 
     def cancel_run(self, kind: str, name: str) -> None:
