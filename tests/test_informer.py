@@ -5,7 +5,6 @@ is not synced.  Real HTTP to the fake API server; requests are counted there."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -136,18 +135,6 @@ def test_a_deleted_run_is_reported_from_the_relist(wired: Wired) -> None:
     env.server.faults.clear()
     assert wired.wait(lambda: "e000" in wired.changed)
     assert wired.reconciler.run_once().states["e000"].reason == "ExternallyDeleted"
-
-
-def test_a_created_run_is_in_the_cache_before_the_watch_tells(wired: Wired) -> None:
-    env = wired.env
-    gate = threading.Event()
-    declare(env, "solo", target=_target(7))
-    wired.cache.informers["pipelineruns"].on_event = lambda *_: gate.wait(5)  # hold the watch thread
-    try:
-        wired.reconciler.run_once()
-        assert wired.cache.run("PipelineRun", run_name(_target(7))) is not None
-    finally:
-        gate.set()
 
 
 def test_without_a_cache_every_read_goes_to_the_api(env: Env) -> None:
