@@ -89,29 +89,43 @@ class ApiWitness:
     def __init__(self, inner: Cluster) -> None:
         self.inner = inner
         self.namespace = inner.namespace
-        self.last_ok = -math.inf  # time.monotonic() of the last answer
+        self._last_ok = -math.inf  # time.monotonic() of the last answer to a call
         self.last_error = ""
 
-    def _call(self, call: Callable[[], T]) -> T:
+    @property
+    def last_ok(self) -> float:
+        """The last answer: to a call, or on the watch-fed cache's LISTs and watches (a read
+        served from the cache is no answer by itself)."""
+        cache = getattr(self.inner, "cache", None)
+        return max(self._last_ok, cache.last_answer if cache is not None else -math.inf)
+
+    def _call(self, call: Callable[[], T], *, read: bool = False) -> T:
+        before = getattr(self.inner, "api_reads", None)
         try:
             result = call()
         except KubeError as e:
             if isinstance(e, Unavailable) or e.status in (401, 403):
                 self.last_error = str(e)[:300]
             else:
-                self.last_ok, self.last_error = time.monotonic(), ""
+                self._last_ok, self.last_error = time.monotonic(), ""
             raise
-        self.last_ok, self.last_error = time.monotonic(), ""
+        if not read or before is None or getattr(self.inner, "api_reads", None) != before:
+            self._last_ok, self.last_error = time.monotonic(), ""
         return result
 
     def list_runs(self) -> dict[str, dict[str, Any]]:
-        return self._call(self.inner.list_runs)
+        return self._call(self.inner.list_runs, read=True)
+
+    def probe(self) -> None:
+        """A read the API server answers (never the cache): readiness when nothing else asked."""
+        live = getattr(self.inner, "list_runs_live", self.inner.list_runs)
+        self._call(live)
 
     def get_run(self, kind: str, name: str) -> dict[str, Any] | None:
-        return self._call(lambda: self.inner.get_run(kind, name))
+        return self._call(lambda: self.inner.get_run(kind, name), read=True)
 
     def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return self._call(lambda: self.inner.children(run))
+        return self._call(lambda: self.inner.children(run), read=True)
 
     def create_run(self, rendered: RenderedRun) -> dict[str, Any]:
         return self._call(lambda: self.inner.create_run(rendered))
@@ -168,11 +182,12 @@ class Service:
                 retry_period=seconds(election.retry_period), on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading)
         self.gate = build_gate(config, self.source)
-        self.api_witness = ApiWitness(KubeCluster(self.kube, execution.namespace))
+        # the follower's watch-fed cache is what the cycle reads (LISTs only while it is not synced)
+        self.follower = RunFollower(self.kube, execution.namespace, self._followed)
+        self.api_witness = ApiWitness(KubeCluster(self.kube, execution.namespace, cache=self.follower.cache))
         self.reconciler = Reconciler(self.source, self.api_witness, settings=settings,
                                      renderer=Renderer(execution.templates_dir, execution.namespace),
                                      store=self.store, fence=self.is_leader, gate=self.gate)
-        self.follower = RunFollower(self.kube, execution.namespace, self._followed)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.interval = float(seconds(repo.poll_interval))
         # how long Git or the API server may be unreachable before /readyz says so: a few
@@ -313,7 +328,7 @@ class Service:
         if now - max(self.api_witness.last_ok, self._kube_probe_at) >= due:
             self._kube_probe_at = now
             try:
-                self.api_witness.list_runs()
+                self.api_witness.probe()
                 self._warned.pop("kube", None)
             except KubeError as e:
                 self._warn("kube", "kubernetes API unreachable", str(e))
