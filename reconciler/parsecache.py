@@ -19,6 +19,10 @@ Entries not used by the last load are dropped, so memory follows the branch, not
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +36,10 @@ from .declared import (
     _Parsed,
     assemble,
     gc_paused,
-    status_file,
 )
-from .statusdoc import StatusRecord
+from .statusdoc import StatusRecord, read_status_document, record_of
+
+_log = logging.getLogger("reconciler.parsecache")
 
 Listing = Mapping[str, str]  # path → blob id
 Reader = Callable[[Mapping[str, str]], Mapping[str, bytes | int]]  # path → blob id  ⇒  path → content
@@ -55,6 +60,62 @@ def _catalog_view(catalog: Catalog, have_catalog: bool, workflow: tuple[str, str
     return (broken, None, known, tuple(catalog.unreadable))
 
 
+class StatusDocs:
+    """Status documents checked by the strict loader, kept by (path, blob id).
+
+    Start-up reads the same status blobs three times — the bot's history (recovery), the
+    write-back's check of the tip, the declaration's records — and each later cycle the
+    ones that changed: with this, each blob is parsed once.  Least recently used entries
+    beyond ``limit`` (at least twice the largest listing seen) are dropped."""
+
+    def __init__(self, limit: int = 4096):
+        self.limit = limit
+        self.parses = 0
+        self._docs: OrderedDict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = OrderedDict()
+        self._lock = threading.Lock()  # the write-back and the source read from several threads
+
+    def read(self, raw: bytes | int, path: str, sha: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+        """:func:`read_status_document` of ``raw`` at ``path`` (``sha``: its blob id, when known)."""
+        if sha is None:
+            sha = _blob_id(raw) if isinstance(raw, bytes) else f"size:{raw}"
+        key = (path, sha)
+        with self._lock:
+            found = self._docs.get(key)
+            if found is not None:
+                self._docs.move_to_end(key)
+                return found
+        found = read_status_document(raw, path)
+        self.parses += 1
+        with self._lock:
+            self._docs[key] = found
+            while len(self._docs) > self.limit:
+                self._docs.popitem(last=False)
+        return found
+
+    def known(self, path: str, sha: str) -> bool:
+        with self._lock:
+            return (path, sha) in self._docs
+
+    def fit(self, listing_size: int) -> None:
+        """Keep room for at least two listings of this size."""
+        self.limit = max(self.limit, 2 * listing_size)
+
+    def record(self, raw: bytes | int, path: str, sha: str | None = None) -> tuple[StatusRecord | None, str]:
+        """The record of one status file, or None and why it is ignored (never raises)."""
+        try:
+            data, why = self.read(raw, path, sha)
+            if data is not None:
+                return record_of(data, path), ""
+        except Exception:  # a damaged status file is treated as absent, never the cycle's error
+            _log.warning("unexpected error reading status file %s", path, exc_info=True)
+            return None, "this file could not be read"
+        return None, why or "not a status document"
+
+
+def _blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 @dataclass
 class _Entry:
     parsed: _Parsed
@@ -70,6 +131,7 @@ class ParseCache:
     catalog_key: tuple[tuple[str, str], ...] | None = None
     catalog: Catalog | None = None
     parses: int = 0  # execution, catalog and status files parsed (a cache miss each)
+    status_docs: StatusDocs = field(default_factory=StatusDocs)
 
     def declaration(self, executions: Listing, workflows: Listing, read: Reader,
                     origins: Mapping[str, FileOrigin], max_bytes: int) -> Declaration:
@@ -110,12 +172,13 @@ class ParseCache:
     def status_records(self, files: Listing, read: Reader) -> tuple[dict[str, StatusRecord], dict[str, str]]:
         """(execution name → record, ignored file → why) of these status files."""
         with gc_paused():
+            self.status_docs.fit(len(files))
             keys = {path: (path, sha) for path, sha in files.items()}
             missing = {path: sha for path, sha in files.items() if keys[path] not in self.statuses}
             contents = read(missing) if missing else {}
             kept = {keys[path]: self.statuses[keys[path]] for path in files if path not in missing}
             for path in missing:
-                kept[keys[path]] = status_file(path, contents[path])
+                kept[keys[path]] = self.status_docs.record(contents[path], path, files[path])
                 self.parses += 1
             self.statuses = kept
             records: dict[str, StatusRecord] = {}

@@ -137,6 +137,11 @@ def parse_status_reporting(raw: bytes | int, file: str) -> tuple[StatusRecord | 
     data, why = read_status_document(raw, file)
     if data is None:
         return None, why
+    return record_of(data, file), None
+
+
+def record_of(data: dict[str, Any], file: str) -> StatusRecord:
+    """The record of a document :func:`read_status_document` accepted."""
     meta, status = data["metadata"], data["status"]
     ref = status.get("executionRef")
     return StatusRecord(
@@ -147,4 +152,4 @@ def parse_status_reporting(raw: bytes | int, file: str) -> tuple[StatusRecord | 
         spec_hash=str(status.get("specHash") or ""),
         run_name=str(ref.get("name") or "") if isinstance(ref, dict) else "",
         raw=data,
-    ), None
+    )

@@ -24,7 +24,7 @@ import git
 from .errors import GitError
 from .gitsource import GitSource, _clean_stderr
 from .status import ExecutionState, from_document
-from .statusdoc import read_status_document, valid_execution_name
+from .statusdoc import valid_execution_name
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,10 @@ def recorded_states(source: GitSource, commit: str, prefix: str, committer: Comm
         if not wanted:
             break
         blobs = source._read_blobs({path: blob for path, (_, blob) in wanted.items()})
+        docs = source.parsed.status_docs  # each blob parsed once, shared with the tip's readers
+        docs.fit(len(blobs))
         for path, raw in blobs.items():
-            data, why = read_status_document(raw, path)
+            data, why = docs.read(raw, path, wanted[path][1])
             state = from_document(data) if data is not None else None
             if state is None or not valid_execution_name(state.name):
                 out.problems.append(f"{path} at {wanted[path][0][:12]}: {why or 'not a status'}")

@@ -189,9 +189,12 @@ class GitStatusStore:
         unchecked = {n: sha for n, sha in blobs.items() if sha not in self._checked}
         if unchecked:
             contents = self.source._read_blobs({f"{directory}/{n}.yaml": sha for n, sha in unchecked.items()})
+            docs = self.source.parsed.status_docs  # parsed once, shared with recovery and the source
+            docs.fit(len(blobs))
             for path, raw in contents.items():
-                _, why = read_status_document(raw, path)
-                self._checked[unchecked[path[len(directory) + 1:-5]]] = why
+                sha = unchecked[path[len(directory) + 1:-5]]
+                _, why = docs.read(raw, path, sha)
+                self._checked[sha] = why
         for name, sha in blobs.items():
             why = self._checked.get(sha)
             if why is not None:
@@ -215,6 +218,10 @@ class GitStatusStore:
                                            Committer(self.identity.name, self.identity.email), self.log)
                 self._states = dict(recorded.states)
                 self._known = {name: blob_id(raw) for name, raw in recorded.raw.items()}
+                # the bytes of a recovered state are those the bot wrote for it: serialise again
+                # only once the state changes (10 000 dumps at start-up otherwise)
+                for name, raw in recorded.raw.items():
+                    self._bytes[name] = (recorded.states[name], raw, self._known[name])
                 self._tip, self._tip_blobs = tip, self._list(tip)
             return dict(self._states)
 
