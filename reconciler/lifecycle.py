@@ -389,4 +389,5 @@ def mark_spec_change(state: ExecutionState, declared_hash: str | None, now: date
             state.conditions, "SpecChangedAfterStart", "True", "SpecChangedAfterStart",
             "the execution was edited after it started; the edit is not applied — add a new "
             "execution to run again", now))
-    return replace(state, conditions=drop_condition(state.conditions, "SpecChangedAfterStart"))
+    conditions = drop_condition(state.conditions, "SpecChangedAfterStart")
+    return state if conditions is state.conditions else replace(state, conditions=conditions)

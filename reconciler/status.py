@@ -178,12 +178,16 @@ def set_condition(conditions: tuple[Condition, ...], type_: str, status: str, re
                   now: datetime) -> tuple[Condition, ...]:
     """Upsert a condition; ``lastTransitionTime`` moves only when ``status`` changes."""
     old = next((c for c in conditions if c.type == type_), None)
+    if old is not None and conditions[-1] is old and (old.status, old.reason, old.message) == (status, reason, message):
+        return conditions  # unchanged (and already last): the same tuple, nothing rebuilt each cycle
     when = old.last_transition_time if old is not None and old.status == status else now
     new = Condition(type_, status, reason, message, when)
     return (*tuple(c for c in conditions if c.type != type_), new)
 
 
 def drop_condition(conditions: tuple[Condition, ...], type_: str) -> tuple[Condition, ...]:
+    if all(c.type != type_ for c in conditions):
+        return conditions
     return tuple(c for c in conditions if c.type != type_)
 
 
@@ -236,4 +240,6 @@ def with_summary(state: ExecutionState, declared_hash: str | None, *, run_missin
     ready = {"Completed": "True", "Failed": "False", "Skipped": "False"}.get(state.phase, "Unknown")
     conditions = set_condition(state.conditions, "Ready", ready, state.reason or state.phase,
                                state.message, now)
+    if (sync, health) == (state.sync, state.health) and conditions is state.conditions:
+        return state  # a settled state stays the same object: later steps compare it by identity
     return replace(state, sync=sync, health=health, conditions=conditions)

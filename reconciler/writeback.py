@@ -245,7 +245,7 @@ class GitStatusStore:
 
     def _serialise(self, name: str, state: ExecutionState) -> tuple[bytes, str]:
         cached = self._bytes.get(name)
-        if cached is not None and cached[0] == state:
+        if cached is not None and (cached[0] is state or cached[0] == state):
             return cached[1], cached[2]
         data = status_yaml(state)
         self._bytes[name] = (state, data, blob_id(data))

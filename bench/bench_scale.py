@@ -1,0 +1,352 @@
+"""Scale benchmark (issue 11): a cycle costs what changed, not the size of the repository.
+
+    python bench/bench_scale.py                      # N = 1000, 10000, 50000
+    python bench/bench_scale.py --sizes 1000,10000   # a quicker run
+    python bench/bench_scale.py --reps 5 --churn-seconds 120
+
+For each N a synthetic repository is written with ``git fast-import`` into a bare remote
+(one commit: the catalog and N executions on distinct targets), the bot's status for all
+of them is committed by the write-back itself, and the figures below are measured against
+the in-repo fake API server over real HTTP.  Each figure is min / median / max of
+``--reps`` repetitions, printed next to its target and to the bare baseline it is judged
+against, measured in the same run:
+
+  idle        a cycle with nothing changed, every execution terminal   vs  bare `git fetch`
+  edit/add    one execution file edited / added: load, and the cycle    (targets in ms)
+  running     a cycle with min(N, --running-max) runs Running, nothing changed: time and
+              API requests per cycle (must not grow with N); the follow job's time
+  start-up    new objects (a restart on the warm Git cache) to the first cycle done
+  status/plan `reconciler status` / `plan` as subprocesses: wall time and peak RSS
+  --version   `reconciler --version`                                   vs  `python -c pass`
+  churn       the service objects' RSS over --churn-seconds of edits (slope in MB/min)
+  per-exec    first full load per execution, largest N against the smallest
+
+Wall-clock figures are printed, never asserted: tests assert behaviour only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reconciler.cluster import KubeCluster  # noqa: E402
+from reconciler.cycle import Reconciler  # noqa: E402
+from reconciler.declared import load_declaration  # noqa: E402
+from reconciler.follow import RunFollower  # noqa: E402
+from reconciler.gitsource import GitSource  # noqa: E402
+from reconciler.kube import KubeClient  # noqa: E402
+from reconciler.lifecycle import Settings  # noqa: E402
+from reconciler.simulator import FakeKubeServer, TektonSimulator  # noqa: E402
+from reconciler.status import ExecutionState, RunRef, with_summary  # noqa: E402
+from reconciler.writeback import GitStatusStore  # noqa: E402
+from tests.conftest import CATALOG, execution_yaml  # noqa: E402
+from tests.fakekube_client import new_api_client  # noqa: E402
+
+NS = "kubernaut-workflows"
+PY = sys.executable
+ROWS: list[tuple[str, str, str, str, str]] = []  # N, figure, measured, target, baseline
+
+
+def stats(values: list[float], scale: float = 1000.0, unit: str = "ms") -> str:
+    v = [x * scale for x in values]
+    return f"{min(v):.0f} / {statistics.median(v):.0f} / {max(v):.0f} {unit}"
+
+
+def row(n: int | str, figure: str, measured: str, target: str = "", baseline: str = "") -> None:
+    ROWS.append((str(n), figure, measured, target, baseline))
+    print(f"  [{n}] {figure}: {measured}   target {target or '-'}   baseline {baseline or '-'}", flush=True)
+
+
+def timed(fn: Callable[[], Any], reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def git(cwd: Path, *args: str, data: bytes | None = None) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
+           "GIT_COMMITTER_NAME": "dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, input=data, capture_output=True, check=True,
+                          env=env).stdout.decode()
+
+
+def fast_import(remote: Path, files: dict[str, str], message: str, parent: bool) -> None:
+    """One commit on main with ``files`` added or replaced (no work tree, no index)."""
+    when = f"{int(time.time())} +0000"
+    out = bytearray(f"commit refs/heads/main\nauthor dev <dev@example.com> {when}\n"
+                    f"committer dev <dev@example.com> {when}\ndata {len(message)}\n{message}\n".encode())
+    if parent:
+        out += b"from refs/heads/main^0\n"
+    for path, text in files.items():
+        data = text.encode()
+        out += f"M 100644 inline {path}\ndata {len(data)}\n".encode() + data + b"\n"
+    out += b"done\n"
+    git(remote, "fast-import", "--quiet", "--done", data=bytes(out))
+
+
+def name(i: int) -> str:
+    return f"e{i:05d}"
+
+
+def target(i: int) -> str:
+    return f"ns-{i % 50}/Deployment/app-{i:05d}"
+
+
+def make_remote(tmp: Path, n: int) -> Path:
+    remote = tmp / f"remote-{n}.git"
+    git(tmp, "init", "--quiet", "--bare", "-b", "main", str(remote))
+    files = {"workflows/w.yaml": CATALOG}
+    files.update({f"executions/{name(i)}.yaml": execution_yaml(name(i), target=target(i)) for i in range(n)})
+    fast_import(remote, files, "seed", parent=False)
+    return remote
+
+
+class World:
+    """One 'process': Git source, write-back, cluster through the watch-fed cache."""
+
+    def __init__(self, remote: Path, cache: Path, server: FakeKubeServer, tmp: Path):
+        self.api = new_api_client(server, tmp)
+        self.kube = KubeClient(self.api)
+        self.source = GitSource(str(remote), cache_dir=cache)
+        self.store = GitStatusStore(self.source)
+        self.follower = RunFollower(self.kube, NS, lambda _: None)
+        self.follower.start()
+        self.follower.ready.wait(60)
+        self.cluster = KubeCluster(self.kube, NS, cache=self.follower.cache)
+        self.reconciler = Reconciler(self.source, self.cluster, settings=Settings(namespace=NS),
+                                     store=self.store)
+
+    def close(self) -> None:
+        self.follower.stop()
+        self.api.close()
+
+
+def seed_terminal_status(remote: Path, cache: Path) -> None:
+    """Every execution Completed, committed by the write-back (the bot) in one commit."""
+    source = GitSource(str(remote), cache_dir=cache)
+    decl = source.load(source.fetch())
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    states = {}
+    for e in decl.executions:
+        state = ExecutionState(
+            name=e.name, phase="Completed", reason="Succeeded", message="all tasks succeeded",
+            observed_revision=decl.revision, spec_hash=e.spec_hash, workflow=f"{e.workflow_id}@{e.version}",
+            target=e.target, execution_ref=RunRef("PipelineRun", NS, e.run_name, "uid-" + e.name),
+            start_time=now - timedelta(minutes=3), completion_time=now - timedelta(minutes=1))
+        states[e.name] = with_summary(state, e.spec_hash, now=now)
+    GitStatusStore(source).save(states, [], decl.revision)
+
+
+def bare_fetch(remote: Path, tmp: Path) -> Callable[[], None]:
+    clone = tmp / "bare-fetch.git"
+    if not clone.exists():
+        git(tmp, "init", "--quiet", "--bare", str(clone))
+        git(clone, "fetch", "--quiet", str(remote), "+refs/heads/main:refs/heads/main")
+    return lambda: git(clone, "fetch", "--quiet", "--prune", "--no-tags", str(remote),
+                       "+refs/heads/main:refs/heads/main") and None
+
+
+def child(args: list[str], cwd: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of one subprocess."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"{args} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_size(n: int, args: argparse.Namespace, tmp: Path, server: FakeKubeServer) -> float:
+    print(f"\nN = {n}", flush=True)
+    started = time.perf_counter()
+    remote = make_remote(tmp, n)
+    cache = tmp / f"cache-{n}"
+    row(n, "generate (fast-import)", f"{time.perf_counter() - started:.1f} s")
+
+    # first full load: per-execution cost of parsing (the 1.2x growth figure)
+    fresh = GitSource(str(remote), cache_dir=tmp / f"cold-{n}")
+    commit = fresh.fetch()
+    first = timed(lambda: GitSource(str(remote), cache_dir=tmp / f"cold-{n}").load(commit), 1)[0]
+    row(n, "first full load", f"{first:.2f} s ({first / n * 1e6:.0f} us/execution)")
+    seed_terminal_status(remote, cache)
+
+    # start-up: a restart on the warm Git cache, to the first cycle done
+    def start_up() -> World:
+        world = World(remote, cache, server, tmp)
+        world.reconciler.run_once()
+        return world
+
+    worlds: list[World] = []
+    startups = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        worlds.append(start_up())
+        startups.append(time.perf_counter() - t0)
+        if len(worlds) > 1:
+            worlds.pop(0).close()
+    world = worlds[-1]
+    row(n, "start-up to first cycle done", stats(startups), "<= 2000 ms at 10 000")
+
+    # idle cycle vs bare fetch
+    fetch = bare_fetch(remote, tmp)
+    fetches = timed(fetch, args.reps)
+    idle = timed(world.reconciler.run_once, args.reps)
+    ratio = statistics.median(idle) / statistics.median(fetches)
+    row(n, "idle cycle (all terminal)", f"{stats(idle)} ({ratio:.1f}x fetch)", "<= 50 ms at 10 000, <= 3x fetch",
+        f"git fetch {stats(fetches)}")
+
+    # one file edited / added: load, and the cycle
+    loads, cycles = [], []
+    for k in range(args.reps):
+        edit = k % 2 == 0
+        i = k if edit else n + k
+        params = "{NAMESPACE: payments, MEMORY_LIMIT: %dGi}" % (k + 2) if edit else \
+            "{NAMESPACE: payments, MEMORY_LIMIT: 1Gi}"
+        fast_import(remote, {f"executions/{name(i)}.yaml": execution_yaml(name(i), target=target(i) + "-x",
+                                                                         params=params)},
+                    f"change {k}", parent=True)
+        probe = GitSource(str(remote), cache_dir=cache)  # sharing the cache, to time load alone
+        probe.parsed = world.source.parsed  # the running process's parse cache (not mutated here)
+        c = probe.fetch()
+        loads.append(timed(lambda c=c: probe.load(c), 1)[0])
+        cycles.append(timed(world.reconciler.run_once, 1)[0])
+    row(n, "one file edited/added: load", stats(loads), "<= 50 ms at 10 000")
+    row(n, "one file edited/added: cycle", stats(cycles), "<= 200 ms at 10 000")
+
+    # status and plan, as a user runs them
+    status_runs = [child([PY, "-m", "reconciler", "status", "--repo", str(remote), "--cache-dir",
+                          str(tmp / f"cli-{n}")], tmp) for _ in range(args.reps)]
+    plan_runs = [child([PY, "-m", "reconciler", "plan", "--repo", str(remote), "--cache-dir",
+                        str(tmp / f"cli-{n}")], tmp) for _ in range(args.reps)]
+    row(n, "reconciler status", f"{stats([s for s, _ in status_runs])}, peak RSS "
+        f"{max(r for _, r in status_runs):.0f} MB", "<= 10 s at 50 000")
+    row(n, "reconciler plan", f"{stats([s for s, _ in plan_runs])}, peak RSS "
+        f"{max(r for _, r in plan_runs):.0f} MB", "<= 6 s, <= 400 MB at 50 000")
+
+    # runs Running, nothing changed
+    if n <= args.running_max:
+        running(n, args, world, server)
+    else:
+        row(n, "runs Running, no change", f"not measured (N > --running-max {args.running_max})")
+    if n == args.churn_at:
+        churn(n, args, world, remote)
+    world.close()
+    shutil.rmtree(tmp / f"cold-{n}", ignore_errors=True)
+    return first / n
+
+
+def running(n: int, args: argparse.Namespace, world: World, server: FakeKubeServer) -> None:
+    """N executions whose runs are all Running: a no-change cycle, and the follow job."""
+    tekton = TektonSimulator(server)
+    remote = Path(world.source.url)
+    batch = {f"executions/r{i:05d}.yaml": execution_yaml(f"r{i:05d}", target=f"run-{i % 50}/Deployment/r{i:05d}")
+             for i in range(n)}
+    fast_import(remote, batch, "running batch", parent=True)
+    t0 = time.perf_counter()
+    world.reconciler.run_once()  # creates n runs
+    created = time.perf_counter() - t0
+    runs = [o["metadata"]["name"] for o in server.list_objects("tekton.dev", "v1", "pipelineruns", NS)
+            if o["metadata"]["labels"].get("kubernaut.ai/workflow-execution", "").startswith("r")]
+    for run in runs:
+        tekton.start(NS, run)
+    cache = world.follower.cache
+    assert cache.wait_for(lambda: all((cache.run("PipelineRun", r) or {}).get("status", {}).get("startTime")
+                                      for r in runs), 300), "the cache did not see every run start"
+    world.reconciler.run_once()  # observe them Running, write that
+    row(n, "create runs (one cycle)", f"{len(runs)} runs in {created:.1f} s")
+    counts, times = [], []
+    for _ in range(args.reps):
+        server.clear_requests()
+        times.append(timed(world.reconciler.run_once, 1)[0])
+        counts.append(sum(1 for r in server.requests if not r.watch))
+    names = {f"r{i:05d}" for i in range(n)}
+    follow = timed(lambda: world.reconciler.observe_now(names), args.reps)
+    row(n, f"{len(runs)} runs Running, no change: cycle", stats(times), "<= 300 ms at 10 000")
+    row(n, f"{len(runs)} runs Running: API requests per cycle", f"{min(counts)} / {statistics.median(counts):.0f} / "
+        f"{max(counts)}", "constant in N")
+    row(n, f"{len(runs)} runs Running: follow job", f"{stats(follow)} "
+        f"({'never skipped' if max(follow) < 5 else 'SKIPPED'} at a 5 s interval)", "never skipped")
+    tekton.close()
+
+
+def churn(n: int, args: argparse.Namespace, world: World, remote: Path) -> None:
+    """Edits for --churn-seconds; RSS of this process (the service's objects) sampled."""
+    samples: list[tuple[float, float]] = []
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < args.churn_seconds:
+        fast_import(remote, {f"executions/{name(k % n)}.yaml": execution_yaml(
+            name(k % n), target=target(k % n) + "-x", params="{NAMESPACE: payments, MEMORY_LIMIT: %dGi}" % (k + 9))},
+            f"churn {k}", parent=True)
+        world.reconciler.run_once()
+        samples.append((time.monotonic() - start, rss_mb()))
+        k += 1
+    xs, ys = [s[0] / 60 for s in samples], [s[1] for s in samples]
+    half = len(samples) // 2
+    slope = (statistics.mean(ys[half:]) - statistics.mean(ys[:half])) / max(1e-9, statistics.mean(xs[half:]) -
+                                                                           statistics.mean(xs[:half]))
+    row(n, f"RSS over {args.churn_seconds:.0f} s of churn ({k} edits)", f"peak {max(ys):.0f} MB, "
+        f"slope {slope:+.1f} MB/min (second half vs first)", "<= 200 MB, flat")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,50000")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--running-max", type=int, default=10000)
+    parser.add_argument("--churn-seconds", type=float, default=60.0)
+    parser.add_argument("--churn-at", type=int, default=10000)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    per_exec: dict[int, float] = {}
+    try:
+        versions = [child([PY, "-m", "reconciler", "--version"], tmp)[0] for _ in range(max(3, args.reps))]
+        bare = [child([PY, "-c", "pass"], tmp)[0] for _ in range(max(3, args.reps))]
+        row("-", "reconciler --version", stats(versions), "<= 250 ms", f"python -c pass {stats(bare)}")
+        for n in sizes:
+            with FakeKubeServer() as server:  # each N on its own (empty) cluster
+                per_exec[n] = bench_size(n, args, tmp, server)
+        if len(per_exec) > 1:
+            lo, hi = min(per_exec), max(per_exec)
+            row(f"{lo}->{hi}", "first-load cost per execution", f"{per_exec[hi] / per_exec[lo]:.2f}x",
+                "<= 1.2x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nload average at end: {os.getloadavg()}; peak RSS of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB\n")
+    print("| N | figure | min / median / max | target | baseline |")
+    print("|---|---|---|---|---|")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
