@@ -134,7 +134,7 @@ class World:
 
     def close(self) -> None:
         self.follower.stop()
-        self.api.close()
+        self.api.close()  # type: ignore[no-untyped-call]
 
 
 def seed_terminal_status(remote: Path, cache: Path) -> None:
