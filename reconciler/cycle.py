@@ -128,7 +128,8 @@ class CycleContext:
     fetch_seconds: float | None = None  # how long the Git fetch took (None: no fetch this pass)
     gate: Gate | None = None
     blocked: dict[str, Block] = field(default_factory=dict)
-    locks_awaiting_writeback: int = 0  # runs kept because their outcome is not on the remote yet
+    # runs kept because their outcome is not on the remote yet (None: this pass did not judge locks)
+    locks_awaiting_writeback: int | None = None
     warning_events: list[dict[str, Any]] | None = None  # the namespace's, listed once per cycle on first use
     created: int = 0  # runs this cycle created (workflowexecution_pipelinerun_creation_total)
     adopted: int = 0  # existing runs of ours this cycle took over (restart, lost response, failover)
@@ -396,13 +397,14 @@ def release_locks(ctx: CycleContext) -> None:
     """After terminal + cooldown, delete our runs (lock released), oldest first — only once
     the remote branch holds the terminal status (SPEC §10: durable before release)."""
     declared = {e.name for e in ctx.decl.executions} if ctx.decl else set()
+    ctx.locks_awaiting_writeback = 0
     for run_name, run in sorted(ctx.runs.items()):
         info = run_info(run)
         owner = ctx.states.get(info.execution)
         if not release_due(info, owner, info.execution in declared, ctx.now, ctx.settings):
             continue
         if owner is not None and not ctx.store.durable(info.execution, owner):
-            ctx.locks_awaiting_writeback += 1
+            ctx.locks_awaiting_writeback = (ctx.locks_awaiting_writeback or 0) + 1
             if not (held := owner.condition(LOCK_HELD)) or held.status != "True":
                 ctx.states[info.execution] = replace(owner, conditions=set_condition(
                     owner.conditions, LOCK_HELD, "True", "StatusNotDurable",
@@ -515,7 +517,7 @@ def _release_for_dependent(ctx: CycleContext, execution: ResolvedExecution, deci
     if info.deleting:
         return decision  # being deleted already: the next pass creates
     if not ctx.store.durable(info.execution, owner):
-        ctx.locks_awaiting_writeback += 1
+        ctx.locks_awaiting_writeback = (ctx.locks_awaiting_writeback or 0) + 1
         message = (f"{info.execution} ended {owner.phase}; its lock on {execution.target} ({info.name}) is "
                    "released for this dependent once that outcome is on the remote branch")
         return replace(decision, state=replace(decision.state, message=message, skip_details={
@@ -629,7 +631,7 @@ class CycleResult:
     cluster_unknown: bool
     seconds: float
     fetch_seconds: float | None = None
-    locks_awaiting_writeback: int = 0
+    locks_awaiting_writeback: int | None = None  # None: the pass did not judge locks (a follow-up)
     ignored_status_files: dict[str, str] = field(default_factory=dict)  # path → why (untrusted input)
     cache_rebuilds: int = 0  # how often the source rebuilt a damaged Git cache (running count)
     created: int = 0  # runs created by this cycle
@@ -657,6 +659,9 @@ class Reconciler:
         self.last_revision = ""
         self.fence = fence or (lambda: True)
         self.gate = gate
+        # told as soon as a pass has judged the locks — before its write-back, which may retry
+        # for a while (the metric must say why locks are kept while that push is failing)
+        self.on_locks_judged: Callable[[int], None] = lambda kept: None
         self._lock = threading.Lock()  # cycles and follow-ups never overlap
 
     def run_once(self, revision: str = "") -> CycleResult:
@@ -692,6 +697,8 @@ class Reconciler:
                 continue
             try:
                 step(ctx)
+                if step is release_locks and ctx.locks_awaiting_writeback is not None:
+                    self.on_locks_judged(ctx.locks_awaiting_writeback)
             except ReconcilerError as e:
                 ctx.error(step.__name__, e)
                 ctx.aborted = True

@@ -148,7 +148,8 @@ class Metrics:
         self.cycle_duration.observe(max(0.0, result.seconds))
         if result.errors:
             self.cycle_errors.inc(len(result.errors))
-        self.locks_awaiting_writeback.set(result.locks_awaiting_writeback)
+        if result.locks_awaiting_writeback is not None:  # follow-ups do not judge locks: keep the gauge
+            self.locks_awaiting_writeback.set(result.locks_awaiting_writeback)
         if result.cache_rebuilds > self._cache_rebuilds_seen:  # the source's own running count
             self.git_cache_rebuilds.inc(result.cache_rebuilds - self._cache_rebuilds_seen)
             self._cache_rebuilds_seen = result.cache_rebuilds

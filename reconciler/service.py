@@ -188,6 +188,7 @@ class Service:
         self.reconciler = Reconciler(self.source, self.api_witness, settings=settings,
                                      renderer=Renderer(execution.templates_dir, execution.namespace),
                                      store=self.store, fence=self.is_leader, gate=self.gate)
+        self.reconciler.on_locks_judged = self.metrics.locks_awaiting_writeback.set
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self.interval = float(seconds(repo.poll_interval))
         # how long Git or the API server may be unreachable before /readyz says so: a few
