@@ -14,8 +14,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-import yaml
-
 from .declared import Declaration, ResolvedExecution
 from .errors import GitError
 from .gitsource import GitSource
@@ -24,6 +22,7 @@ from .plan import chain_condition
 from .render import Renderer
 from .runstatus import format_time
 from .status import ExecutionState, from_document, repository_health
+from .statusdoc import read_status_document
 
 PHASES = ("Pending", "Running", "Completed", "Failed", "Skipped")
 SYNCS = ("Synced", "OutOfSync", "Unknown")
@@ -133,10 +132,15 @@ def timeline(source: GitSource, commit: str, name: str, limit: int = 200) -> tup
     previous: tuple[str, str] | None = None
     for c in reversed(commits):
         try:
-            data = yaml.safe_load(str(source._git().show(f"{c['sha']}:{path}")))
+            raw = source._git().show(f"{c['sha']}:{path}", stdout_as_string=False)
         except Exception:
             continue
-        status = (data or {}).get("status") or {}
+        # each old version is untrusted input too: the strict loader, with its limits (an alias
+        # bomb in a hand-edited version must not exhaust memory)
+        data, _ = read_status_document(raw if isinstance(raw, bytes) else str(raw).encode(), path)
+        if data is None:
+            continue
+        status = data["status"]
         key = (str(status.get("phase", "")), str(status.get("reason", "")))
         if key != previous:
             events.append({"time": c["time"], "phase": key[0], "reason": key[1],

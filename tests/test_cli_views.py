@@ -159,3 +159,17 @@ def test_status_names_the_status_files_it_ignores(repo: WorkRepo, tmp_path: Path
     assert "status/other.yaml: status/other.yaml: metadata.name: 'done' does not match the file name" in out
     _, js, _ = invoke("status", "-o", "json", *args(repo, tmp_path))
     assert set(json.loads(js)["summary"]["ignoredStatusFiles"]) == {"status/pwned.yaml", "status/other.yaml"}
+
+
+def test_timeline_reads_old_status_versions_with_the_strict_loader(repo: WorkRepo, tmp_path: Path) -> None:
+    """Each version of a status file in the history is untrusted input: a hand-committed alias
+    bomb is skipped by the strict loader (yaml.safe_load would expand it into gigabytes)."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    repo.commit("bomb", **{"status/done.yaml": bomb})
+    repo.commit("restore", **{"status/done.yaml": recorded("done", "Completed", "Succeeded", start_time=T0,
+                                                         execution_ref=RunRef("PipelineRun", "kubernaut-workflows", "wfe-1"))})
+    code, out, _ = invoke("get", "done", "-o", "json", *args(repo, tmp_path))
+    assert code == 0
+    phases = [e["phase"] for e in json.loads(out)["timeline"]]
+    assert phases == ["Running", "Completed"]
