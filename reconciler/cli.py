@@ -38,7 +38,7 @@ from .kube import KubeClient, load_api_client
 from .lifecycle import Settings
 from .model import WorkflowDefinition, WorkflowExecution
 from .names import parse_duration
-from .plan import plan_change, plan_declaration, plan_from_states, with_states
+from .plan import plan_change, plan_declaration, plan_from_states, states_from, with_states
 from .policy import evaluate as evaluate_policy
 from .policy import load_policy
 from .render import DEFAULT_NAMESPACE, Renderer
@@ -411,7 +411,7 @@ def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | 
     """(declaration, states, cluster_used): the status recorded in Git and, with --cluster,
     what a cycle would record now against the live cluster (nothing is changed)."""
     decl = source.load(commit)
-    states = views.states_from(decl)
+    states = states_from(decl)
     if not cluster:
         return decl, states, False
     live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)

@@ -151,7 +151,7 @@ def plan_declaration(decl: Declaration, revision: str = "") -> Plan:
         waiting = None
         if execution.document.spec.dependencies and not (status is not None and (status.terminal or
                                                                                  status.phase == "Running")):
-            recorded = _recorded(decl) if recorded is None else recorded
+            recorded = states_from(decl) if recorded is None else recorded
             waiting = _chain_entry(execution, recorded)
         entries.append(waiting or _entry_for(execution, status, claimed))
     for item in decl.invalid:
@@ -161,8 +161,8 @@ def plan_declaration(decl: Declaration, revision: str = "") -> Plan:
     return Plan(entries=entries, revision=revision)
 
 
-def _recorded(decl: Declaration) -> dict[str, ExecutionState]:
-    """The recorded states (status files) the chain conditions are judged on."""
+def states_from(decl: Declaration) -> dict[str, ExecutionState]:
+    """The recorded states (status files at the revision) — for views and the chain conditions."""
     out = {}
     for name, record in decl.statuses.items():
         state = from_document(record.raw)

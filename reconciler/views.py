@@ -21,7 +21,7 @@ from .names import format_duration
 from .plan import chain_condition
 from .render import Renderer
 from .runstatus import format_time
-from .status import ExecutionState, from_document, repository_health
+from .status import ExecutionState, repository_health
 from .statusdoc import read_status_document
 
 PHASES = ("Pending", "Running", "Completed", "Failed", "Skipped")
@@ -67,15 +67,6 @@ def row(name: str, execution: ResolvedExecution | None, state: ExecutionState | 
     if execution is not None and execution.document.spec.dependencies:  # a chain (SPEC §3a)
         out["dependsOn"] = list(execution.document.spec.dependencies)
         out["condition"] = chain_condition(execution)
-    return out
-
-
-def states_from(decl: Declaration) -> dict[str, ExecutionState]:
-    out = {}
-    for name, record in decl.statuses.items():
-        state = from_document(record.raw)
-        if state is not None:
-            out[name] = state
     return out
 
 
