@@ -10,6 +10,7 @@ problems, and the recorded statuses.  One bad file never hides or blocks another
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import hashlib
 import json
@@ -502,7 +503,9 @@ class _Parsed:
 
     def copy(self) -> _Parsed:
         """A copy whose problem list the cross-file step may extend (the cached one stays as parsed)."""
-        return replace(self, problems=list(self.problems))
+        new = copy.copy(self)
+        new.problems = list(self.problems)
+        return new
 
 
 def _parse_execution_safely(

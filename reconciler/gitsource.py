@@ -200,6 +200,13 @@ class GitSource:
         self.cache_rebuilds = 0  # damaged caches this object rebuilt (a metric for the service)
         self._generation = ""  # the cache generation the open repository belongs to
         self._healing_now = threading.local()
+        # refspecs fetched along with the tracked branch (the write-back's view of the same
+        # branch: one round trip per cycle, not two), and how many such fetches succeeded
+        self.also_fetch: list[str] = []
+        self.fetches = 0
+        self._declared_of: dict[str, str] = {}  # commit → its declared revision (immutable)
+        self._listings: dict[frozenset[str], tuple[str, dict[str, tuple[str, int]]]] = {}  # last, per roles
+        self._roles: dict[str, str | None] = {}  # path → classify(path, self.path)
 
     # -- low level ---------------------------------------------------------------------
 
@@ -332,6 +339,8 @@ class GitSource:
             finally:
                 shutil.rmtree(aside, ignore_errors=True)
             self.cache_rebuilds += 1  # parsed declarations stay valid: they are keyed by commit id
+            self._statuses = {}  # but whether a commit is in the new cache is asked again
+            self._listings = {}
         return True
 
     # -- fetching ------------------------------------------------------------------------
@@ -358,7 +367,8 @@ class GitSource:
         return self._healing(self._fetch_branch)
 
     def _fetch_branch(self) -> str:
-        self._fetch(f"+refs/heads/{self.branch}:refs/heads/{self.branch}")
+        self._fetch(f"+refs/heads/{self.branch}:refs/heads/{self.branch}", *self.also_fetch)
+        self.fetches += 1
         try:
             return str(self._git().rev_parse("--verify", "--quiet", f"refs/heads/{self.branch}^{{commit}}"))
         except git.GitCommandError as e:
@@ -415,11 +425,17 @@ class GitSource:
         return self._healing(lambda: self._declared_revision(commit))
 
     def _declared_revision(self, commit: str) -> str:
+        known = self._declared_of.get(commit)
+        if known is not None:  # a commit's history never changes
+            return known
         try:
             found = self._git().log("-1", "--format=%H", commit, "--", *self._declared_paths())
         except git.GitCommandError as e:
             raise self._error(f"cannot read history at {commit[:12]}", e) from e
-        return str(found).strip() or commit
+        if len(self._declared_of) > 256:
+            self._declared_of.clear()
+        self._declared_of[commit] = str(found).strip() or commit
+        return self._declared_of[commit]
 
     def _declared_paths(self) -> list[str]:
         root = f"{self.path}/" if self.path else ""
@@ -441,28 +457,105 @@ class GitSource:
 
     def _listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
         """path → (blob id, size) of the declared files under the watched path at ``commit``
-        (one ``ls-tree``; nothing is read)."""
+        (nothing is read).  The first listing is one ``ls-tree``; the next ones are the last
+        listing plus a ``diff-tree`` against its commit, so a new commit costs what it changed.
+        The result is shared: callers must not modify it."""
+        key = frozenset(roles) if roles else frozenset()
+        previous = self._listings.get(key)
+        if previous is not None and previous[0] == commit:
+            return previous[1]
+        listed = self._listing_since(previous, commit, roles) if previous is not None else None
+        if listed is None:
+            listed = self._full_listing(commit, roles)
+        self._listings[key] = (commit, listed)
+        return listed
+
+    def _where(self, roles: frozenset[str] | None) -> list[str]:
         root = self.path
         tops = {"execution": "executions", "workflow": "workflows", "status": "status"}
-        where = [f"{root}/{tops[r]}" if root else tops[r] for r in sorted(roles)] if roles else [root or "."]
+        return [f"{root}/{tops[r]}" if root else tops[r] for r in sorted(roles)] if roles else [root or "."]
+
+    def _role(self, path: str) -> str | None:
+        role = self._roles.get(path, "?")
+        if role == "?":
+            if len(self._roles) > 200_000:
+                self._roles.clear()
+            role = self._roles[path] = classify(path, self.path)
+        return role
+
+    def _wanted(self, roles: frozenset[str] | None, mode: str, kind: str, path: str) -> bool:
+        role = self._role(path)
+        # submodules and symlinks are never followed
+        return kind == "blob" and mode != "120000" and role is not None and (roles is None or role in roles)
+
+    def _full_listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
         try:
-            listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", *where)
+            listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", *self._where(roles))
         except git.GitCommandError as e:
-            raise self._error(f"cannot list {root or '/'} at {commit[:12]}", e) from e
+            raise self._error(f"cannot list {self.path or '/'} at {commit[:12]}", e) from e
         wanted: dict[str, tuple[str, int]] = {}
         for entry in listing.split("\0"):
             if not entry:
                 continue
             meta, path = entry.split("\t", 1)
             mode, kind, sha, size = meta.split()
-            role = classify(path, root)
-            if kind != "blob" or mode == "120000" or role is None or (roles is not None and role not in roles):
-                continue  # submodules and symlinks are never followed
+            if not self._wanted(roles, mode, kind, path):
+                continue
             if not size.isdigit():  # ls-tree says "BAD" when the blob cannot be read
                 raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
                                    f"object {sha} ({path}) is missing or unreadable", certain=True)
             wanted[path] = (sha, int(size))
         return wanted
+
+    def _listing_since(self, previous: tuple[str, dict[str, tuple[str, int]]], commit: str,
+                       roles: frozenset[str] | None) -> dict[str, tuple[str, int]] | None:
+        """``previous`` (a commit and its listing) brought to ``commit`` by one ``diff-tree``
+        (and one ``cat-file --batch-check`` for the sizes of what it changed); None when a
+        full listing is simpler (many changes)."""
+        try:
+            out = self._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", previous[0], commit,
+                                        "--", *self._where(roles))
+        except git.GitCommandError as e:
+            raise self._error(f"cannot compare {previous[0][:12]} with {commit[:12]}", e) from e
+        fields = out.split("\0")
+        changes: list[tuple[str, str, str, str]] = []  # (status, mode, sha, path)
+        for i in range(0, len(fields) - 1, 2):
+            meta, path = fields[i], fields[i + 1]
+            if not meta.startswith(":"):
+                continue
+            _, new_mode, _, new_sha, status = meta[1:].split()
+            changes.append((status, new_mode, new_sha, path))
+        if len(changes) > 2000:
+            return None
+        listed = dict(previous[1])
+        sizes = self._sizes([sha for status, _, sha, _ in changes if status != "D"])
+        for status, mode, sha, path in changes:
+            listed.pop(path, None)
+            kind = "commit" if mode == "160000" else "blob"
+            if status == "D" or not self._wanted(roles, mode, kind, path):
+                continue
+            size = sizes.get(sha)
+            if size is None:
+                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
+                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
+            listed[path] = (sha, size)
+        return listed
+
+    def _sizes(self, shas: list[str]) -> dict[str, int]:
+        """blob id → size, through one ``git cat-file --batch-check`` (absent: unreadable)."""
+        if not shas:
+            return {}
+        try:
+            proc = subprocess.run(["git", "cat-file", "--batch-check"], input="".join(f"{s}\n" for s in shas).encode(),
+                                  capture_output=True, cwd=self.cache_path, check=False, env={**os.environ, **self.env})
+        except OSError as e:
+            raise GitError(f"cannot read objects from the cache: {e}") from e
+        sizes: dict[str, int] = {}
+        for line in proc.stdout.decode(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "blob" and parts[2].isdigit():
+                sizes[parts[0]] = int(parts[2])
+        return sizes
 
     def _read_sized(self, wanted: Mapping[str, tuple[str, int]]) -> dict[str, bytes | int]:
         """The contents of ``wanted`` (path → (blob id, size)); a file larger than the limit
@@ -565,7 +658,8 @@ class GitSource:
         commit re-uses the previous result); status files are read at ``commit`` itself.
         Either way only the blobs the :class:`ParseCache` does not hold are read and parsed.
         """
-        self._ensure_commit(commit)
+        if commit not in self._statuses:  # the commit loaded last is there: no git call at all
+            self._ensure_commit(commit)
         declared = self.declared_revision(commit)
         decl = self._declarations.get(declared)
         if decl is None:
@@ -573,7 +667,7 @@ class GitSource:
             sizes = {path: size for path, (_, size) in listing.items()}
             by_role: dict[str, dict[str, str]] = {"execution": {}, "workflow": {}}
             for path, (sha, _) in listing.items():
-                by_role[classify(path, self.path) or "execution"][path] = sha
+                by_role[self._role(path) or "execution"][path] = sha
             self.parse_count += 1
             decl = self.parsed.declaration(
                 by_role["execution"], by_role["workflow"],

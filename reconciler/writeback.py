@@ -143,6 +143,14 @@ class GitStatusStore:
         self.failures = 0
         self.last_commit = ""
         self.pending = False  # a write-back failed; the next save retries it
+        # the status branch is the tracked branch (the default): the source's fetch of it
+        # updates our ref too, and a refresh right after that fetch needs no second one
+        self._shares_fetch = self.branch == source.branch
+        if self._shares_fetch:
+            spec = f"+refs/heads/{self.branch}:{self._ref()}"
+            if spec not in source.also_fetch:
+                source.also_fetch.append(spec)
+        self._fetches_seen = -1  # source.fetches when this store last read its tip
 
     @property
     def _prefix(self) -> str:
@@ -151,14 +159,19 @@ class GitStatusStore:
     def _ref(self) -> str:
         return f"refs/kgr/status/{self.branch}"
 
-    def _fetch_tip(self) -> str:
-        """Fetch the status branch; "" when it does not exist yet."""
-        try:
-            self.source._fetch(f"+refs/heads/{self.branch}:{self._ref()}")
-        except GitError as e:
-            if "couldn't find remote ref" in str(e).lower():
-                return ""
-            raise
+    def _fetch_tip(self, *, reuse: bool = False) -> str:
+        """Fetch the status branch; "" when it does not exist yet.  ``reuse``: when the
+        source has fetched the (same) branch since this store last looked, take that tip —
+        it is as fresh as a fetch of our own would be (a cycle's fetch step, just before)."""
+        fetches = self.source.fetches
+        if not (reuse and self._shares_fetch and fetches != self._fetches_seen):
+            try:
+                self.source._fetch(f"+refs/heads/{self.branch}:{self._ref()}")
+            except GitError as e:
+                if "couldn't find remote ref" in str(e).lower():
+                    return ""
+                raise
+        self._fetches_seen = fetches
         return str(self.source._git().rev_parse(self._ref())).strip()
 
     def _list(self, tip: str) -> dict[str, str]:
@@ -234,7 +247,7 @@ class GitStatusStore:
     def refresh(self) -> None:
         """Fetch the status branch's tip (once per cycle): what is durable, what was edited."""
         with self._lock:
-            tip = self._fetch_tip()
+            tip = self._fetch_tip(reuse=True)
             if tip != self._tip:
                 self._tip, self._tip_blobs = tip, self._list(tip)
 

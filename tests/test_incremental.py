@@ -29,7 +29,8 @@ def _files(n: int = N) -> dict[str, str]:
 def _pure(repo: WorkRepo) -> Declaration:
     """What validate would say of the same commit (no cache involved)."""
     tracked = repo.git("ls-files").split()
-    return load_declaration({p: (repo.path / p).read_bytes() for p in tracked})
+    return load_declaration({p: (repo.path / p).read_bytes() for p in tracked
+                             if not (repo.path / p).is_symlink()})  # never followed from Git
 
 
 def _same_as_pure(decl: Declaration, repo: WorkRepo) -> None:
@@ -165,3 +166,29 @@ def test_only_changed_status_files_are_parsed(setup: tuple[WorkRepo, GitSource])
     assert source.parsed.parses == parses + 2
     assert set(again.statuses) == set(decl.statuses)
     assert set(again.ignored_statuses) == set(decl.ignored_statuses) | {"status/junk.yaml"}
+
+
+@pytest.mark.parametrize("change", ["edit", "add", "delete", "symlink", "big", "status"])
+def test_the_listing_brought_forward_equals_a_full_listing(
+        setup: tuple[WorkRepo, GitSource], cache_dir: Path, change: str) -> None:
+    repo, source = setup
+    if change == "edit":
+        repo.commit("edit", **{"executions/e02.yaml": execution_yaml("e02", target="ns/Deployment/other")})
+    elif change == "add":
+        repo.commit("add", **{"executions/deep/x.yaml": execution_yaml("x", target="ns/Deployment/x")})
+    elif change == "delete":
+        repo.remove("executions/e04.yaml")
+        repo.commit("delete")
+    elif change == "symlink":
+        (repo.path / "executions" / "link.yaml").symlink_to("e01.yaml")
+        repo.commit("symlink")
+    elif change == "big":
+        repo.commit("big", **{"executions/big.yaml": "# " + "x" * (source.max_file_bytes + 10) + "\n"})
+    else:
+        repo.commit("status", **{"status/e01.yaml": "phase: nothing\n"})
+    commit = source.fetch()
+    decl = source.load(commit)
+    fresh = GitSource(str(repo.path), cache_dir=cache_dir.parent / "fresh-cache")
+    for roles in (frozenset({"execution", "workflow"}), frozenset({"status"})):
+        assert source._listing(commit, roles) == fresh._listing(fresh.fetch(), roles)
+    _same_as_pure(decl, repo)
