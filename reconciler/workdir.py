@@ -91,6 +91,20 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def _prefix(root: Path) -> str:
+    shown_root = _display(root)
+    return "" if shown_root == "." else shown_root
+
+
+def _key(root: Path, path: Path) -> str:
+    """The name a file below ``root`` is loaded (and its problems reported) under — the same
+    whether the command runs at the root or inside ``executions/`` (a name relative to the
+    current directory once missed every problem, and a broken file was reported valid)."""
+    rel = path.relative_to(root).as_posix()
+    prefix = _prefix(root)
+    return f"{prefix}/{rel}" if prefix else rel
+
+
 def _walk(directory: Path, ignored: list[Path]) -> list[Path]:
     """Regular files below ``directory``, sorted, without following any link."""
     found: list[Path] = []
@@ -119,8 +133,7 @@ def _read_file(path: Path, max_bytes: int) -> bytes | int:
 
 def _read_root(root: Path, max_bytes: int) -> tuple[dict[str, bytes | int], str, list[str]]:
     files: dict[str, bytes | int] = {}
-    shown_root = _display(root)
-    prefix = "" if shown_root == "." else shown_root
+    prefix = _prefix(root)
     links: list[Path] = []
     for marker in (*ROOT_MARKERS, "status"):
         base = root / marker
@@ -132,8 +145,7 @@ def _read_root(root: Path, max_bytes: int) -> tuple[dict[str, bytes | int], str,
         for file in _walk(base, links):
             if file.suffix not in YAML_SUFFIXES:
                 continue
-            rel = file.relative_to(root).as_posix()
-            key = f"{prefix}/{rel}" if prefix else rel
+            key = _key(root, file)
             if classify(key, prefix) is None:
                 continue
             files[key] = _read_file(file, max_bytes)
@@ -174,7 +186,7 @@ def validate_paths(paths: list[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         else:
             wanted = roots.setdefault(root, set())
             if wanted is not None:
-                wanted.add(_display(path))
+                wanted.add(_key(root, path))
     result = WorkdirResult()
     for root, wanted in sorted(roots.items()):
         files, prefix, ignored = _read_root(root, max_bytes)

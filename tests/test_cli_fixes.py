@@ -2,11 +2,14 @@
 
 * ``config check``: exit codes as its help says (2 unreadable, 1 invalid, 0 valid even with
   warnings);
-* ``reconciler run`` on a port in use: one clear line, exit 2, no traceback.
+* ``reconciler run`` on a port in use: one clear line, exit 2, no traceback;
+* ``validate FILE`` from inside ``executions/`` checks the file against the catalog.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,3 +60,24 @@ def test_run_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot start" in errors[0] and "health" in errors[0], done.stderr
+
+
+@pytest.mark.parametrize(("cwd", "arg"), [
+    ("", "executions/oom-payment-api-2026-11-21.yaml"),        # at the root (always worked)
+    ("executions", "oom-payment-api-2026-11-21.yaml"),         # inside executions/ (reported valid)
+    ("executions", "./oom-payment-api-2026-11-21.yaml"),
+    ("executions/nodes", "../oom-payment-api-2026-11-21.yaml"),
+])
+def test_validate_a_file_from_inside_executions_checks_it_against_the_catalog(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cwd: str, arg: str) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(PROJECT / "examples-repo", repo)
+    broken = repo / "executions" / "oom-payment-api-2026-11-21.yaml"
+    text = broken.read_text()
+    assert "workflowId:" in text
+    broken.write_text(re.sub(r"workflowId: .*", "workflowId: no-such-workflow", text, count=1))
+    monkeypatch.chdir(repo / cwd)
+    result = CliRunner().invoke(main, ["validate", arg])
+    assert result.exit_code == 1, result.output
+    assert "unknown-workflow" in result.output and "oom-payment-api-2026-11-21.yaml:" in result.output
+    assert "1 problem(s) in 1 of 1 file(s)" in result.output
