@@ -310,8 +310,9 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
          templates: Path | None, output: str) -> None:
     """Reconcile the tracked branch against the cluster: create, follow and clean up runs.
 
-    Exit 0 when the cycle completed, 1 when some executions hit errors, 2 when the cycle
-    could not run (Git or the API server unreachable, bad configuration).
+    Exit 0 when the cycle completed, 1 when some executions hit errors (with --dry-run, also
+    when any declared file is invalid), 2 when the cycle could not run (Git or the API server
+    unreachable, bad configuration).
     """
     if not once:
         _fail("sync needs --once (the long-running service is `reconciler run`)")
@@ -332,7 +333,9 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
     click.echo(format_cycle(result, output, getattr(cluster, "intentions", None)))
     if not result.revision or (result.cluster_unknown and not dry_run):
         sys.exit(EXIT_ERROR)
-    sys.exit(EXIT_INVALID if result.errors else EXIT_OK)
+    invalid = dry_run and result.declaration is not None and bool(result.declaration.invalid
+                                                                   or result.declaration.invalid_catalog)
+    sys.exit(EXIT_INVALID if result.errors or invalid else EXIT_OK)
 
 
 def _load_config(config_file: Path | None, repo: str | None, branch: str | None) -> Config:

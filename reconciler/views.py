@@ -7,10 +7,13 @@ execution, the commits that recorded its status, and its timeline of phase trans
 Plain JSON-friendly dicts, so every surface renders the same data.  A chain (SPEC §3a)
 adds ``dependsOn``/``condition`` to a dependent's row and ``dependents`` to its
 predecessor's detail; the keys are absent otherwise, so outputs without chains are unchanged.
+An invalid execution is shown as the reconciler records it (SPEC §4.1: ``Failed`` /
+``ConfigurationError`` / ``Degraded``) even before any status was committed for it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,7 +24,7 @@ from .names import format_duration
 from .plan import chain_condition
 from .render import Renderer
 from .runstatus import format_time
-from .status import ExecutionState, repository_health
+from .status import ExecutionState, repository_health, with_summary
 from .statusdoc import read_status_document
 
 PHASES = ("Pending", "Running", "Completed", "Failed", "Skipped")
@@ -70,8 +73,30 @@ def row(name: str, execution: ResolvedExecution | None, state: ExecutionState | 
     return out
 
 
+def with_invalid(decl: Declaration, states: dict[str, ExecutionState],
+                 now: datetime | None = None) -> dict[str, ExecutionState]:
+    """``states`` with every invalid execution that has not started as the reconciler's cycle
+    records it (``Failed``/``ConfigurationError``, health ``Degraded``), so the views never
+    show a file that can never run as ``Pending``/``Healthy`` (it once did, from Git alone)."""
+    out = dict(states)
+    moment = now or datetime.now(timezone.utc)
+    for item in decl.invalid:
+        previous = out.get(item.name) if item.name else None
+        if item.name is None or (previous is not None and previous.started):
+            continue
+        base = previous or ExecutionState(name=item.name)
+        if (base.phase, base.reason) == ("Failed", "ConfigurationError"):
+            continue  # recorded already, with the reconciler's own message
+        message = "; ".join(f"{p.file}:{p.line or '?'} {p.path or '(file)'}: {p.message}"
+                            for p in item.problems[:5])
+        failed = replace(base, phase="Failed", reason="ConfigurationError", message=message[:2000])
+        out[item.name] = with_summary(failed, None, now=moment)
+    return out
+
+
 def rows(decl: Declaration, states: dict[str, ExecutionState], now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(timezone.utc)
+    states = with_invalid(decl, states, now)
     names = sorted({e.name for e in decl.executions} | set(states) | {i.name for i in decl.invalid if i.name})
     return [row(n, decl.find(n), states.get(n), now) for n in names]
 
@@ -81,6 +106,7 @@ def summary(decl: Declaration, states: dict[str, ExecutionState], *, repository:
     all_rows = rows(decl, states, now)
     phases = {p: 0 for p in PHASES}
     syncs = {s: 0 for s in SYNCS}
+    states = with_invalid(decl, states, now)
     for r in all_rows:
         phases[r["phase"]] = phases.get(r["phase"], 0) + 1
         syncs[r["sync"]] = syncs.get(r["sync"], 0) + 1
@@ -143,7 +169,7 @@ def timeline(source: GitSource, commit: str, name: str, limit: int = 200) -> tup
 def detail(source: GitSource, commit: str, decl: Declaration, states: dict[str, ExecutionState], name: str,
            renderer: Renderer | None = None, now: datetime | None = None) -> dict[str, Any] | None:
     execution = decl.find(name)
-    state = states.get(name)
+    state = with_invalid(decl, states, now).get(name)
     invalid = next((i for i in decl.invalid if i.name == name), None)
     if execution is None and state is None and invalid is None:
         return None

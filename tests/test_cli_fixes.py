@@ -3,11 +3,14 @@
 * ``config check``: exit codes as its help says (2 unreadable, 1 invalid, 0 valid even with
   warnings);
 * ``reconciler run`` on a port in use: one clear line, exit 2, no traceback;
-* ``validate FILE`` from inside ``executions/`` checks the file against the catalog.
+* ``validate FILE`` from inside ``executions/`` checks the file against the catalog;
+* ``status``/``get`` show an invalid execution as ``Failed``/``ConfigurationError``/``Degraded``;
+  ``sync --dry-run`` exits 1 when anything is invalid.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -20,7 +23,7 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from tests.conftest import PROJECT
+from tests.conftest import CATALOG, PROJECT, WorkRepo, execution_yaml
 
 
 @pytest.mark.parametrize(("content", "code"), [
@@ -81,3 +84,43 @@ def test_validate_a_file_from_inside_executions_checks_it_against_the_catalog(
     assert result.exit_code == 1, result.output
     assert "unknown-workflow" in result.output and "oom-payment-api-2026-11-21.yaml:" in result.output
     assert "1 problem(s) in 1 of 1 file(s)" in result.output
+
+
+def _invalid_repo(tmp_path: Path) -> WorkRepo:
+    repo = WorkRepo(tmp_path / "declared")
+    repo.commit("declare", **{
+        "workflows/w.yaml": CATALOG,
+        "executions/good.yaml": execution_yaml("good"),
+        "executions/bad.yaml": execution_yaml("bad", target="search/Deployment/api",
+                                              params="{NAMESPACE: search}"),  # MEMORY_LIMIT missing
+    })
+    return repo
+
+
+def test_status_shows_an_invalid_execution_as_failed_configuration_error(tmp_path: Path) -> None:
+    repo = _invalid_repo(tmp_path)
+    common = ["--repo", str(repo.path), "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(main, ["status", "-o", "json", *common])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    by_name = {r["name"]: r for r in data["executions"]}
+    bad = by_name["bad"]
+    assert (bad["phase"], bad["reason"], bad["health"]) == ("Failed", "ConfigurationError", "Degraded")
+    assert "executions/bad.yaml" in bad["message"] and "MEMORY_LIMIT" in bad["message"]
+    assert (by_name["good"]["phase"], by_name["good"]["health"]) == ("Pending", "Progressing")
+    assert data["summary"]["health"] == "Degraded"
+    assert data["summary"]["phases"]["Failed"] == 1
+    detail = CliRunner().invoke(main, ["get", "bad", "-o", "json", *common])
+    assert json.loads(detail.stdout)["reason"] == "ConfigurationError", detail.output
+
+
+@pytest.mark.parametrize(("invalid", "code"), [(True, 1), (False, 0)])
+def test_sync_dry_run_exits_1_when_anything_is_invalid(tmp_path: Path, invalid: bool, code: int) -> None:
+    repo = _invalid_repo(tmp_path)
+    if not invalid:
+        repo.remove("executions/bad.yaml")
+        repo.commit("drop the invalid one")
+    result = CliRunner().invoke(main, ["sync", "--once", "--dry-run", "--repo", str(repo.path),
+                                       "--cache-dir", str(tmp_path / "cache"),
+                                       "--kubeconfig", str(tmp_path / "no-kubeconfig")])
+    assert result.exit_code == code, result.output
