@@ -503,18 +503,21 @@ def get(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path
 @click.argument("name")
 @view_options
 @click.option("--for", "condition", default="phase=Completed", show_default=True,
-              help="phase=<Phase> to wait for.")
+              help="phase=<Phase>, health=<Health> or sync=<Sync> to wait for.")
 @click.option("--timeout", default="10m", show_default=True)
 @click.option("--interval", default="5s", show_default=True, help="How often to check.")
 def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
          kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, condition: str,
          timeout: str, interval: str) -> None:
-    """Wait until an execution reaches a phase.
+    """Wait until an execution reaches a phase, health or sync value.
 
-    Exit 0 when reached, 1 when it ended in another terminal phase, 2 on timeout or error."""
+    Exit 0 when reached, 1 when it ended (terminal phase) without it, 2 on timeout or error
+    (an execution nothing declares or records, a --for value that cannot happen: at once)."""
     key, _, wanted = condition.partition("=")
-    if key != "phase" or not wanted:
-        _fail("--for takes phase=<Phase>, e.g. phase=Completed")
+    allowed = {"phase": views.PHASES, "health": views.HEALTHS, "sync": views.SYNCS}
+    if key not in allowed or wanted not in allowed[key]:
+        _fail(f"--for takes phase=<{'|'.join(views.PHASES)}>, health=<{'|'.join(views.HEALTHS)}> or "
+              f"sync=<{'|'.join(views.SYNCS)}>, e.g. phase=Completed; not {condition!r}")
     try:
         deadline = time.monotonic() + parse_duration(timeout)
         every = parse_duration(interval)
@@ -523,16 +526,24 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
         _fail(str(e))
         return
     pause = threading.Event()
+    known = False
     while True:
         try:
-            _, states, _ = _live_view(source, source.fetch(), cluster, kubeconfig, context, namespace, cooldown)
+            decl, states, _ = _live_view(source, source.fetch(), cluster, kubeconfig, context, namespace,
+                                         cooldown)
+            states = views.with_invalid(decl, states)
+            if not known and decl.find(name) is None and name not in states:
+                _fail(f"no execution named {name!r} is declared or recorded (see `reconciler status`)")
+            known = True
         except ReconcilerError as e:
             _echo(f"warning: {e}", err=True)
             states = {}
         state = states.get(name)
         phase = state.phase if state else "Pending"
-        if phase == wanted:
-            click.echo(safe_line(f"{name}: {phase}" + (f" ({state.reason})" if state and state.reason else "")))
+        current = {"phase": phase, "health": state.health if state else "Progressing",
+                   "sync": state.sync if state else "OutOfSync"}[key]
+        if current == wanted:
+            click.echo(safe_line(f"{name}: {current}" + (f" ({state.reason})" if state and state.reason else "")))
             sys.exit(EXIT_OK)
         if state is not None and state.terminal:
             click.echo(safe_line(f"{name}: ended {phase} ({state.reason}): {state.message}"), err=True)

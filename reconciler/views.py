@@ -24,11 +24,12 @@ from .names import format_duration
 from .plan import chain_condition
 from .render import Renderer
 from .runstatus import format_time
-from .status import ExecutionState, repository_health, with_summary
+from .status import HEALTH_ORDER, ExecutionState, repository_health, with_summary
 from .statusdoc import read_status_document
 
 PHASES = ("Pending", "Running", "Completed", "Failed", "Skipped")
 SYNCS = ("Synced", "OutOfSync", "Unknown")
+HEALTHS = tuple(HEALTH_ORDER)
 
 
 def _age(seconds: float) -> str:

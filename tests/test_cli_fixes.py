@@ -5,7 +5,9 @@
 * ``reconciler run`` on a port in use: one clear line, exit 2, no traceback;
 * ``validate FILE`` from inside ``executions/`` checks the file against the catalog;
 * ``status``/``get`` show an invalid execution as ``Failed``/``ConfigurationError``/``Degraded``;
-  ``sync --dry-run`` exits 1 when anything is invalid.
+  ``sync --dry-run`` exits 1 when anything is invalid;
+* ``wait`` fails at once (exit 2) on an unknown execution or a ``--for`` that cannot happen, and
+  waits for ``health=`` and ``sync=`` values too.
 """
 
 from __future__ import annotations
@@ -123,4 +125,34 @@ def test_sync_dry_run_exits_1_when_anything_is_invalid(tmp_path: Path, invalid: 
     result = CliRunner().invoke(main, ["sync", "--once", "--dry-run", "--repo", str(repo.path),
                                        "--cache-dir", str(tmp_path / "cache"),
                                        "--kubeconfig", str(tmp_path / "no-kubeconfig")])
+    assert result.exit_code == code, result.output
+
+
+@pytest.mark.parametrize(("name", "condition", "error"), [
+    ("nobody", "phase=Completed", "no execution named 'nobody'"),
+    ("good", "phase=Done", "--for takes phase=<"),
+    ("good", "phase=completed", "--for takes phase=<"),   # values are case-sensitive, as shown
+    ("good", "health=Fine", "--for takes phase=<"),
+    ("good", "colour=red", "--for takes phase=<"),
+    ("good", "phase", "--for takes phase=<"),
+])
+def test_wait_fails_at_once_on_what_can_never_happen(tmp_path: Path, name: str, condition: str,
+                                                     error: str) -> None:
+    repo = _invalid_repo(tmp_path)
+    result = CliRunner().invoke(main, ["wait", name, "--for", condition, "--timeout", "1s", "--interval", "1s",
+                                       "--repo", str(repo.path), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2
+    assert f"error: {error}" in result.stderr and "still" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("name", "condition", "code"), [
+    ("bad", "health=Degraded", 0),     # invalid: Failed/ConfigurationError/Degraded at once
+    ("bad", "phase=Completed", 1),     # ended Failed: it will never complete
+    ("good", "sync=OutOfSync", 0),
+    ("good", "health=Progressing", 0),
+])
+def test_wait_for_health_and_sync(tmp_path: Path, name: str, condition: str, code: int) -> None:
+    repo = _invalid_repo(tmp_path)
+    result = CliRunner().invoke(main, ["wait", name, "--for", condition, "--timeout", "1s", "--interval", "1s",
+                                       "--repo", str(repo.path), "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == code, result.output
