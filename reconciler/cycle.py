@@ -131,6 +131,9 @@ class CycleContext:
     # runs kept because their outcome is not on the remote yet (None: this pass did not judge locks)
     locks_awaiting_writeback: int | None = None
     warning_events: list[dict[str, Any]] | None = None  # the namespace's, listed once per cycle on first use
+    # execution → (state, what it was observed from) when observing changed nothing: the same
+    # inputs next cycle give the same state, so a run that did not move costs no observation
+    observed: dict[str, tuple[ExecutionState, Any]] = field(default_factory=dict)
     created: int = 0  # runs this cycle created (workflowexecution_pipelinerun_creation_total)
     adopted: int = 0  # existing runs of ours this cycle took over (restart, lost response, failover)
 
@@ -287,10 +290,32 @@ def observe_started(ctx: CycleContext) -> None:
             ctx.error(name, e)
 
 
+def _versions(objects: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str((o.get("metadata") or {}).get("uid") or ""),
+                  str((o.get("metadata") or {}).get("resourceVersion") or "")) for o in objects)
+
+
 def _observe(ctx: CycleContext, state: ExecutionState, execution: ResolvedExecution | None,
              run: dict[str, Any]) -> ExecutionState:
     children = ctx.cluster.children(run)
     events = _run_events(ctx, run, children)
+    # observation is a function of these (no clock): unchanged versions, same state
+    inputs = (execution, _versions((run,)), _versions(children), _versions(events))
+    seen = ctx.observed.get(state.name)
+    if seen is not None and seen[0] is state and seen[1] == inputs and all(
+            uid and version for group in inputs[1:] for uid, version in group):
+        return state
+    new = _observe_now(ctx, state, execution, run, children, events)
+    if new == state:
+        ctx.observed[state.name] = (state, inputs)
+        return state
+    ctx.observed.pop(state.name, None)
+    return new
+
+
+def _observe_now(ctx: CycleContext, state: ExecutionState, execution: ResolvedExecution | None,
+                 run: dict[str, Any], children: list[dict[str, Any]],
+                 events: list[dict[str, Any]]) -> ExecutionState:
     context = _context(execution, state)
     observe = observe_job if run.get("kind") == "Job" else observe_pipelinerun
     observation = observe(run, children, context, events=events)
@@ -663,6 +688,7 @@ class Reconciler:
         # for a while (the metric must say why locks are kept while that push is failing)
         self.on_locks_judged: Callable[[int], None] = lambda kept: None
         self._lock = threading.Lock()  # cycles and follow-ups never overlap
+        self._observed: dict[str, tuple[ExecutionState, Any]] = {}  # see CycleContext.observed
 
     def run_once(self, revision: str = "") -> CycleResult:
         """A full cycle: fetch (unless ``revision`` pins the commit), observe, release, start, record."""
@@ -689,7 +715,7 @@ class Reconciler:
         now = self.clock().replace(microsecond=0)
         ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
                            now, self.log, dry_run=self.dry_run, revision=revision, only=only,
-                           fence=self.fence, gate=self.gate)
+                           fence=self.fence, gate=self.gate, observed=self._observed)
         for step in steps:
             if ctx.aborted:
                 break
