@@ -314,12 +314,17 @@ def format_diff(decl: Any, states: dict[str, Any], runs: dict[str, dict[str, Any
     from .lifecycle import run_info
 
     lines: list[str] = []
+    held: list[str] = []  # suspended: declared intent, not drift (shown, not counted)
     declared = {e.name: e for e in decl.executions}
     for name, execution in sorted(declared.items()):
         state = states.get(name)
         run = runs.get(execution.run_name)
         info = run_info(run) if run else None
         if state is None or (not state.started and not state.terminal):
+            if execution.document.spec.suspend:
+                held.append(f"= {name}: suspended (spec.suspend: true); {execution.run_name} is created "
+                            "when it is set to false")
+                continue
             why = f"{state.reason}: {state.message}" if state is not None and state.reason else "not applied yet"
             lines.append(f"+ {name}: {execution.run_name} would be created ({why})")
             continue
@@ -338,5 +343,6 @@ def format_diff(decl: Any, states: dict[str, Any], runs: dict[str, dict[str, Any
         if info.execution and info.execution not in owners:
             lines.append(f"! {info.execution}: run {run_name} exists but nothing declares it")
     if not lines:
-        return "in sync: every declared execution is applied or recorded", False
-    return safe_lines(lines), True
+        summary = "in sync: every declared execution is applied or recorded" + (", or suspended" if held else "")
+        return safe_lines([summary, *held]), False
+    return safe_lines([*lines, *held]), True

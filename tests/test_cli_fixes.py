@@ -7,7 +7,9 @@
 * ``status``/``get`` show an invalid execution as ``Failed``/``ConfigurationError``/``Degraded``;
   ``sync --dry-run`` exits 1 when anything is invalid;
 * ``wait`` fails at once (exit 2) on an unknown execution or a ``--for`` that cannot happen, and
-  waits for ``health=`` and ``sync=`` values too.
+  waits for ``health=`` and ``sync=`` values too;
+* ``diff``: a suspended execution is declared intent, not drift (exit 0 when it is the only
+  difference).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
+from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, PROJECT, WorkRepo, execution_yaml
 
 
@@ -156,3 +159,21 @@ def test_wait_for_health_and_sync(tmp_path: Path, name: str, condition: str, cod
     result = CliRunner().invoke(main, ["wait", name, "--for", condition, "--timeout", "1s", "--interval", "1s",
                                        "--repo", str(repo.path), "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == code, result.output
+
+
+@pytest.mark.parametrize(("also_unapplied", "code"), [(False, 0), (True, 1)])
+def test_diff_does_not_count_a_suspension_as_drift(tmp_path: Path, also_unapplied: bool, code: int) -> None:
+    repo = WorkRepo(tmp_path / "declared")
+    files = {"workflows/w.yaml": CATALOG,
+             "executions/held.yaml": execution_yaml("held", extra="  suspend: true\n")}
+    if also_unapplied:
+        files["executions/fresh.yaml"] = execution_yaml("fresh", target="search/Deployment/api")
+    repo.commit("declare", **files)
+    with FakeKubeServer() as server:
+        kubeconfig = str(server.write_kubeconfig(tmp_path / "kc"))
+        result = CliRunner().invoke(main, ["diff", "--repo", str(repo.path), "--kubeconfig", kubeconfig,
+                                           "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == code, result.output
+    assert "= held: suspended (spec.suspend: true)" in result.stdout
+    assert "+ held" not in result.stdout
+    assert ("+ fresh:" in result.stdout) is also_unapplied

@@ -365,15 +365,17 @@ CASES: dict[str, Case] = {
                        lambda h: [("err", f"good-one: ended Failed ({h.shown}): {h.shown}\n")]),
     "wait-reached": Case(lambda h, _: source(h, "wait", "orphan-one", "--for", "phase=Running", "--timeout", "5s"), 0,
                          lambda h: [("out", f"orphan-one: Running ({h.shown})\n")]),
-    # the name (here, from the command line) starts the line: the guard must hold there too
+    # the name (here, from the command line) is not declared: an error at once (issue 12), and the
+    # name it repeats is inert too
     "wait-name-at-line-start": Case(lambda h, _: source(h, "wait", h.payload, "--for", "phase=Pending",
-                                                        "--timeout", "5s"), 0,
-                                    lambda h: [("out", f"{safe_line(h.payload)}: Pending\n")]),
+                                                        "--timeout", "5s"), 2,
+                                    lambda h: [("err", "error: no execution named ")]),
     "render-invalid": Case(lambda h, _: source(h, "render", "bad-one"), 1,
                            lambda h: [("err", clean(h.bad_file))]),
     "render-unknown": Case(lambda h, _: source(h, "render", h.payload), 2,
                            lambda h: [("err", "error: no execution named ")]),
-    "sync-dry-run": Case(lambda h, kc: source(h, "sync", "--once", "--dry-run", "--kubeconfig", kc), 0,
+    # exit 1: the hostile repository holds an invalid file (sync --dry-run says so, issue 12)
+    "sync-dry-run": Case(lambda h, kc: source(h, "sync", "--once", "--dry-run", "--kubeconfig", kc), 1,
                          lambda h: [("out", "bad-one "), ("err", f"file={clean(h.bad_file)} ")]),
     "diff": Case(lambda h, kc: source(h, "diff", "--kubeconfig", kc), 0,
                  lambda h: [("out", "in sync"), ("err", f"file={clean(h.bad_file)} ")]),
@@ -460,7 +462,7 @@ def test_json_log_lines_round_trip_the_hostile_file_name(hostile: Hostile, serve
     kubeconfig = str(server.write_kubeconfig(tmp_path / "kc"))
     code, _, err = invoke(["--log-format", "json", *source(hostile, "sync", "--once", "--dry-run",
                                                             "--kubeconfig", kubeconfig)])
-    assert code == 0
+    assert code == 1  # the hostile repository holds an invalid file
     assert_inert(err)
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert hostile.bad_file in [r.get("file") for r in records]
