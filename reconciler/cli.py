@@ -237,7 +237,9 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
 @main.command()
 @source_options
 @click.option("--base", default=None, help="Show only what changed since this revision.")
-@click.option("--head", default=None, help="Plan this revision (default: the branch tip).")
+@click.option("--head", default=None,
+              help="Plan this revision (default: the branch tip; with --base in a work tree, the "
+                   "checked-out commit).")
 @click.option("--cluster", is_flag=True, help="Include the cluster's view: running runs, locked targets, cooldowns.")
 @click.option("--policy", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="Apply this policy (a policy file, or the reconciler's config with a policy: section).")
@@ -258,11 +260,18 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
     """
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
+        if head is None and base and source.is_local:
+            head = "HEAD"  # a work tree: the pull request is the checked-out commit, not the branch tip
         head_commit = source.resolve(head) if head else source.fetch()
+        _note_uncommitted(source, head_commit)
+        base_commit = source.resolve(base) if base else None
+        if not any(_declares_something(source, c) for c in (head_commit, base_commit) if c):
+            where = f"--path {source.path}" if source.path else "the repository root"
+            raise ConfigError(f"{source.display_url}: {where} holds no executions/ or workflows/ at "
+                              f"{head_commit[:12]} (point --repo/--path at the directory holding them)")
         head_decl = source.load(head_commit)
         gate = Gate(policy=load_policy(policy)) if policy else None
-        if base:
-            base_commit = source.resolve(base)
+        if base_commit:
             result = plan_change(source.load(base_commit), head_decl,
                                  base_revision=base_commit, revision=head_commit)
         else:
@@ -279,6 +288,29 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
     render_plan = {"json": plan_json, "markdown": plan_markdown}.get(output, plan_text)
     click.echo(render_plan(result))
     sys.exit(EXIT_INVALID if result.failed else EXIT_OK)
+
+
+def _declares_something(source: GitSource, commit: str) -> bool:
+    """Whether ``commit`` holds executions/ or workflows/ under the watched path."""
+    prefix = f"{source.path}/" if source.path else ""
+    listed = source._git().ls_tree("--name-only", commit, "--", f"{prefix}executions", f"{prefix}workflows")
+    return bool(str(listed).strip())
+
+
+def _note_uncommitted(source: GitSource, head_commit: str) -> None:
+    """Say (stderr) that a work tree's uncommitted changes are not in the plan: it reads commits."""
+    if not source.is_local:
+        return
+    try:
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all", "--", source.path or "."],
+            cwd=source.fetch_url, capture_output=True, text=True, check=True).stdout
+    except (subprocess.CalledProcessError, OSError):
+        return  # a bare repository: no work tree, nothing uncommitted
+    count = len([line for line in changed.splitlines() if line.strip()])
+    if count:
+        _echo(f"note: {count} uncommitted change(s) in the work tree are ignored: the plan reads commit "
+              f"{head_commit[:12]} (commit them, or check the files with `reconciler validate`)", err=True)
 
 
 @main.command()

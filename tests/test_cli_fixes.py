@@ -9,7 +9,9 @@
 * ``wait`` fails at once (exit 2) on an unknown execution or a ``--for`` that cannot happen, and
   waits for ``health=`` and ``sync=`` values too;
 * ``diff``: a suspended execution is declared intent, not drift (exit 0 when it is the only
-  difference).
+  difference);
+* ``plan --base`` in a work tree plans the checked-out commit and names ignored uncommitted
+  changes; a ``--path``/``--repo`` that declares nothing is an error (exit 2).
 """
 
 from __future__ import annotations
@@ -177,3 +179,39 @@ def test_diff_does_not_count_a_suspension_as_drift(tmp_path: Path, also_unapplie
     assert "= held: suspended (spec.suspend: true)" in result.stdout
     assert "+ held" not in result.stdout
     assert ("+ fresh:" in result.stdout) is also_unapplied
+
+
+def test_plan_base_in_a_work_tree_plans_the_checked_out_commit_and_names_uncommitted_changes(
+        tmp_path: Path) -> None:
+    repo = WorkRepo(tmp_path / "declared")
+    repo.commit("declare", **{"workflows/w.yaml": CATALOG, "executions/old.yaml": execution_yaml("old")})
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit("add one", **{"executions/added.yaml": execution_yaml("added", target="search/Deployment/api")})
+    repo.write("executions/draft.yaml", execution_yaml("draft", target="edge/Deployment/nginx"))  # not committed
+    result = CliRunner().invoke(main, ["plan", "--base", "main", "-o", "json", "--repo", str(repo.path),
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    planned = {e["name"] for e in json.loads(result.stdout)["executions"]}
+    assert "added" in planned and "draft" not in planned and "old" not in planned
+    assert "note: 1 uncommitted change(s) in the work tree are ignored" in result.stderr
+
+
+def test_plan_in_a_clean_work_tree_says_nothing_about_uncommitted_changes(tmp_path: Path) -> None:
+    repo = WorkRepo(tmp_path / "declared")
+    repo.commit("declare", **{"workflows/w.yaml": CATALOG, "executions/old.yaml": execution_yaml("old")})
+    result = CliRunner().invoke(main, ["plan", "--repo", str(repo.path), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0 and "uncommitted" not in result.stderr, result.output
+
+
+@pytest.mark.parametrize("where", ["--path", "--repo"])
+def test_plan_of_a_place_that_declares_nothing_is_an_error(tmp_path: Path, where: str) -> None:
+    repo = WorkRepo(tmp_path / "declared")
+    repo.commit("declare", **{"deploy/workflows/w.yaml": CATALOG,
+                              "deploy/executions/old.yaml": execution_yaml("old"), "docs/README.md": "hi\n"})
+    args = ["--path", "docs", "--repo", str(repo.path)] if where == "--path" else ["--repo", str(repo.path / "docs")]
+    result = CliRunner().invoke(main, ["plan", *args, "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    assert "--path docs holds no executions/ or workflows/" in result.stderr
+    good = CliRunner().invoke(main, ["plan", "--path", "deploy", "--repo", str(repo.path),
+                                     "--cache-dir", str(tmp_path / "cache")])
+    assert good.exit_code == 0 and "old" in good.stdout, good.output
