@@ -10,7 +10,6 @@ problems, and the recorded statuses.  One bad file never hides or blocks another
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 import hashlib
 import json
@@ -503,8 +502,8 @@ class _Parsed:
 
     def copy(self) -> _Parsed:
         """A copy whose problem list the cross-file step may extend (the cached one stays as parsed)."""
-        new = copy.copy(self)
-        new.problems = list(self.problems)
+        new = object.__new__(_Parsed)
+        new.__dict__ = {**self.__dict__, "problems": list(self.problems)}
         return new
 
 

@@ -207,6 +207,7 @@ class GitSource:
         self._declared_of: dict[str, str] = {}  # commit → its declared revision (immutable)
         self._listings: dict[frozenset[str], tuple[str, dict[str, tuple[str, int]]]] = {}  # last, per roles
         self._roles: dict[str, str | None] = {}  # path → classify(path, self.path)
+        self._origins_at: tuple[str, dict[str, FileOrigin], int] | None = None  # commit, origins, commits
 
     # -- low level ---------------------------------------------------------------------
 
@@ -341,6 +342,7 @@ class GitSource:
             self.cache_rebuilds += 1  # parsed declarations stay valid: they are keyed by commit id
             self._statuses = {}  # but whether a commit is in the new cache is asked again
             self._listings = {}
+            self._origins_at = None
         return True
 
     # -- fetching ------------------------------------------------------------------------
@@ -622,30 +624,78 @@ class GitSource:
         return {path: blobs[sha] for path, sha in shas.items()}
 
     def _origins(self, commit: str, root: str) -> dict[str, FileOrigin]:
-        """For every declared file: the commit that last changed it and the one that added it."""
+        """For every declared file: the commit that last changed it and the one that added it.
+
+        The first call reads the whole history of executions/ and workflows/ (one ``git log``);
+        later ones, when the new commit only adds a linear run of commits to the one before
+        (the usual push), read just those commits and carry the rest forward — the same result
+        as reading it all, at the cost of what was pushed."""
+        previous = self._origins_at
+        if previous is not None and previous[0] == commit:
+            return previous[1]
+        found = self._origins_since(previous, commit, root) if previous is not None else None
+        if found is None:
+            found = self._origins_full(commit, root)
+        self._origins_at = (commit, found[0], found[1])
+        return found[0]
+
+    def _origin_log(self, commit: str, root: str, since: str = "") -> list[tuple[str, int, list[str]]]:
+        """(commit, time, paths) of each commit touching the declared paths, newest first."""
         specs = [f"{root}/executions" if root else "executions", f"{root}/workflows" if root else "workflows"]
+        what = f"{since}..{commit}" if since else commit
         try:
-            log = self._git().log("--format=%x01%H %ct", "--name-only", "--no-renames", "-z",
-                                  commit, "--", *specs)
+            log = self._git().log("--format=%x01%H %ct", "--name-only", "--no-renames", "-z", what, "--", *specs)
         except git.GitCommandError as e:
             raise self._error(f"cannot read history at {commit[:12]}", e) from e
-        last: dict[str, tuple[str, int, int]] = {}
-        first: dict[str, tuple[str, int, int]] = {}
-        blocks = [b for b in log.split("\x01") if b.strip("\0\n")]
-        for index, block in enumerate(blocks):  # newest first
+        out = []
+        for block in (b for b in log.split("\x01") if b.strip("\0\n")):
             header, _, names = block.partition("\0")
             sha, ts = header.split()
-            stamp = (sha, int(ts), len(blocks) - index)
-            for name in names.split("\0"):
-                name = name.strip("\n")
-                if not name:
-                    continue
+            out.append((sha, int(ts), [n.strip("\n") for n in names.split("\0") if n.strip("\n")]))
+        return out
+
+    def _origins_full(self, commit: str, root: str) -> tuple[dict[str, FileOrigin], int]:
+        blocks = self._origin_log(commit, root)
+        last: dict[str, tuple[str, int, int]] = {}
+        first: dict[str, tuple[str, int, int]] = {}
+        for index, (sha, ts, names) in enumerate(blocks):  # newest first
+            stamp = (sha, ts, len(blocks) - index)
+            for name in names:
                 last.setdefault(name, stamp)
                 first[name] = stamp
-        return {
+        origins = {
             path: FileOrigin(last[path][0], last[path][1], first[path][0], first[path][1], first[path][2])
             for path in last
         }
+        return origins, len(blocks)
+
+    def _origins_since(self, previous: tuple[str, dict[str, FileOrigin], int], commit: str,
+                       root: str) -> tuple[dict[str, FileOrigin], int] | None:
+        """``previous`` carried forward to ``commit``; None unless ``commit`` descends from it
+        by a linear run of commits (a merge may reorder history: read it all then)."""
+        base, origins, count = previous
+        try:
+            chain = str(self._git().rev_list("--parents", f"{base}..{commit}")).split("\n")
+        except git.GitCommandError:
+            return None
+        links = [line.split() for line in chain if line.strip()]
+        if not links or any(len(link) != 2 for link in links):
+            return None  # nothing new (not a descendant), or a merge or a root commit in the run
+        if any(links[i][1] != links[i + 1][0] for i in range(len(links) - 1)) or links[-1][1] != base:
+            return None
+        blocks = self._origin_log(commit, root, since=base)
+        updated = dict(origins)
+        total = count + len(blocks)
+        for index, (sha, ts, names) in enumerate(reversed(blocks)):  # oldest first
+            seq = count + index + 1
+            for name in names:
+                held = updated.get(name)
+                if held is None:
+                    updated[name] = FileOrigin(sha, ts, sha, ts, seq)
+                else:
+                    updated[name] = FileOrigin(sha, ts, held.introduced_commit, held.introduced_time,
+                                               held.introduced_seq)
+        return updated, total
 
     def load(self, commit: str) -> Declaration:
         with self._load_lock:  # the dashboard reads while a cycle runs

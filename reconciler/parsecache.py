@@ -120,6 +120,7 @@ def _blob_id(data: bytes) -> str:
 class _Entry:
     parsed: _Parsed
     view: Any
+    catalog: int = 0  # the catalog generation the view was last checked against
 
 
 @dataclass
@@ -130,6 +131,7 @@ class ParseCache:
     statuses: dict[tuple[str, str], tuple[StatusRecord | None, str]] = field(default_factory=dict)
     catalog_key: tuple[tuple[str, str], ...] | None = None
     catalog: Catalog | None = None
+    catalog_generation: int = 0  # bumped whenever the catalog is parsed again
     parses: int = 0  # execution, catalog and status files parsed (a cache miss each)
     status_docs: StatusDocs = field(default_factory=StatusDocs)
 
@@ -145,7 +147,9 @@ class ParseCache:
             missing: dict[str, str] = {}
             for path, key in keys.items():
                 entry = self.executions.get(key)
-                if entry is not None and entry.view == _catalog_view(catalog, have_catalog, entry.parsed.workflow):
+                if entry is not None and (entry.catalog == self.catalog_generation or entry.view == _catalog_view(
+                        catalog, have_catalog, entry.parsed.workflow)):
+                    entry.catalog = self.catalog_generation  # same catalog object: the view is the same
                     kept[key] = entry
                 else:
                     missing[path] = executions[path]
@@ -154,7 +158,8 @@ class ParseCache:
                 key = keys[path]
                 parsed = _parse_execution_safely(path, contents[path], catalog, have_catalog, key[2], max_bytes)
                 self.parses += 1
-                kept[key] = _Entry(parsed, _catalog_view(catalog, have_catalog, parsed.workflow))
+                kept[key] = _Entry(parsed, _catalog_view(catalog, have_catalog, parsed.workflow),
+                                   self.catalog_generation)
             self.executions = kept
             return assemble(catalog, [kept[keys[path]].parsed.copy() for path in sorted(keys)])
 
@@ -166,6 +171,7 @@ class ParseCache:
             contents = read(dict(workflows)) if workflows else {}
             self.catalog = _load_catalog(contents, max_bytes)
             self.catalog_key = key
+            self.catalog_generation += 1
             self.parses += len(workflows)
         return self.catalog
 

@@ -192,3 +192,40 @@ def test_the_listing_brought_forward_equals_a_full_listing(
     for roles in (frozenset({"execution", "workflow"}), frozenset({"status"})):
         assert source._listing(commit, roles) == fresh._listing(fresh.fetch(), roles)
     _same_as_pure(decl, repo)
+
+
+def test_origins_carried_forward_equal_those_read_from_the_whole_history(
+        setup: tuple[WorkRepo, GitSource], cache_dir: Path) -> None:
+    repo, source = setup
+
+    def delete() -> None:
+        repo.remove("executions/e02.yaml")
+        repo.commit("delete")
+
+    steps: list[Callable[[], object]] = [
+        lambda: repo.commit("edit", **{"executions/e01.yaml": execution_yaml("e01", target="ns/Deployment/z")}),
+        lambda: repo.commit("add", **{"executions/new.yaml": execution_yaml("new", target="ns/Deployment/new")}),
+        delete,
+        lambda: repo.commit("docs only", **{"README.md": "x\n"}),
+        lambda: repo.commit("re-add", **{"executions/e02.yaml": execution_yaml("e02", target="ns/Deployment/b")}),
+    ]
+    for step in steps:
+        step()
+        commit = source.fetch()
+        fresh = GitSource(str(repo.path), cache_dir=cache_dir.parent / f"fresh-{commit[:8]}")
+        assert source._origins(commit, "") == fresh._origins(fresh.fetch(), "")
+        assert [(e.name, e.origin) for e in source.load(commit).executions] == \
+            [(e.name, e.origin) for e in fresh.load(commit).executions]
+
+
+def test_a_merge_reads_the_whole_history_again(setup: tuple[WorkRepo, GitSource], cache_dir: Path) -> None:
+    repo, source = setup
+    repo.git("checkout", "-q", "-b", "side")
+    repo.commit("side", **{"executions/side.yaml": execution_yaml("side", target="ns/Deployment/side")})
+    repo.git("checkout", "-q", "main")
+    repo.commit("main", **{"executions/main.yaml": execution_yaml("main-one", target="ns/Deployment/m")})
+    source.load(source.fetch())
+    repo.git("merge", "-q", "--no-edit", "side")
+    commit = source.fetch()
+    fresh = GitSource(str(repo.path), cache_dir=cache_dir.parent / "fresh-merge")
+    assert source._origins(commit, "") == fresh._origins(fresh.fetch(), "")
