@@ -12,6 +12,7 @@ Environment variables use ``RECONCILER_`` plus the path with ``__`` between leve
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,8 @@ from pydantic.alias_generators import to_camel
 from . import names
 from .errors import ConfigError
 from .policy import Policy
+from .schema_errors import _model_at, field_names
+from .yamldoc import YamlDocument, clip, load_documents
 
 
 class _Section(BaseModel):
@@ -333,11 +336,61 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None,
     try:
         return Config.model_validate(data)
     except ValidationError as e:
+        doc = _document(path)
         lines = []
         for err in e.errors(include_url=False):
-            where = ".".join(to_camel(str(p)) if isinstance(p, str) else f"[{p}]" for p in err["loc"])
-            lines.append(f"{where or '(config)'}: {err['msg']}")
+            loc = tuple(err["loc"])
+            where = ".".join(to_camel(str(p)) if isinstance(p, str) else f"[{p}]" for p in loc)
+            message = err["msg"]
+            if err["type"] == "extra_forbidden" and loc:
+                message = _unknown_field(loc)
+            position = _position(doc, loc) if doc is not None else ""
+            lines.append(f"{position}{where or '(config)'}: {message}")
         raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}:\n  " + "\n  ".join(lines)) from e
+
+
+def _document(path: Path | None) -> YamlDocument | None:
+    """The configuration file's node tree, to say where a bad setting is (None: no file)."""
+    if path is None:
+        return None
+    try:
+        docs, _ = load_documents(path.read_bytes(), str(path))
+    except OSError:
+        return None
+    return docs[0] if docs else None
+
+
+def _position(doc: YamlDocument, loc: tuple[Any, ...]) -> str:
+    """``file:line:col: `` of the setting at ``loc`` (pydantic's snake-case path; the file may
+    spell each key camelCase or snake_case), or "" when the file does not hold it (an
+    environment variable or a flag set it)."""
+    probe: Any = doc.data
+    path: list[str | int] = []
+    for part in loc:
+        if isinstance(probe, dict):
+            key = next((k for k in probe if to_snake_name(str(k)) == to_snake_name(str(part))), None)
+            if key is None:
+                return ""
+            path.append(key)
+            probe = probe[key]
+        elif isinstance(probe, list) and isinstance(part, int) and part < len(probe):
+            path.append(part)
+            probe = probe[part]
+        else:
+            return ""
+    line, column = doc.position(tuple(path))
+    return f"{doc.file}:{line}:{column}: " if line is not None else ""
+
+
+def _unknown_field(loc: tuple[Any, ...]) -> str:
+    """An unknown setting, with "did you mean" from the section's own names (as for executions)."""
+    field = to_camel(str(loc[-1]))
+    parent = _model_at(Config, loc[:-1])
+    allowed = field_names(parent) if parent else []
+    hint = difflib.get_close_matches(field, allowed, n=1, cutoff=0.6)
+    if hint:
+        return f"unknown field {clip(field, 100)!r} (did you mean {hint[0]!r}?)"
+    return f"unknown field {clip(field, 100)!r}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
 
 
 def _to_snake(data: Any) -> Any:

@@ -11,7 +11,8 @@
 * ``diff``: a suspended execution is declared intent, not drift (exit 0 when it is the only
   difference);
 * ``plan --base`` in a work tree plans the checked-out commit and names ignored uncommitted
-  changes; a ``--path``/``--repo`` that declares nothing is an error (exit 2).
+  changes; a ``--path``/``--repo`` that declares nothing is an error (exit 2);
+* ``config check``: a typo is reported at file:line:col with "did you mean", like executions.
 """
 
 from __future__ import annotations
@@ -215,3 +216,22 @@ def test_plan_of_a_place_that_declares_nothing_is_an_error(tmp_path: Path, where
     good = CliRunner().invoke(main, ["plan", "--path", "deploy", "--repo", str(repo.path),
                                      "--cache-dir", str(tmp_path / "cache")])
     assert good.exit_code == 0 and "old" in good.stdout, good.output
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("repository:\n  url: /tmp/x\n  pollIntervall: 1m\n",
+     "config.yaml:3:3: repository.pollIntervall: unknown field 'pollIntervall' (did you mean 'pollInterval'?)"),
+    ("repository:\n  url: /tmp/x\nserver:\n  healthAdress: 127.0.0.1:1\n",
+     "config.yaml:4:3: server.healthAdress: unknown field 'healthAdress' (did you mean 'healthAddress'?)"),
+    ("repository:\n  url: /tmp/x\n  poll_interval: soon\n",   # snake_case spelling is found too
+     "config.yaml:3:3: repository.pollInterval: Value error, 'soon' is not a duration"),
+    ("repository:\n  url: /tmp/x\nnotifications:\n  webhooks:\n    - {name: a, url: 'http://x', sekretEnv: X}\n",
+     "config.yaml:5:34: notifications.webhooks.[0].sekretEnv: unknown field 'sekretEnv' (did you mean 'secretEnv'?)"),
+    ("repositry:\n  url: /tmp/x\n", "config.yaml:1:1: repositry: unknown field 'repositry' (did you mean 'repository'?)"),
+])
+def test_config_typo_gets_file_line_column_and_did_you_mean(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(content)
+    result = CliRunner().invoke(main, ["config", "check", "--config", str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"{tmp_path}/{expected}" in result.stderr, result.stderr
