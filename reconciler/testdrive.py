@@ -98,6 +98,19 @@ def _git(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
+def push_rebasing(tree: Path, attempts: int = 20) -> None:
+    """Push as a person does: the reconciler pushes status commits to the same branch, so a
+    push may be refused as non-fast-forward; rebase onto what is there and push again."""
+    for attempt in range(attempts):
+        try:
+            _git(tree, "pull", "-q", "--rebase", "origin", "main")
+            _git(tree, "push", "-q", "origin", "main")
+            return
+        except TestdriveError:
+            if attempt == attempts - 1:
+                raise
+
+
 def seed_remote(source: Path, workdir: Path) -> tuple[Path, Path]:
     """Copy ``source`` (never modified) into a new repository, push it to a bare remote."""
     if not (source / "executions").is_dir() and not (source / "workflows").is_dir():
@@ -354,10 +367,9 @@ class Testdrive:
         new_file = source.with_name(f"{again}.yaml")
         new_file.write_text(yaml.safe_dump(document, sort_keys=False))
         self.say(f"Step 4: a new execution, {again} (same workflow and target as {model['name']}), is merged")
-        _git(self.tree, "pull", "-q", "--rebase", "origin", "main")
         _git(self.tree, "add", str(new_file.relative_to(self.tree)))
         _git(self.tree, "commit", "-q", "-m", f"Add {again}")
-        _git(self.tree, "push", "-q", "origin", "main")
+        push_rebasing(self.tree)
         self.service.trigger()
         if not self.wait(lambda: self.phase_of(again) not in ("", "Pending") or
                          any(r["name"] == again and r["reason"] not in ("", "NotYetReconciled") for r in self.rows()),

@@ -138,3 +138,29 @@ def test_a_repo_without_executions_is_exit_2_and_one_line(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert done.stderr.strip().startswith("[simulated] error:") and "nothing to try" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_walkthrough_push_rebases_over_the_reconcilers_status_commits(tmp_path: Path) -> None:
+    """The service pushes status commits to the same branch: testdrive's own push of a new
+    execution must rebase over them, not fail the walk-through (exit 2)."""
+    from reconciler.testdrive import _git, push_rebasing
+
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    for name in ("person", "bot"):
+        _git(tmp_path, "clone", "-q", str(remote), str(tmp_path / name))
+    (tmp_path / "person" / "a.txt").write_text("a\n")
+    _git(tmp_path / "person", "add", "a.txt")
+    _git(tmp_path / "person", "commit", "-q", "-m", "first")
+    _git(tmp_path / "person", "push", "-q", "origin", "HEAD:main")
+    _git(tmp_path / "bot", "pull", "-q", "origin", "main")
+    (tmp_path / "bot" / "status.txt").write_text("s\n")
+    _git(tmp_path / "bot", "add", "status.txt")
+    _git(tmp_path / "bot", "commit", "-q", "-m", "status")
+    _git(tmp_path / "bot", "push", "-q", "origin", "HEAD:main")  # the person's clone is now behind
+    (tmp_path / "person" / "b.txt").write_text("b\n")
+    _git(tmp_path / "person", "add", "b.txt")
+    _git(tmp_path / "person", "commit", "-q", "-m", "second")
+    push_rebasing(tmp_path / "person")
+    subjects = _git(remote, "log", "--format=%s", "main").split()
+    assert subjects == ["second", "status", "first"]
