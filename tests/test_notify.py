@@ -21,11 +21,10 @@ from reconciler.errors import ConfigError
 from reconciler.names import run_name
 from reconciler.notify import SlackNotifications, WebhookNotifications, slack_message, verify, webhook_request
 from reconciler.service import check
-from reconciler.simulator import FakeKubeServer
-from tests.conftest import CATALOG, WorkRepo, execution_yaml
+from tests.conftest import WorkRepo, execution_yaml
 from tests.fakeforge import FakeForge, FakeReceiver
 from tests.test_delivery import TOKEN, declare, notifier, result, state
-from tests.test_service import World
+from tests.test_service import World, service_world
 
 HOOK_SECRET = "hmac-key-for-notify-tests-0123456789"
 SECRETS = (TOKEN, HOOK_SECRET, "slacksecretpathvalue0123")
@@ -188,14 +187,8 @@ def test_deploy_config_example_is_valid() -> None:
 
 @pytest.fixture
 def world(make_repo: Callable[[str], WorkRepo], tmp_path: Path) -> Iterator[World]:
-    seed = make_repo("seed")
-    seed.commit("catalog", **{"workflows/w.yaml": CATALOG})
-    with FakeKubeServer() as server:
-        w = World(tmp_path, server, seed)
+    with service_world(make_repo("seed"), tmp_path) as w:
         yield w
-        for svc in w.services:
-            svc.stop()
-        w.tekton.close()
 
 
 def test_service_sends_statuses_webhook_and_slack_and_survives_a_forge_outage(world: World) -> None:

@@ -20,10 +20,9 @@ import pytest
 
 from reconciler.errors import Conflict, Forbidden, Invalid, KubeError, NotFound, Unavailable
 from reconciler.service import ApiWitness, Service
-from reconciler.simulator import FakeKubeServer
-from tests.conftest import CATALOG, WorkRepo, execution_yaml
+from tests.conftest import WorkRepo, execution_yaml
 
-from .test_service import World
+from .test_service import World, service_world
 
 GRACE = 3.0
 OPTIONS = {"readiness_grace": GRACE, "follow_interval": 0.2}
@@ -32,14 +31,8 @@ WAIT = 60.0
 
 @pytest.fixture
 def world(make_repo: Callable[[str], WorkRepo], tmp_path: Path) -> Iterator[World]:
-    seed = make_repo("seed")
-    seed.commit("catalog", **{"workflows/w.yaml": CATALOG})
-    with FakeKubeServer() as server:
-        w = World(tmp_path, server, seed)
+    with service_world(make_repo("seed"), tmp_path) as w:
         yield w
-        for svc in w.services:
-            svc.stop()
-        w.tekton.close()
 
 
 def running(world: World) -> Service:

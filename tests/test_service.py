@@ -6,6 +6,7 @@ official client. Waits are bounded and woken by the service's own cycle notifica
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -92,16 +93,25 @@ class World:
             "Content-Type": "application/json"})
 
 
-@pytest.fixture
-def world(make_repo: Callable[[str], WorkRepo], tmp_path: Path) -> Iterator[World]:
-    seed = make_repo("seed")
+@contextlib.contextmanager
+def service_world(seed: WorkRepo, tmp: Path) -> Iterator[World]:
+    """A bare remote seeded with the catalog, the fake API server and its Tekton simulator;
+    every service started in it is stopped afterwards."""
     seed.commit("catalog", **{"workflows/w.yaml": CATALOG})
     with FakeKubeServer() as server:
-        w = World(tmp_path, server, seed)
+        w = World(tmp, server, seed)
+        try:
+            yield w
+        finally:
+            for svc in w.services:
+                svc.stop()
+            w.tekton.close()
+
+
+@pytest.fixture
+def world(make_repo: Callable[[str], WorkRepo], tmp_path: Path) -> Iterator[World]:
+    with service_world(make_repo("seed"), tmp_path) as w:
         yield w
-        for svc in w.services:
-            svc.stop()
-        w.tekton.close()
 
 
 def test_push_webhook_run_complete_status_commit(world: World) -> None:
