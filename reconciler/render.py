@@ -29,6 +29,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .declared import ResolvedExecution, gc_paused
 from .errors import TemplateError
+from .manifestload import load_manifest
 
 MANAGED_BY = "kubernaut-gitops-reconciler"
 LABEL_EXECUTION = "kubernaut.ai/workflow-execution"
@@ -43,7 +44,6 @@ TEMPLATE_FOR_ENGINE = {"tekton": "pipelinerun.yaml.j2", "job": "job.yaml.j2"}
 KIND_FOR_ENGINE = {"tekton": ("tekton.dev/v1", "PipelineRun"), "job": ("batch/v1", "Job")}
 
 _Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _ESCAPES = {
     "\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\x00": "\\0",
@@ -109,7 +109,7 @@ class RenderedRun:
     def manifest(self) -> dict[str, Any]:
         if self._manifest is None:
             try:
-                loaded = yaml.load(self.text, Loader=_Loader)
+                loaded = load_manifest(self.text)
             except yaml.YAMLError as e:
                 raise TemplateError(f"template {self._template_name} produced invalid YAML: {e}") from e
             _check(self._execution, self._template_name, loaded, self.namespace)
