@@ -18,6 +18,7 @@ against, measured in the same run:
   start-up    new objects (a restart on the warm Git cache) to the first cycle done
   status/plan `reconciler status` / `plan` as subprocesses: wall time and peak RSS
   --version   `reconciler --version`                                   vs  `python -c pass`
+  render      render + check of one manifest                           vs  `yaml.load` of it
   churn       `reconciler run` as its own process, edits and adds for --churn-seconds: its RSS
               (peak, least-squares slope in MB/min)
   per-exec    first full load per execution, largest N against the smallest
@@ -197,6 +198,25 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def render_check(reps: int) -> None:
+    """Render + check of one manifest (point 6), against the same check through ``yaml.load``."""
+    import yaml
+
+    from reconciler.declared import _load_catalog, _parse_execution
+    from reconciler.render import Renderer
+
+    catalog = _load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
+    executions = [_parse_execution(f"executions/{name(i)}.yaml", execution_yaml(name(i), target=target(i)).encode(),
+                                   catalog, True, None, 10**6).resolved for i in range(1000)]
+    renderer = Renderer(namespace=NS)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    ours = timed(lambda: [renderer.render_checked(e) for e in executions if e is not None], reps)
+    texts = [renderer.render(e).text for e in executions if e is not None]
+    theirs = timed(lambda: [yaml.load(t, Loader=loader) for t in texts], reps)
+    row("-", "render + check one manifest", stats(ours, 1000.0, "us"), "",
+        f"yaml.load (CSafeLoader) alone {stats(theirs, 1000.0, 'us')}")
 
 
 def bench_size(n: int, args: argparse.Namespace, tmp: Path, server: FakeKubeServer) -> float:
@@ -421,6 +441,8 @@ def main() -> None:
             bare = timed(lambda: subprocess.run([PY, "-c", "pass"], capture_output=True, check=True),
                          max(3, args.reps))
             row("-", label, stats(versions), "<= 250 ms", f"python -c pass {stats(bare)}")
+        if not args.only_churn:
+            render_check(max(3, args.reps))
         for n in sizes:
             with FakeKubeServer() as server:  # each N on its own (empty) cluster
                 per_exec[n] = bench_size(n, args, tmp, server)
