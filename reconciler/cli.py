@@ -22,42 +22,25 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import yaml
 
-from . import __version__, logs, views
-from .cluster import Cluster, DryRunCluster, KubeCluster, OfflineCluster
-from .config import Config, ConfigUnreadable, describe, load_config
-from .cycle import CycleResult, Reconciler
+from . import __version__, logs
 from .errors import ConfigError, GitError, Problem, ReconcilerError, TemplateError
-from .gate import Gate
-from .gitsource import GitSource
-from .kube import KubeClient, load_api_client
-from .lifecycle import Settings
-from .model import WorkflowDefinition, WorkflowExecution
-from .names import parse_duration
-from .plan import plan_change, plan_declaration, plan_from_states, states_from, with_states
-from .policy import evaluate as evaluate_policy
-from .policy import load_policy
-from .render import DEFAULT_NAMESPACE, Renderer
-from .report import (
-    format_cycle,
-    format_detail,
-    format_diff,
-    format_status,
-    plan_json,
-    plan_markdown,
-    plan_text,
-    problems_github,
-    problems_json,
-    problems_text,
-)
+from .names import DEFAULT_NAMESPACE, parse_duration
 from .safetext import safe_block, safe_line, safe_lines
-from .service import Service, check
-from .workdir import validate_paths
-from .yamldoc import load_documents
+
+# Everything else is imported by the command that needs it: the Kubernetes client, Git, Jinja,
+# pydantic and the service's web stack cost ~0.5 s to import, and ``validate`` or an offline
+# ``plan`` needs only some of them (``--help`` none).  tests/test_startup_cost.py holds each
+# command to what it uses.
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .config import Config
+    from .cycle import CycleResult
+    from .gate import Gate
+    from .gitsource import GitSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
@@ -95,6 +78,8 @@ def source_options(func: F) -> F:
 
 def open_source(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None) -> GitSource:
     """A local directory inside a work tree means: that repository, that sub-path."""
+    from .gitsource import GitSource
+
     local = Path(repo).expanduser()
     if "://" not in repo and local.is_dir():
         try:
@@ -122,6 +107,9 @@ def kube_options(func: F) -> F:
 
 
 def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, offline_ok: bool) -> tuple[Cluster, str]:
+    from .cluster import KubeCluster, OfflineCluster
+    from .kube import KubeClient, load_api_client
+
     try:
         api = load_api_client(context=context, kubeconfig=kubeconfig)
     except ConfigError as e:
@@ -152,9 +140,15 @@ def validate(paths: tuple[Path, ...], output: str, policy: Path | None) -> None:
 
     Exit 0 when valid, 1 when any file is invalid, 2 on usage or I/O errors.
     """
+    from .report import problems_github, problems_json, problems_text
+    from .workdir import validate_paths
+
     try:
         result = validate_paths(list(paths) or [Path(".")])
         if policy is not None:
+            from .policy import evaluate as evaluate_policy
+            from .policy import load_policy
+
             rules = load_policy(policy)
             wanted = {p.file for p in result.problems} | set(result.files)
             for decl in result.declarations:
@@ -189,6 +183,8 @@ def _policy_problems(execution: Any, violations: list[Any]) -> list[Problem]:
     """Violations as Problems on the line of the field they are about."""
     if not violations:
         return []
+    from .yamldoc import load_documents
+
     try:
         docs, _ = load_documents(Path(execution.file).read_bytes(), execution.file)
     except OSError:
@@ -213,6 +209,8 @@ def _policy_problems(execution: Any, violations: list[Any]) -> list[Problem]:
 def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
            rev: str | None, templates: Path | None, namespace: str, output: str) -> None:
     """Print the manifest that would be applied for execution NAME."""
+    from .render import Renderer
+
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         commit = source.resolve(rev) if rev else source.fetch()
@@ -258,6 +256,9 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
     --base/--head, only what a change adds, edits or removes: a pull-request preview.
     Exit 1 when the plan contains invalid files, immutability or policy violations.
     """
+    from .plan import plan_change, plan_declaration, plan_from_states, with_states
+    from .report import plan_json, plan_markdown, plan_text
+
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         if head is None and base and source.is_local:
@@ -270,13 +271,20 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
             raise ConfigError(f"{source.display_url}: {where} holds no executions/ or workflows/ at "
                               f"{head_commit[:12]} (point --repo/--path at the directory holding them)")
         head_decl = source.load(head_commit)
-        gate = Gate(policy=load_policy(policy)) if policy else None
+        gate = None
+        if policy:
+            from .gate import Gate
+            from .policy import load_policy
+
+            gate = Gate(policy=load_policy(policy))
         if base_commit:
             result = plan_change(source.load(base_commit), head_decl,
                                  base_revision=base_commit, revision=head_commit)
         else:
             result = plan_declaration(head_decl, head_commit)
         if cluster or gate is not None:
+            from .cluster import OfflineCluster
+
             live = _cluster(kubeconfig, context, namespace, offline_ok=False)[0] if cluster \
                 else OfflineCluster(namespace)
             outcome = _dry_run(source, head_commit, live, namespace, cooldown, gate)
@@ -318,6 +326,8 @@ def _note_uncommitted(source: GitSource, head_commit: str) -> None:
               default="WorkflowExecution", show_default=True)
 def schema(kind: str) -> None:
     """Print the JSON Schema of a document kind (for yaml-language-server and editors)."""
+    from .model import WorkflowDefinition, WorkflowExecution
+
     model = WorkflowExecution if kind == "WorkflowExecution" else WorkflowDefinition
     data = model.model_json_schema(by_alias=True)
     data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -348,6 +358,12 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
     """
     if not once:
         _fail("sync needs --once (the long-running service is `reconciler run`)")
+    from .cluster import DryRunCluster
+    from .cycle import Reconciler
+    from .lifecycle import Settings
+    from .render import Renderer
+    from .report import format_cycle
+
     try:
         settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
         source = open_source(repo, branch, sub_path, cache_dir)
@@ -371,6 +387,8 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
 
 
 def _load_config(config_file: Path | None, repo: str | None, branch: str | None) -> Config:
+    from .config import load_config
+
     overrides: dict[str, Any] = {}
     if repo or branch:
         overrides["repository"] = {k: v for k, v in (("url", repo), ("branch", branch)) if v}
@@ -385,6 +403,8 @@ def _load_config(config_file: Path | None, repo: str | None, branch: str | None)
 def run(config_file: Path | None, repo: str | None, branch: str | None) -> None:
     """Run the service: reconcile on an interval and on push webhooks, write status to Git,
     serve /healthz /readyz (:8081), /metrics (:9090) and /webhook (:8080)."""
+    from .service import Service
+
     try:
         config = _load_config(config_file, repo, branch)
         level = getattr(logging, config.logging.level.upper())
@@ -417,6 +437,11 @@ def config_check(config_file: Path | None, output: str) -> None:
     """Validate the configuration and show the effective settings (secrets as set/not set).
 
     Exit 0 when valid, 1 when it has problems, 2 when it cannot be read at all."""
+    import yaml
+
+    from .config import ConfigUnreadable, describe, load_config
+    from .service import check
+
     try:
         config = load_config(config_file)
     except ConfigError as e:
@@ -445,6 +470,8 @@ def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | 
                namespace: str, cooldown: str, templates: Path | None = None) -> tuple[Any, dict[str, Any], bool]:
     """(declaration, states, cluster_used): the status recorded in Git and, with --cluster,
     what a cycle would record now against the live cluster (nothing is changed)."""
+    from .plan import states_from
+
     decl = source.load(commit)
     states = states_from(decl)
     if not cluster:
@@ -456,6 +483,10 @@ def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | 
 def _dry_run(source: GitSource, commit: str, live: Cluster, namespace: str, cooldown: str,
              gate: Gate | None = None, templates: Path | None = None) -> CycleResult:
     """What a cycle would decide at ``commit`` against ``live`` — nothing is changed."""
+    from .cycle import Reconciler
+    from .lifecycle import Settings
+    from .render import Renderer
+
     settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
     outcome = Reconciler(source, live, renderer=Renderer(templates, namespace), settings=settings,
                          dry_run=True, gate=gate).run_once(commit)
@@ -498,6 +529,9 @@ def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
            kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, phase: tuple[str, ...],
            health: tuple[str, ...], sync_: tuple[str, ...], selector: tuple[str, ...], output: str) -> None:
     """Every execution with its phase, sync and health (like `argocd app list`)."""
+    from . import views
+    from .report import format_status
+
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         commit = source.fetch()
@@ -517,6 +551,10 @@ def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
 def get(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
         kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, output: str) -> None:
     """Everything about one execution: state, failure summary, conditions, commits, timeline."""
+    from . import views
+    from .render import Renderer
+    from .report import format_detail
+
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         commit = source.fetch()
@@ -545,6 +583,8 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
 
     Exit 0 when reached, 1 when it ended (terminal phase) without it, 2 on timeout or error
     (an execution nothing declares or records, a --for value that cannot happen: at once)."""
+    from . import views
+
     key, _, wanted = condition.partition("=")
     allowed = {"phase": views.PHASES, "health": views.HEALTHS, "sync": views.SYNCS}
     if key not in allowed or wanted not in allowed[key]:
@@ -596,6 +636,9 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
 def diff(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, kubeconfig: str | None,
          context: str | None, namespace: str, cooldown: str, templates: Path | None) -> None:
     """Declared versus cluster. Exit 0 in sync, 1 out of sync, 2 error."""
+    from .render import Renderer
+    from .report import format_diff
+
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         commit = source.fetch()
@@ -647,6 +690,7 @@ def new(workflow: str | None, wf_version: str | None, target: str | None, params
     from datetime import datetime, timezone
 
     from . import scaffold as scaffolding
+    from .report import plan_json, plan_text
 
     def finish(code: int, message: str, problems: tuple[Problem, ...] = (), **data: Any) -> None:
         if output == "json":
@@ -762,7 +806,8 @@ def doctor(config_file: Path | None, kubeconfig: str | None, context: str | None
     its fix. Exit 0 all passed (warnings allowed), 1 a check failed, 2 the configuration
     cannot be read."""
     from . import doctor as dr
-    from .kube import RetryPolicy
+    from .config import load_config
+    from .kube import KubeClient, RetryPolicy, load_api_client
 
     try:
         config = load_config(config_file)

@@ -38,6 +38,10 @@ IMAGE_REFERENCE = re.compile(
 _MAX_DURATION_DIGITS = 7
 
 RESERVED_PARAMETERS = frozenset({"TARGET_RESOURCE"})
+# Where runs are created unless configured otherwise.  ``render.DEFAULT_NAMESPACE`` is the same
+# value (tests/test_startup_cost.py); the CLI reads it here to show it in ``--help`` without
+# importing Jinja.
+DEFAULT_NAMESPACE = "kubernaut-workflows"
 RUN_NAME_PREFIX = "wfe-"
 MAX_TIMEOUT_SECONDS = 24 * 3600
 

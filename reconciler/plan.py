@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .declared import Declaration, InvalidExecution, ResolvedExecution
-from .errors import Problem
-from .lifecycle import NOT_MET, WAITING, dependency_verdict
 from .status import ExecutionState, from_document
-from .statusdoc import StatusRecord
+
+if TYPE_CHECKING:  # annotations only: ``reconciler plan`` imports no more than it runs
+    from .declared import Declaration, InvalidExecution, ResolvedExecution
+    from .errors import Problem
+    from .statusdoc import StatusRecord
 
 
 class Action:
@@ -174,6 +175,8 @@ def states_from(decl: Declaration) -> dict[str, ExecutionState]:
 def _chain_entry(execution: ResolvedExecution, recorded: Mapping[str, ExecutionState]) -> PlanEntry | None:
     """A dependent that waits (its predecessors have not ended) or will be skipped (one ended
     the wrong way); None when its condition is met and it is planned like any other."""
+    from .lifecycle import NOT_MET, WAITING, dependency_verdict  # the run lifecycle (and Jinja): chains only
+
     verdict = dependency_verdict(execution, recorded)
     if verdict.not_met:
         return _describe(execution, Action.SKIP, reason=NOT_MET, message=verdict.message,

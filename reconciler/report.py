@@ -20,7 +20,6 @@ import yaml
 
 from .errors import Problem
 from .plan import Action, Plan, PlanEntry
-from .render import to_yaml
 from .safetext import clean, gh_data, gh_property, md_code, md_text, safe_lines
 
 if TYPE_CHECKING:
@@ -312,6 +311,7 @@ def format_diff(decl: Any, states: dict[str, Any], runs: dict[str, dict[str, Any
     import difflib
 
     from .lifecycle import run_info
+    from .render import to_yaml
 
     lines: list[str] = []
     held: list[str] = []  # suspended: declared intent, not drift (shown, not counted)

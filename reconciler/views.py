@@ -15,17 +15,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .declared import Declaration, ResolvedExecution
 from .errors import GitError
-from .gitsource import GitSource
 from .names import format_duration
 from .plan import chain_condition
-from .render import Renderer
 from .runstatus import format_time
 from .status import HEALTH_ORDER, ExecutionState, repository_health, with_summary
 from .statusdoc import read_status_document
+
+if TYPE_CHECKING:  # annotations only: ``reconciler status`` does not need the renderer's Jinja
+    from .declared import Declaration, ResolvedExecution
+    from .gitsource import GitSource
+    from .render import Renderer
 
 PHASES = ("Pending", "Running", "Completed", "Failed", "Skipped")
 SYNCS = ("Synced", "OutOfSync", "Unknown")
@@ -184,6 +186,8 @@ def detail(source: GitSource, commit: str, decl: Declaration, states: dict[str, 
             spec = ""
     rendered = ""
     if execution is not None:
+        from .render import Renderer
+
         try:
             rendered = (renderer or Renderer()).render_checked(execution).to_yaml()
         except Exception as e:
