@@ -105,8 +105,12 @@ def rows(decl: Declaration, states: dict[str, ExecutionState], now: datetime | N
 
 
 def summary(decl: Declaration, states: dict[str, ExecutionState], *, repository: str, branch: str,
-            revision: str, leader: bool = True, now: datetime | None = None) -> dict[str, Any]:
-    all_rows = rows(decl, states, now)
+            revision: str, leader: bool = True, now: datetime | None = None,
+            all_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The repository at a glance.  ``all_rows``: ``rows(decl, states)`` when the caller built
+    them already (``reconciler status`` shows them), so they are not built a second time."""
+    if all_rows is None:
+        all_rows = rows(decl, states, now)
     phases = {p: 0 for p in PHASES}
     syncs = {s: 0 for s in SYNCS}
     states = with_invalid(decl, states, now)
