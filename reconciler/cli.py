@@ -290,7 +290,7 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
     Exit 1 when the plan contains invalid files, immutability or policy violations.
     """
     from .plan import plan_change, plan_declaration, plan_from_states, with_states
-    from .report import plan_json, plan_markdown, plan_text
+    from .report import chunks, plan_json, plan_markdown, plan_text_lines
 
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
@@ -326,8 +326,11 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
     except (ReconcilerError, OSError) as e:
         _fail(str(e))
         return
-    render_plan = {"json": plan_json, "markdown": plan_markdown}.get(output, plan_text)
-    click.echo(render_plan(result))
+    if output == "text":  # the table a line at a time: never the whole text at once
+        for chunk in chunks(plan_text_lines(result)):
+            click.echo(chunk)
+    else:
+        click.echo({"json": plan_json, "markdown": plan_markdown}[output](result))
     sys.exit(EXIT_INVALID if result.failed else EXIT_OK)
 
 

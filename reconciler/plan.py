@@ -16,8 +16,9 @@ reports can draw who waits on whom.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .status import ExecutionState, from_document
@@ -47,7 +48,7 @@ class Change:
     REMOVED = "removed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per execution: no per-entry __dict__ (~0.5 KB each)
 class PlanEntry:
     name: str
     file: str
@@ -114,7 +115,7 @@ def _describe(execution: ResolvedExecution, action: str, **extra: Any) -> PlanEn
         action=action,
         target=execution.target,
         run_name=execution.run_name,
-        workflow=f"{execution.workflow_id}@{execution.version}",
+        workflow=sys.intern(f"{execution.workflow_id}@{execution.version}"),  # a few values, shared by all
         engine=execution.engine,
         depends_on=execution.document.spec.dependencies,
         condition=chain_condition(execution),
@@ -191,7 +192,7 @@ def _entry_for(
 ) -> PlanEntry:
     if status is not None and status.terminal:
         return _describe(execution, Action.DONE, reason=status.reason or status.phase,
-                         message=f"already {status.phase}; nothing to do")
+                         message=sys.intern(f"already {status.phase}; nothing to do"))
     if status is not None and status.phase == "Running":
         return _describe(execution, Action.OBSERVE, reason="Running",
                          message=f"run {execution.run_name} is in progress")
@@ -256,8 +257,7 @@ def plan_change(base: Declaration, head: Declaration, *, base_revision: str = ""
 
 
 def _with(entry: PlanEntry, **changes: Any) -> PlanEntry:
-    data = {**entry.__dict__, **changes}
-    return PlanEntry(**data)
+    return replace(entry, **changes)
 
 
 def plan_from_states(decl: Declaration, states: Mapping[str, ExecutionState], revision: str) -> Plan:

@@ -13,14 +13,14 @@ escaped by their encoders.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .errors import Problem
 from .plan import Action, Plan, PlanEntry
-from .safetext import clean, gh_data, gh_property, md_code, md_text, safe_lines
+from .safetext import clean, gh_data, gh_property, md_code, md_text, safe_line, safe_lines
 
 if TYPE_CHECKING:
     from .cycle import CycleResult
@@ -90,30 +90,59 @@ def _why(entry: PlanEntry) -> str:
     return why
 
 
-def plan_rows(plan: Plan) -> Iterable[tuple[str, ...]]:
+def plan_rows(plan: Plan, *, change: bool = True) -> Iterator[tuple[str, ...]]:
+    """The table's cells, cleaned; ``change=False`` leaves out the CHANGE column (a plan
+    without a base)."""
+    labels: dict[str, str] = {}  # one "✓ done" string for every done entry, not one each
     for e in plan.entries:
-        yield tuple(clean(c) for c in (f"{SYMBOL.get(e.action, '?')} {e.action}", e.name, e.change or "-",
-                                       e.target or "-", e.workflow or "-", e.run_name or "-", _why(e)))
+        label = labels.get(e.action)
+        if label is None:
+            label = labels[e.action] = clean(f"{SYMBOL.get(e.action, '?')} {e.action}")
+        if change:
+            yield (label, clean(e.name), clean(e.change or "-"), clean(e.target or "-"), clean(e.workflow or "-"),
+                   clean(e.run_name or "-"), clean(_why(e)))
+        else:
+            yield (label, clean(e.name), clean(e.target or "-"), clean(e.workflow or "-"),
+                   clean(e.run_name or "-"), clean(_why(e)))
+
+
+def plan_text_lines(plan: Plan) -> Iterator[str]:
+    """The lines of :func:`plan_text`, each cleaned and guarded, one at a time: at 50 000
+    executions the CLI prints them in chunks instead of building the whole text first."""
+    header: tuple[str, ...] = ("ACTION", "EXECUTION", "CHANGE", "TARGET", "WORKFLOW", "RUN", "WHY")
+    with_change = plan.base_revision != ""
+    if not with_change:
+        header = header[:2] + header[3:]
+    yield safe_line(f"Plan for {plan.revision[:12] or 'working tree'}"
+                    + (f" (changes since {plan.base_revision[:12]})" if plan.base_revision else ""))
+    yield from map(safe_line, _table_lines([header, *plan_rows(plan, change=with_change)]))
+    for e in plan.entries:
+        for p in e.problems:
+            yield safe_line(f"  {p}")
+    chains = chain_tree(plan)
+    if chains:
+        yield safe_line("Chains (who waits on whom):")
+        for depth, name, entry, via in chains:
+            yield safe_line(f"{'  ' * (depth + 1)}{clean(_chain_line(entry, name, via))}")
+    counts = plan.counts()
+    yield safe_line(", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing declared")
 
 
 def plan_text(plan: Plan) -> str:
-    header = ("ACTION", "EXECUTION", "CHANGE", "TARGET", "WORKFLOW", "RUN", "WHY")
-    rows = [header, *plan_rows(plan)]
-    if plan.base_revision == "":
-        rows = [tuple(c for i, c in enumerate(r) if i != 2) for r in rows]
-    out = [f"Plan for {plan.revision[:12] or 'working tree'}"
-           + (f" (changes since {plan.base_revision[:12]})" if plan.base_revision else "")]
-    out += _table(rows)
-    for e in plan.entries:
-        for p in e.problems:
-            out.append(f"  {p}")
-    chains = chain_tree(plan)
-    if chains:
-        out.append("Chains (who waits on whom):")
-        out += [f"{'  ' * (depth + 1)}{clean(_chain_line(e, name, via))}" for depth, name, e, via in chains]
-    counts = plan.counts()
-    out.append(", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing declared")
-    return safe_lines(out)
+    return "\n".join(plan_text_lines(plan))
+
+
+def chunks(lines: Iterable[str], size: int = 4096) -> Iterator[str]:
+    """``lines`` joined with newlines, ``size`` lines at a time: printing each chunk as a line
+    prints exactly ``"\n".join(lines)`` and a final newline, without ever holding it whole."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield "\n".join(batch)
+            batch = []
+    if batch:
+        yield "\n".join(batch)
 
 
 def chain_tree(plan: Plan) -> list[tuple[int, str, PlanEntry | None, str]]:
@@ -199,8 +228,13 @@ def plan_markdown(plan: Plan) -> str:
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
     """Aligned columns; cells must already be cleaned (an escape is wider than its character)."""
+    return list(_table_lines(rows))
+
+
+def _table_lines(rows: list[tuple[str, ...]]) -> Iterator[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
+    for r in rows:
+        yield "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
 
 
 def format_cycle(result: CycleResult, output: str, intentions: list[str] | None = None) -> str:

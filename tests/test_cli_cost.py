@@ -1,9 +1,10 @@
 """``status`` and ``plan`` cost what they show, and the shortcuts give the same answer (issue 11).
 
-Two shortcuts are checked here against the full computation: ``reconciler status`` builds
-the rows once and hands them to the summary (which used to build them all again), and a
+The shortcuts are checked here against the full computation: ``reconciler status`` builds
+the rows once and hands them to the summary (which used to build them all again); a
 one-shot command takes what it loaded out of the cyclic collector's passes while it runs
-(``gc.freeze``) and hands it back when it ends, however it ends.
+(``gc.freeze``) and hands it back when it ends, however it ends; ``reconciler plan`` prints
+its table in chunks of lines, never the whole text at once, and prints the same bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from click.testing import CliRunner
 from reconciler import views
 from reconciler.cli import main
 from reconciler.declared import load_declaration
-from reconciler.plan import states_from
+from reconciler.gitsource import GitSource
+from reconciler.plan import plan_change, plan_declaration, states_from
+from reconciler.report import chunks, plan_text, plan_text_lines
 from reconciler.status import ExecutionState, RunRef
 from reconciler.writeback import status_yaml
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
@@ -130,3 +133,32 @@ def test_a_one_shot_command_hands_the_heap_back_to_the_collector(repo: WorkRepo,
     assert result.exit_code == code, result.output
     assert gc.get_freeze_count() == 0  # however it ended, nothing stays out of the collector's sight
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4096])
+@pytest.mark.parametrize("lines", [["only"], ["a", "b"], ["a", "", "c", "d", "e"], ["x"] * 7])
+def test_chunks_print_exactly_the_joined_text(lines: list[str], size: int) -> None:
+    """Echoing each chunk as a line (what `reconciler plan` does) prints "\\n".join(lines) + "\\n"."""
+    printed = "".join(f"{chunk}\n" for chunk in chunks(lines, size))
+    assert printed == "\n".join(lines) + "\n"
+    assert all(chunk.count("\n") < size for chunk in chunks(lines, size))
+
+
+def test_plan_text_is_its_lines_and_the_cli_prints_it_whole(repo: WorkRepo, tmp_path: Path) -> None:
+    decl_files = {"workflows/w.yaml": CATALOG.encode(),
+                  **{f"executions/e{i}.yaml": execution_yaml(f"e{i}", target=f"ns/Deployment/t{i % 3}").encode()
+                     for i in range(7)},
+                  "executions/bad.yaml": execution_yaml("bad", target="nope").encode()}
+    for plan in (plan_declaration(load_declaration(decl_files), "c" * 40),
+                 plan_change(load_declaration({}), load_declaration(decl_files), base_revision="b" * 40,
+                             revision="c" * 40)):
+        lines = list(plan_text_lines(plan))
+        assert plan_text(plan) == "\n".join(lines)
+        assert any("CHANGE" in line for line in lines) == bool(plan.base_revision)
+        assert {line.split()[0] for line in lines[2:10]} >= {"+", "~"}  # created, and skipped: the same target
+    result = CliRunner().invoke(main, ["plan", "--repo", str(repo.path), "--cache-dir", str(tmp_path / "c")],
+                                catch_exceptions=False)
+    head = repo.git("rev-parse", "HEAD")
+    source = GitSource(str(repo.path), cache_dir=tmp_path / "c")
+    expected = plan_text(plan_declaration(source.load(head), head))
+    assert result.stdout == expected + "\n"
