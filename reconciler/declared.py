@@ -116,10 +116,19 @@ class Declaration:
 
     def find(self, name: str) -> ResolvedExecution | None:
         """O(1): views and the cycle ask this once per execution."""
+        return self.index().get(name)
+
+    def index(self) -> dict[str, ResolvedExecution]:
+        """name → execution (built once; shared with copies that hold the same executions)."""
         index = self._by_name
         if index is None or len(index) != len(self.executions):
             index = self._by_name = {e.name: e for e in self.executions}
-        return index.get(name)
+        return index
+
+    def share_index(self, other: Declaration) -> None:
+        """Take ``other``'s name index: ``self`` holds the very same executions list."""
+        if other.executions is self.executions:
+            self._by_name = other.index()
 
     @property
     def valid(self) -> bool:
@@ -127,7 +136,38 @@ class Declaration:
 
 
 def classify(path: str, root: str = "") -> str | None:
-    """Role of a file by its place under the watched path: execution, workflow, status."""
+    """Role of a file by its place under the watched path: execution, workflow, status.
+
+    Git gives clean paths (no ``//``, ``.`` or trailing ``/``): those are judged with plain
+    string operations (a ``PurePosixPath`` costs ~25 us, 10 000 times a load); anything
+    else goes through :func:`_classify_path`, the definition these must agree with."""
+    if root in ("", "."):
+        rel = path
+    elif _clean(root) and path.startswith(root) and path[len(root):len(root) + 1] == "/":
+        rel = path[len(root) + 1:]
+    else:
+        return _classify_path(path, root)
+    if not _clean(rel):
+        return _classify_path(path, root)
+    top, _, rest = rel.partition("/")
+    name = rel[rel.rfind("/") + 1:]
+    dot = name.rfind(".")
+    if not (0 < dot < len(name) - 1) or name[dot:] not in YAML_SUFFIXES:
+        return None
+    if top == "executions" and rest:
+        return "execution"
+    if rest and "/" not in rest and top in ("workflows", "status"):
+        return "workflow" if top == "workflows" else "status"
+    return None
+
+
+def _clean(path: str) -> bool:
+    return bool(path) and path != "." and "//" not in path and "/./" not in path and \
+        not path.startswith(("/", "./")) and not path.endswith(("/", "/."))
+
+
+def _classify_path(path: str, root: str = "") -> str | None:
+    """:func:`classify` by ``PurePosixPath`` (normalising what Git never gives)."""
     rel = PurePosixPath(path)
     if root not in ("", "."):
         try:
@@ -499,6 +539,9 @@ class _Parsed:
     # (workflowId, version) it refers to, once the document is valid: the catalog entry its
     # catalog checks depend on (a cache keeps the result while that entry is unchanged)
     workflow: tuple[str, str] | None = None
+    # the YAML data of a resolved execution, kept only when asked (``keep_data``) and only
+    # until a persistent store has written it (it rebuilds ``resolved.document``)
+    data: Any = None
 
     def copy(self) -> _Parsed:
         """A copy whose problem list the cross-file step may extend (the cached one stays as parsed)."""
@@ -509,18 +552,18 @@ class _Parsed:
 
 def _parse_execution_safely(
     file: str, raw: bytes | int, catalog: Catalog, have_catalog: bool, origin: FileOrigin | None,
-    max_bytes: int,
+    max_bytes: int, keep_data: bool = False,
 ) -> _Parsed:
     """:func:`_parse_execution`, with any unexpected failure turned into this file's problem."""
     try:
-        return _parse_execution(file, raw, catalog, have_catalog, origin, max_bytes)
+        return _parse_execution(file, raw, catalog, have_catalog, origin, max_bytes, keep_data)
     except Exception as e:
         return _Parsed(file, (None, None), None, [_internal_error(file, e)], None, origin)
 
 
 def _parse_execution(
     file: str, raw: bytes | int, catalog: Catalog, have_catalog: bool, origin: FileOrigin | None,
-    max_bytes: int,
+    max_bytes: int, keep_data: bool = False,
 ) -> _Parsed:
     doc, problems = _single_document(raw, file, max_bytes)
     item = _Parsed(file, (None, None), None, problems, None, origin)
@@ -548,6 +591,8 @@ def _parse_execution(
     problems.extend(catalog_problems)
     if found is not None and not problems:
         item.resolved = _resolve(execution, file, params, found, origin)
+        if keep_data:
+            item.data = doc.data
     return item
 
 
@@ -669,8 +714,10 @@ def _loop_order(component: list[str], graph: Mapping[str, list[str]]) -> list[st
 
 def _resolve(
     execution: WorkflowExecution, file: str, params: list[tuple[str, str]],
-    found: tuple[str, str, str], origin: FileOrigin | None,
+    found: tuple[str, str, str], origin: FileOrigin | None, known_hash: str | None = None,
 ) -> ResolvedExecution:
+    """The execution with every default applied (``known_hash``: its spec hash, computed
+    before by this same code — a persistent parse store keeps it)."""
     image, engine, pipeline = found
     config = execution.spec.execution_config
     timeout = config.timeout or DEFAULT_TIMEOUT
@@ -690,6 +737,6 @@ def _resolve(
         timeout=names.format_duration(seconds),
         timeout_seconds=seconds,
         suspend=execution.spec.suspend,
-        spec_hash=spec_hash(execution, params),
+        spec_hash=known_hash if known_hash is not None else spec_hash(execution, params),
         origin=origin,
     )

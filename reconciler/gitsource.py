@@ -44,6 +44,7 @@ import git
 from .declared import Declaration, FileOrigin, classify
 from .errors import ConfigError, GitError, UnknownRevision
 from .parsecache import ParseCache
+from .parsestore import ParseStore
 from .statusdoc import StatusRecord
 from .yamldoc import DEFAULT_MAX_BYTES
 
@@ -178,6 +179,7 @@ class GitSource:
         max_file_bytes: int = DEFAULT_MAX_BYTES,
         env: dict[str, str] | None = None,
         logger: logging.Logger | None = None,
+        parse_store: bool = True,
     ):
         self.url = url
         self.branch = branch
@@ -196,7 +198,9 @@ class GitSource:
         self._load_lock = threading.RLock()
         self._refs_fresh = False  # fetch_all() ran since this object was made
         self.parse_count = 0  # declared revisions assembled (status-only commits re-use one)
-        self.parsed = ParseCache()  # per-blob results: ``parsed.parses`` counts files parsed
+        # per-blob results (``parsed.parses`` counts files parsed), kept on disk beside the
+        # cache too, so the next process (a restart, a CLI command) parses only what is new
+        self.parsed = ParseCache(ParseStore(Path(f"{self.cache_path}.parses.sqlite")) if parse_store else None)
         self.cache_rebuilds = 0  # damaged caches this object rebuilt (a metric for the service)
         self._generation = ""  # the cache generation the open repository belongs to
         self._healing_now = threading.local()
@@ -736,7 +740,9 @@ class GitSource:
                 {path: sha for path, (sha, _) in status.items()},
                 lambda shas: self._read_sized({p: status[p] for p in shas}))
             self._statuses = {commit: cached}
-        return replace(decl, statuses=cached[0], ignored_statuses=cached[1])
+        out = replace(decl, statuses=cached[0], ignored_statuses=cached[1])
+        out.share_index(decl)
+        return out
 
 
 def _clean_stderr(error: git.GitCommandError, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:

@@ -40,6 +40,11 @@ def _same_as_pure(decl: Declaration, repo: WorkRepo) -> None:
     assert [(i.file, i.problems) for i in decl.invalid] == [(i.file, i.problems) for i in pure.invalid]
 
 
+def _hits(source: GitSource) -> int:
+    store = source.parsed.store
+    return store.hits if store is not None else 0
+
+
 @pytest.fixture
 def setup(make_repo: Callable[[str], WorkRepo], cache_dir: Path) -> tuple[WorkRepo, GitSource]:
     repo = make_repo("repo")
@@ -121,11 +126,13 @@ def test_catalog_errors_follow_a_change_of_the_catalog_alone(setup: tuple[WorkRe
     assert {p.rule for p in decl.problems} == {"unknown-workflow"}
     assert len(decl.invalid) == N
     _same_as_pure(decl, repo)
-    parses = source.parsed.parses
+    parses, hits = source.parsed.parses, _hits(source)
     repo.commit("back", **{"workflows/w.yaml": CATALOG})
     decl = source.load(source.fetch())
     assert not decl.problems and len(decl.executions) == N
-    assert source.parsed.parses == parses + 1 + N  # the catalog, and each execution against it
+    # the catalog, and each execution checked against it again — the persistent store
+    # already holds each one's verdict against this very catalog (its blob ids)
+    assert source.parsed.parses == parses + 1 and _hits(source) == hits + N
 
 
 def test_an_unrelated_catalog_entry_does_not_reparse_executions(setup: tuple[WorkRepo, GitSource]) -> None:
