@@ -58,6 +58,17 @@ class KubeCluster:
         self.cache = cache
         self.api_reads = 0
 
+    def generation(self) -> int | None:
+        """The watch cache's generation while every resource of it is synced, else None (no
+        cache, or reads go to the API server: nothing here can prove that they are unchanged).
+        Equal values read before two cycles mean the runs and children they read are the
+        same; :attr:`api_reads` says whether a cycle read anything besides the cache."""
+        cache = self.cache
+        if cache is None:
+            return None
+        generation = cache.generation  # read before ``synced``: a change in between moves it
+        return generation if cache.synced() else None
+
     def list_runs(self) -> dict[str, dict[str, Any]]:
         cached = self.cache.runs() if self.cache is not None else None
         return cached if cached is not None else self.list_runs_live()
@@ -168,6 +179,9 @@ class OfflineCluster:
     def __init__(self, namespace: str):
         self.namespace = namespace
 
+    def generation(self) -> int | None:
+        return None  # nothing is watched: a cycle never proves the cluster unchanged
+
     def list_runs(self) -> dict[str, dict[str, Any]]:
         return {}
 
@@ -204,6 +218,9 @@ class DryRunCluster:
         self.inner = inner
         self.namespace = inner.namespace
         self.intentions: list[str] = []
+
+    def generation(self) -> int | None:
+        return None  # a dry run records nothing: never skipped
 
     def list_runs(self) -> dict[str, dict[str, Any]]:
         return self.inner.list_runs()

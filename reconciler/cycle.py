@@ -42,6 +42,8 @@ from .lifecycle import (
     fail,
     mark_spec_change,
     overdue,
+    overdue_at,
+    release_at,
     release_due,
     run_info,
 )
@@ -136,6 +138,15 @@ class CycleContext:
     observed: dict[str, tuple[ExecutionState, Any]] = field(default_factory=dict)
     created: int = 0  # runs this cycle created (workflowexecution_pipelinerun_creation_total)
     adopted: int = 0  # existing runs of ours this cycle took over (restart, lost response, failover)
+    released: int = 0  # runs this cycle deleted (locks released)
+    # what a quiet mark needs to know about the pass (see Reconciler and QuietMark)
+    generation: int | None = None  # the watch cache's generation before the runs were read
+    api_reads: int | None = None  # the cluster's API reads then (more after: not all from the cache)
+    events_unknown: bool = False  # the Warning-Event LIST failed: observed without them
+    release_at: datetime | None = None  # the first moment a kept lock's cooldown ends
+    # execution → (state, declared hash) when summarising that state gave the state itself:
+    # the same object with the same hash summarises to itself again (a fixed point, no clock)
+    summaries: dict[str, tuple[ExecutionState, str | None]] = field(default_factory=dict)
 
     def check_fence(self) -> None:
         if not self.dry_run and not self.fence():
@@ -212,6 +223,10 @@ def check_gate(ctx: CycleContext) -> None:
 
 
 def read_cluster(ctx: CycleContext) -> None:
+    watched = _watched(ctx.cluster)
+    if watched is not None:  # before the reads: a change after this moves the generation
+        ctx.generation = watched.generation()
+        ctx.api_reads = getattr(watched, "api_reads", None)
     try:
         ctx.runs = ctx.cluster.list_runs()
     except KubeError as e:
@@ -344,6 +359,7 @@ def _run_events(ctx: CycleContext, run: dict[str, Any], children: list[dict[str,
         except KubeError as e:
             ctx.log.warning("cannot list Warning Events", extra={"error": str(e), "revision": ctx.revision})
             ctx.warning_events = []
+            ctx.events_unknown = True
     # by uid, or by name since the run was created: the children's names all start with the
     # run's (TaskRuns "<run>-<task>", their pods "<taskrun>-pod", Job pods "<run>-xxxxx"), and a
     # pod the Job controller deleted on its deadline is no child any more
@@ -427,6 +443,9 @@ def release_locks(ctx: CycleContext) -> None:
         info = run_info(run)
         owner = ctx.states.get(info.execution)
         if not release_due(info, owner, info.execution in declared, ctx.now, ctx.settings):
+            at = release_at(info, owner, info.execution in declared, ctx.settings)
+            if at is not None and (ctx.release_at is None or at < ctx.release_at):
+                ctx.release_at = at
             continue
         if owner is not None and not ctx.store.durable(info.execution, owner):
             ctx.locks_awaiting_writeback = (ctx.locks_awaiting_writeback or 0) + 1
@@ -443,6 +462,7 @@ def release_locks(ctx: CycleContext) -> None:
             ctx.cluster.record_event(run, "LockReleased",
                                      f"cooldown over: releasing the lock on {info.name} held by {info.execution}")
             ctx.cluster.delete_run(info.kind, info.name, info.uid)
+            ctx.released += 1
             ctx.runs.pop(run_name, None)
             if owner is not None and owner.condition(LOCK_HELD) is not None:
                 ctx.states[info.execution] = replace(owner, conditions=drop_condition(owner.conditions, LOCK_HELD))
@@ -551,6 +571,7 @@ def _release_for_dependent(ctx: CycleContext, execution: ResolvedExecution, deci
     ctx.cluster.record_event(run, "LockReleased", f"releasing the lock on {info.name} held by "
                                                   f"{info.execution} for its dependent {execution.name}")
     ctx.cluster.delete_run(info.kind, info.name, info.uid)
+    ctx.released += 1
     ctx.runs.pop(execution.run_name, None)
     if owner.condition(LOCK_HELD) is not None:
         ctx.states[info.execution] = replace(owner, conditions=drop_condition(owner.conditions, LOCK_HELD))
@@ -611,14 +632,25 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
 
 def summarise(ctx: CycleContext) -> None:
     """Sync, health, Ready and spec-change conditions for every state; the transitions."""
-    declared = {e.name: e.spec_hash for e in ctx.decl.executions} if ctx.decl else {}
+    memo = ctx.summaries
     for name, state in sorted(ctx.states.items()):
-        declared_hash = declared.get(name)
-        state = mark_spec_change(state, declared_hash, ctx.now)
-        state = with_summary(state, declared_hash, run_missing=name in ctx.missing_runs and not state.terminal,
-                             cluster_unknown=ctx.cluster_unknown, now=ctx.now)
-        ctx.states[name] = state
+        execution = ctx.execution(name)
+        declared_hash = execution.spec_hash if execution is not None else None
+        plain = not ctx.cluster_unknown and name not in ctx.missing_runs
+        seen = memo.get(name)
+        if not (plain and seen is not None and seen[0] is state and seen[1] == declared_hash):
+            given = state
+            state = mark_spec_change(state, declared_hash, ctx.now)
+            state = with_summary(state, declared_hash, run_missing=name in ctx.missing_runs and not state.terminal,
+                                 cluster_unknown=ctx.cluster_unknown, now=ctx.now)
+            if plain and state is given:
+                memo[name] = (state, declared_hash)
+            else:
+                memo.pop(name, None)
+            ctx.states[name] = state
         before = ctx.previous.get(name)
+        if before is state:
+            continue
         if before is None or (before.phase, before.reason) != (state.phase, state.reason):
             transition = Transition(name, before.phase if before else "", state.phase, state.reason,
                                     state.message, state.target,
@@ -664,6 +696,30 @@ class CycleResult:
     # a predecessor of a waiting dependent ended in this pass: run a full cycle again at once
     # (it releases the lock once durable and starts the dependent) instead of at the next poll
     requeue: bool = False
+    # nothing this cycle reads had changed since a pass that changed nothing: its result
+    # stands (see QuietMark); only the fetch (and, with runs Running, one Event LIST) was done
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class QuietMark:
+    """What a full pass that changed nothing read, kept so the next pass can prove that it
+    would compute the same thing and skip the work (Flux: an unchanged revision is not
+    reconciled again).  A pass is a function of: the branch tip (the declaration, and — the
+    status branch being the tracked one — the status files), the previous states (the store's
+    very objects), the runs and children in the watch cache (its generation), the Warning
+    Events of the namespace (read only to observe Running runs), and the clock.  The clock
+    matters to states that are terminal or Running only at known moments: a Running run
+    becomes overdue, a kept lock's cooldown ends; ``deadline`` is the first of them.  Any
+    other state (pending, waiting, blocked, suspended: start decisions read the clock,
+    windows, cooldowns) means no mark is kept at all."""
+
+    revision: str
+    generation: int
+    events: frozenset[tuple[str, str]] | None  # (uid, resourceVersion) of the Warning Events listed
+    states: dict[str, ExecutionState]  # the objects the store returns after the pass
+    deadline: datetime | None  # the pass may differ from this moment on (None: no such moment)
+    result: CycleResult
 
 
 class Reconciler:
@@ -689,6 +745,8 @@ class Reconciler:
         self.on_locks_judged: Callable[[int], None] = lambda kept: None
         self._lock = threading.Lock()  # cycles and follow-ups never overlap
         self._observed: dict[str, tuple[ExecutionState, Any]] = {}  # see CycleContext.observed
+        self._summaries: dict[str, tuple[ExecutionState, str | None]] = {}  # see CycleContext.summaries
+        self._quiet: QuietMark | None = None  # the last full pass changed nothing (see QuietMark)
 
     def run_once(self, revision: str = "") -> CycleResult:
         """A full cycle: fetch (unless ``revision`` pins the commit), observe, release, start, record."""
@@ -705,7 +763,12 @@ class Reconciler:
                 result = self._run(STEPS, None, "")
                 self.last_revision = result.revision
                 return result
-            return self._run(FOLLOW_STEPS, names, self.last_revision)
+            result = self._run(FOLLOW_STEPS, names, self.last_revision)
+            # a state it changed is a new object in the store (the mark's identity check sees
+            # it); what it could not do is something the next full pass must retry
+            if result.errors or result.transitions:
+                self._quiet = None
+            return result
 
     def _run(self, steps: list[Callable[[CycleContext], None]], only: set[str] | None,
              revision: str) -> CycleResult:
@@ -715,7 +778,12 @@ class Reconciler:
         now = self.clock().replace(microsecond=0)
         ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
                            now, self.log, dry_run=self.dry_run, revision=revision, only=only,
-                           fence=self.fence, gate=self.gate, observed=self._observed)
+                           fence=self.fence, gate=self.gate, observed=self._observed,
+                           summaries=self._summaries)
+        full, pinned = steps is STEPS, bool(revision)
+        quiet = self._quiet
+        if full:
+            self._quiet = None  # a full pass leaves a new mark, or none
         for step in steps:
             if ctx.aborted:
                 break
@@ -728,11 +796,107 @@ class Reconciler:
             except ReconcilerError as e:
                 ctx.error(step.__name__, e)
                 ctx.aborted = True
-        return CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
-                           ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds,
-                           ctx.locks_awaiting_writeback, dict(getattr(ctx.store, "ignored", {})),
-                           cache_rebuilds=getattr(ctx.source, "cache_rebuilds", 0),
-                           requeue=_dependents_unblocked(ctx), created=ctx.created, adopted=ctx.adopted)
+            if step is fetch and quiet is not None and not pinned:
+                skipped = self._still_quiet(ctx, quiet, started)
+                if skipped is not None:
+                    self._quiet = quiet
+                    return skipped
+        result = CycleResult(ctx.revision, ctx.states, ctx.transitions, ctx.errors, ctx.decl,
+                             ctx.cluster_unknown, time.perf_counter() - started, ctx.fetch_seconds,
+                             ctx.locks_awaiting_writeback, dict(getattr(ctx.store, "ignored", {})),
+                             cache_rebuilds=getattr(ctx.source, "cache_rebuilds", 0),
+                             requeue=_dependents_unblocked(ctx), created=ctx.created, adopted=ctx.adopted)
+        if full and not pinned:
+            self._quiet = self._quiet_mark(ctx, result)
+        return result
+
+    # -- the quiet mark -------------------------------------------------------------------
+
+    def _quiet_mark(self, ctx: CycleContext, result: CycleResult) -> QuietMark | None:
+        """A mark when this pass changed nothing and nothing it read can change unseen but at
+        a known moment; None otherwise (the next pass then runs in full)."""
+        if (ctx.dry_run or ctx.aborted or ctx.errors or ctx.cluster_unknown or ctx.transitions or ctx.created
+                or ctx.adopted or ctx.released or result.requeue or ctx.locks_awaiting_writeback != 0
+                or ctx.events_unknown or ctx.decl is None or not ctx.revision or ctx.generation is None):
+            return None
+        watched = _watched(ctx.cluster)
+        if watched is None or watched.generation() is None or getattr(watched, "api_reads", None) != ctx.api_reads:
+            return None  # something was read from the API server, not the cache: no proof it stays
+        store = ctx.store
+        if getattr(store, "pending", False):
+            return None  # a write-back to retry
+        if store.authoritative and getattr(store, "branch", None) != ctx.source.branch:
+            # status on a branch of its own: its tip (edits there, another replica's pushes) is
+            # not the fetched revision, so the revision alone does not prove it unchanged
+            return None
+        previous, states = ctx.previous, ctx.states
+        if len(previous) != len(states):
+            return None
+        for name, state in states.items():
+            before = previous.get(name)
+            if before is not state and before != state:
+                return None
+        deadline = ctx.release_at
+        for name, state in states.items():
+            if state.terminal:
+                continue
+            if state.phase != "Running" or state.execution_ref is None:
+                if ctx.decl.find(name) is not None or name in _invalid_names(ctx):
+                    return None  # a start decision depends on the clock, windows and cooldowns
+                continue  # no longer declared and never started: nothing acts on it
+            at = overdue_at(state, ctx.execution(name), self.settings)
+            if at is not None and (deadline is None or at < deadline):
+                deadline = at
+        for execution in ctx.decl.executions:
+            if execution.name not in states:
+                return None
+        events = None
+        if ctx.warning_events is not None:
+            events = frozenset(_versions(ctx.warning_events))
+        return QuietMark(ctx.revision, ctx.generation, events, dict(states), deadline, result)
+
+    def _still_quiet(self, ctx: CycleContext, mark: QuietMark, started: float) -> CycleResult | None:
+        """After the fetch: the mark's result again when every input it names is the same."""
+        if ctx.aborted or ctx.revision != mark.revision:
+            return None
+        if mark.deadline is not None and ctx.now >= mark.deadline:
+            return None
+        watched = _watched(ctx.cluster)
+        if watched is None or watched.generation() != mark.generation:
+            return None
+        if not self.fence():
+            return None  # not the leader: the full pass stops before its first write, as ever
+        loaded = ctx.store.load()
+        if len(loaded) != len(mark.states) or any(loaded.get(n) is not s for n, s in mark.states.items()):
+            return None
+        if getattr(ctx.store, "pending", False):
+            return None
+        if mark.events is not None:
+            try:
+                events = ctx.cluster.warning_events()
+            except KubeError:
+                return None  # the full pass lists them again and says why
+            ctx.warning_events = events  # the full pass (if it comes to that) uses this LIST
+            if frozenset(_versions(events)) != mark.events:
+                return None
+        self.on_locks_judged(0)
+        self.log.debug("cycle skipped: nothing it reads has changed", extra={
+            "revision": ctx.revision, "executions": len(mark.states)})
+        return replace(mark.result, states=dict(mark.states), transitions=[], errors=[],
+                       seconds=time.perf_counter() - started, fetch_seconds=ctx.fetch_seconds,
+                       locks_awaiting_writeback=0, ignored_status_files=dict(getattr(ctx.store, "ignored", {})),
+                       cache_rebuilds=getattr(ctx.source, "cache_rebuilds", 0), created=0, adopted=0,
+                       requeue=False, skipped=True)
+
+
+def _watched(cluster: Any) -> Any:
+    """The cluster object that knows the watch cache's generation: ``cluster`` itself, or the
+    one a wrapper that reads through it (the service's readiness witness) holds as ``inner``."""
+    for _ in range(4):
+        if cluster is None or hasattr(cluster, "generation"):
+            return cluster
+        cluster = getattr(cluster, "inner", None)
+    return None
 
 
 def _dependents_unblocked(ctx: CycleContext) -> bool:

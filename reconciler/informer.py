@@ -18,7 +18,12 @@ Correctness before speed:
   ``on_run`` — the follower's fast path loses no terminal transition;
 * a run this process creates is written into the cache at once (the watch confirms it a
   moment later), so the next cycle cannot miss it; a deletion is left to the watch (the
-  object may linger with a deletionTimestamp, as a LIST would show it).
+  object may linger with a deletionTimestamp, as a LIST would show it);
+* :attr:`RunCache.generation` moves on every change of a map (watch event applied, relist,
+  this process's own create) and whenever ``synced`` changes — never on a BOOKMARK, a watch
+  closed on time and resumed, or an event that brings a version the map already holds — so
+  an unchanged generation proves that what the cycle read is still what the cache holds
+  (the cycle's quiet mark, :mod:`reconciler.cycle`).
 
 :attr:`RunCache.last_answer` is when the API server last answered one of these LISTs or
 watches: the service's readiness counts those (a cache read by itself is no answer).
@@ -98,8 +103,11 @@ class Informer:
             return
         with self._lock:
             held = self._items.get(name)
-            if held is not None and _rv(held) > _rv(obj) and (held.get("metadata") or {}).get("uid") == meta.get("uid"):
+            same_uid = held is not None and (held.get("metadata") or {}).get("uid") == meta.get("uid")
+            if held is not None and same_uid and _rv(held) > _rv(obj):
                 return
+            if held is not None and same_uid and _rv(obj) >= 0 and _rv(held) == _rv(obj):
+                return  # the version held already (our own create, then its ADDED event): no change
             self._unindex(name)
             self._items[name] = {**obj, "kind": obj.get("kind") or self.res.kind}
             self._reindex(name)
@@ -107,6 +115,8 @@ class Informer:
 
     def remove(self, name: str) -> None:
         with self._lock:
+            if name not in self._items:
+                return  # nothing held by that name: the map did not change
             self._unindex(name)
             self._items.pop(name, None)
         self.notify()
@@ -149,6 +159,7 @@ class Informer:
         """Stop. A thread blocked in a watch is a daemon and delivers nothing more."""
         self._stop.set()
         self.synced.clear()
+        self.notify()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -220,6 +231,9 @@ class RunCache:
         self.on_run = on_run
         self.last_answer = -float("inf")  # time.monotonic() of the last LIST or watch answer
         self.changed = threading.Condition()  # notified on every change (see wait_for)
+        # moves on every change of a map and of ``synced`` (under ``changed``): equal
+        # generations read before and after mean nothing in the cache changed in between
+        self.generation = 0
         self.informers: dict[str, Informer] = {}
         for res in (*self.RUN_KINDS, *self.CHILD_KINDS):
             runs = res in self.RUN_KINDS
@@ -230,6 +244,7 @@ class RunCache:
 
     def _notify(self) -> None:
         with self.changed:
+            self.generation += 1
             self.changed.notify_all()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .declared import ResolvedExecution
@@ -368,6 +368,29 @@ def overdue(state: ExecutionState, execution: ResolvedExecution | None, now: dat
     return now > deadline
 
 
+def overdue_at(state: ExecutionState, execution: ResolvedExecution | None,
+               settings: Settings) -> datetime | None:
+    """The first moment :func:`overdue` holds with nothing but the clock moving (None: never):
+    one microsecond past the deadline, the smallest step a ``datetime`` takes."""
+    if execution is None or state.start_time is None or state.phase != "Running":
+        return None
+    deadline = state.start_time + timedelta(seconds=execution.timeout_seconds) + settings.deadline_grace
+    return deadline + timedelta(microseconds=1)
+
+
+def release_at(run: RunInfo, owner: ExecutionState | None, owner_declared: bool,
+               settings: Settings) -> datetime | None:
+    """The first moment :func:`release_due` holds with nothing but the clock moving (None:
+    the clock alone never makes it due — the run, its owner or the declaration must change)."""
+    if not run.managed or not run.terminal or run.deleting or not run.execution:
+        return None
+    if (owner is None and owner_declared) or (owner is not None and not owner.terminal):
+        return None
+    if run.completion_time is None:  # the whole cooldown remains, whatever the time
+        return None if settings.cooldown > timedelta(0) else datetime.min.replace(tzinfo=timezone.utc)
+    return run.completion_time + settings.cooldown
+
+
 def release_due(run: RunInfo, owner: ExecutionState | None, owner_declared: bool, now: datetime,
                 settings: Settings) -> bool:
     """Delete a run (release the lock) after terminal + cooldown — only our own runs, and only
@@ -385,9 +408,11 @@ def mark_spec_change(state: ExecutionState, declared_hash: str | None, now: date
     """Immutability (SPEC §3): an edit after start is reported, never applied."""
     if declared_hash is not None and state.spec_hash and declared_hash != state.spec_hash and (
             state.started or state.terminal):
-        return replace(state, conditions=set_condition(
+        marked = set_condition(
             state.conditions, "SpecChangedAfterStart", "True", "SpecChangedAfterStart",
             "the execution was edited after it started; the edit is not applied — add a new "
-            "execution to run again", now))
+            "execution to run again", now)
+        # reported already: the same object, as for every settled state (compared by identity)
+        return state if marked is state.conditions else replace(state, conditions=marked)
     conditions = drop_condition(state.conditions, "SpecChangedAfterStart")
     return state if conditions is state.conditions else replace(state, conditions=conditions)
