@@ -64,7 +64,9 @@ def check_status_document(data: Any, file: str) -> str | None:
     name = meta.get("name")
     if not valid_execution_name(name):
         return "metadata.name: must be a DNS-1123 label (lower-case letters, digits and '-', at most 63)"
-    stem = PurePosixPath(file).name
+    stem = file[file.rfind("/") + 1:]  # what PurePosixPath(file).name gives for a path from Git
+    if stem in ("", ".") or "/./" in file or file.startswith("./"):
+        stem = PurePosixPath(file).name
     if stem != f"{name}.yaml":
         return f"metadata.name: {name!r} does not match the file name {stem!r}"
     if status.get("phase") not in PHASES:

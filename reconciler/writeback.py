@@ -41,6 +41,7 @@ import git
 import yaml
 
 from .cycle import Transition
+from .declared import gc_paused
 from .errors import GitError, NotLeader
 from .gitsource import GitSource, _clean_stderr
 from .status import ExecutionState, from_document, progress_rank
@@ -132,7 +133,9 @@ class GitStatusStore:
         self.log = logger or logging.getLogger("reconciler.writeback")
         self.fence = fence or (lambda: True)  # leadership, checked right before every push
         self._states: dict[str, ExecutionState] | None = None
-        self._bytes: dict[str, tuple[ExecutionState, bytes, str]] = {}  # name → (state, bytes, blob id)
+        # name → (state, its bytes, their blob id); bytes None: a recovered version not read
+        # from Git (its verdict was in the parse cache) — read by blob id if it is ever pushed
+        self._bytes: dict[str, tuple[ExecutionState, bytes | None, str]] = {}
         self._known: dict[str, str] = {}  # name → blob id the bot last wrote (or recovered)
         self._tip = ""  # the status branch's tip as last fetched or pushed
         self._tip_blobs: dict[str, str] = {}  # name → blob id of status/<name>.yaml at _tip
@@ -151,6 +154,7 @@ class GitStatusStore:
             if spec not in source.also_fetch:
                 source.also_fetch.append(spec)
         self._fetches_seen = -1  # source.fetches when this store last read its tip
+        self._listed: tuple[str, dict[str, str], dict[str, str]] | None = None  # tip, blobs, ignored before checks
 
     @property
     def _prefix(self) -> str:
@@ -175,48 +179,99 @@ class GitStatusStore:
         return str(self.source._git().rev_parse(self._ref())).strip()
 
     def _list(self, tip: str) -> dict[str, str]:
-        """name → blob id of every usable-looking status file at ``tip`` (one ls-tree);
-        other files under status/ are recorded in :attr:`ignored`."""
+        """name → blob id of every usable-looking status file at ``tip``; other files under
+        status/ are recorded in :attr:`ignored`.  From the tip listed last it costs what
+        changed in between (one ``diff-tree``); otherwise one ``ls-tree``."""
+        with gc_paused():
+            return self._list_paused(tip)
+
+    def _list_paused(self, tip: str) -> dict[str, str]:
         if not tip:
+            self._listed = ("", {}, {})
             return {}
         directory = f"{self._prefix}status"
-        try:
-            listing = self.source._git().ls_tree("-z", tip, "--", f"{directory}/")
-        except git.GitCommandError as e:
-            raise GitError(f"cannot list {directory}/ at {tip[:12]}: {_clean_stderr(e, self.source.url)}") from e
-        blobs: dict[str, str] = {}
-        ignored: dict[str, str] = {}
-        for entry in listing.split("\0"):
-            if not entry:
-                continue
-            meta, path = entry.split("\t", 1)
-            mode, kind, sha = meta.split()
+        listed = self._listed
+        entries: list[tuple[str, str, str, str]] | None = None  # (status, mode, sha, path)
+        if listed is not None and listed[0]:
+            entries = self._changes(listed[0], tip, directory)
+        if entries is not None and listed is not None:
+            blobs, ignored = dict(listed[1]), dict(listed[2])
+        else:
+            blobs, ignored = {}, {}
+            entries = self._full_list(tip, directory)
+        for status, mode, sha, path in entries:
             file = path[len(directory) + 1:]
             name = file[:-5] if file.endswith(".yaml") else ""
+            if name:
+                blobs.pop(name, None)
+            ignored.pop(path, None)
+            if status == "D":
+                continue
+            kind = "commit" if mode == "160000" else "tree" if mode == "040000" else "blob"
             if kind != "blob" or mode == "120000":
                 ignored[path] = "not a regular file"
             elif not valid_execution_name(name):
                 ignored[path] = "the file name is not <execution name>.yaml with a DNS-1123 name"
             else:
                 blobs[name] = sha
+        self._listed = (tip, dict(blobs), dict(ignored))
         unchecked = {n: sha for n, sha in blobs.items() if sha not in self._checked}
         if unchecked:
-            contents = self.source._read_blobs({f"{directory}/{n}.yaml": sha for n, sha in unchecked.items()})
             docs = self.source.parsed.status_docs  # parsed once, shared with recovery and the source
             docs.fit(len(blobs))
-            for path, raw in contents.items():
-                sha = unchecked[path[len(directory) + 1:-5]]
-                _, why = docs.read(raw, path, sha)
+            paths = {f"{directory}/{n}.yaml": sha for n, sha in unchecked.items()}
+            known = docs.preload(paths)
+            contents = self.source._read_blobs({p: sha for p, sha in paths.items() if p not in known})
+            for path, sha in paths.items():
+                raw = contents.get(path)
+                _, why = known[path] if raw is None else docs.read(raw, path, sha)
                 self._checked[sha] = why
+            docs.flush()
         for name, sha in blobs.items():
             why = self._checked.get(sha)
             if why is not None:
                 ignored[f"{directory}/{name}.yaml"] = why
-        for path, why in sorted(ignored.items()):
-            if self.ignored.get(path) != why:
-                self.log.warning("status file ignored", extra={"file": path, "error": why})
-        self.ignored = ignored
+        if ignored or self.ignored:
+            for path, why in sorted(ignored.items()):
+                if self.ignored.get(path) != why:
+                    self.log.warning("status file ignored", extra={"file": path, "error": why})
+        self.ignored = dict(sorted(ignored.items()))
         return blobs
+
+    def _full_list(self, tip: str, directory: str) -> list[tuple[str, str, str, str]]:
+        try:
+            listing = self.source._git().ls_tree("-z", tip, "--", f"{directory}/")
+        except git.GitCommandError as e:
+            raise GitError(f"cannot list {directory}/ at {tip[:12]}: {_clean_stderr(e, self.source.url)}") from e
+        out = []
+        for entry in listing.split("\0"):
+            if not entry:
+                continue
+            meta, path = entry.split("\t", 1)
+            mode, _, sha = meta.split()
+            out.append(("A", mode, sha, path))
+        return out
+
+    def _changes(self, old: str, tip: str, directory: str) -> list[tuple[str, str, str, str]] | None:
+        """What changed directly under ``directory`` between two tips (one ``diff-tree``);
+        None when a full listing is simpler — many changes, or any below a subdirectory
+        (``ls-tree`` lists a subdirectory itself, as one entry)."""
+        try:
+            out = str(self.source._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", old, tip,
+                                                   "--", f"{directory}/"))
+        except git.GitCommandError:
+            return None  # e.g. the old tip is gone after a rebuilt cache: list it all
+        fields = out.split("\0")
+        changes = []
+        for i in range(0, len(fields) - 1, 2):
+            meta, path = fields[i], fields[i + 1]
+            if not meta.startswith(":"):
+                continue
+            _, new_mode, _, new_sha, status = meta[1:].split()
+            if path.rsplit("/", 1)[0] != directory:
+                return None  # not a direct child: never guess, list it all
+            changes.append((status[:1], new_mode, new_sha, path))
+        return changes if len(changes) <= 5000 else None
 
     def load(self) -> dict[str, ExecutionState]:
         """The recorded states: recovered from the bot's commits once, then kept in memory.
@@ -230,11 +285,11 @@ class GitStatusStore:
                 recorded = recorded_states(self.source, tip, self._prefix,
                                            Committer(self.identity.name, self.identity.email), self.log)
                 self._states = dict(recorded.states)
-                self._known = {name: blob_id(raw) for name, raw in recorded.raw.items()}
+                self._known = dict(recorded.blobs)
                 # the bytes of a recovered state are those the bot wrote for it: serialise again
                 # only once the state changes (10 000 dumps at start-up otherwise)
-                for name, raw in recorded.raw.items():
-                    self._bytes[name] = (recorded.states[name], raw, self._known[name])
+                for name, blob in recorded.blobs.items():
+                    self._bytes[name] = (recorded.states[name], recorded.raw.get(name), blob)
                 self._tip, self._tip_blobs = tip, self._list(tip)
             return dict(self._states)
 
@@ -256,7 +311,8 @@ class GitStatusStore:
         with self._lock:
             return self._tip_blobs.get(name) == self._serialise(name, state)[1]
 
-    def _serialise(self, name: str, state: ExecutionState) -> tuple[bytes, str]:
+    def _serialise(self, name: str, state: ExecutionState) -> tuple[bytes | None, str]:
+        """(bytes — None when not read yet —, blob id) of ``state``'s status file."""
         cached = self._bytes.get(name)
         if cached is not None and (cached[0] is state or cached[0] == state):
             return cached[1], cached[2]
@@ -264,13 +320,28 @@ class GitStatusStore:
         self._bytes[name] = (state, data, blob_id(data))
         return data, self._bytes[name][2]
 
+    def _materialise(self, wanted: dict[str, tuple[bytes | None, str]], names: list[str]) -> None:
+        """Fill in the bytes of recovered versions among ``names`` (by blob id, from the cache)."""
+        unread = {status_path(self._prefix, n): wanted[n][1] for n in names if wanted[n][0] is None}
+        if not unread:
+            return
+        contents = self.source._read_blobs(unread)
+        for n in names:
+            if wanted[n][0] is None:
+                data = contents[status_path(self._prefix, n)]
+                if blob_id(data) != wanted[n][1]:
+                    raise GitError(f"the cache returned other bytes for {n}'s recorded status")
+                wanted[n] = (data, wanted[n][1])
+                state, _, blob = self._bytes[n]
+                self._bytes[n] = (state, data, blob)
+
     def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None:
         """Commit and push every status whose file on the remote differs from the state.
         Raises GitError when the push keeps failing; the states are kept, so the next
         save retries."""
         with self._lock:
             self._states = dict(states)
-            wanted: dict[str, tuple[bytes, str]] = {}
+            wanted: dict[str, tuple[bytes | None, str]] = {}
             for name, state in states.items():
                 if not valid_execution_name(name) or state.name != name:
                     self.log.error("status not written: the name is not a valid execution name",
@@ -289,7 +360,7 @@ class GitStatusStore:
                 raise
             self.pending = False
 
-    def _push(self, wanted: dict[str, tuple[bytes, str]], changed: list[str], transitions: list[Transition],
+    def _push(self, wanted: dict[str, tuple[bytes | None, str]], changed: list[str], transitions: list[Transition],
               revision: str) -> None:
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and self.stopping.is_set():
@@ -298,11 +369,12 @@ class GitStatusStore:
             if tip != self._tip:
                 self._tip, self._tip_blobs = tip, self._list(tip)
             todo = [n for n in changed if self._tip_blobs.get(n) != wanted[n][1]]
-            todo = [n for n in todo if not self._further_on_tip(n, wanted[n][0])]
+            self._materialise(wanted, todo)
+            todo = [n for n in todo if not self._further_on_tip(n, wanted[n][0] or b"")]
             if not todo:  # already there (a previous attempt whose reply was lost), or further on
                 return
             restored = frozenset(n for n in todo if self._known.get(n) == wanted[n][1])
-            files = {status_path(self._prefix, n): wanted[n][0] for n in todo}
+            files = {status_path(self._prefix, n): wanted[n][0] or b"" for n in todo}
             commit = self._commit(tip, files, commit_message(todo, transitions, revision, restored))
             self._check_commit(tip, commit, set(files))
             if not self.fence():
