@@ -147,3 +147,43 @@ def test_without_a_cache_every_read_goes_to_the_api(env: Env) -> None:
     reconciler.run_once()
     assert cluster.api_reads >= 1
     assert any(r.path.endswith("/pipelineruns") and not r.watch for r in env.server.requests)
+
+
+def _pr(name: str, rv: str, uid: str = "u1") -> dict[str, object]:
+    return {"kind": "PipelineRun", "metadata": {"name": name, "uid": uid, "resourceVersion": rv}}
+
+
+@pytest.mark.parametrize(("steps", "moves"), [
+    ([("upsert", _pr("a", "1"))], [True]),
+    ([("upsert", _pr("a", "1")), ("upsert", _pr("a", "1"))], [True, False]),  # our create, then its ADDED
+    ([("upsert", _pr("a", "2")), ("upsert", _pr("a", "1"))], [True, False]),  # an older version: ignored
+    ([("upsert", _pr("a", "1")), ("upsert", _pr("a", "2"))], [True, True]),
+    ([("upsert", _pr("a", "1")), ("upsert", _pr("a", "1", uid="u2"))], [True, True]),  # recreated
+    ([("remove", "a")], [False]),  # nothing held by that name
+    ([("upsert", _pr("a", "1")), ("remove", "a")], [True, True]),
+])
+def test_the_generation_moves_only_when_a_map_changes(env: Env, steps: list[tuple[str, object]],
+                                                      moves: list[bool]) -> None:
+    cache = RunCache(env.kube, NS)  # never started: the map is driven by hand
+    informer = cache.informers["pipelineruns"]
+    for (op, arg), moved in zip(steps, moves, strict=True):
+        before = cache.generation
+        if op == "upsert":
+            informer.upsert(arg)  # type: ignore[arg-type]
+        else:
+            informer.remove(str(arg))
+        assert (cache.generation != before) == moved
+
+
+def test_the_cluster_has_a_generation_only_while_every_watch_is_synced(wired: Wired) -> None:
+    generation = wired.cluster.generation()
+    assert generation is not None
+    env = wired.env
+    blocked = env.server.inject(method="GET", path_regex="taskruns", status=503, times=None, watch=True)
+    assert wired.wait(lambda: blocked.hits >= 1 and not wired.cache.synced("taskruns"))
+    assert wired.cluster.generation() is None
+    env.server.faults.clear()
+    assert wired.wait(lambda: wired.cache.synced())
+    again = wired.cluster.generation()
+    assert again is not None and again != generation  # relisted: whatever the cycle read is stale
+    assert KubeCluster(env.kube, NS).generation() is None  # no cache: nothing proves the cluster unchanged
