@@ -41,7 +41,7 @@ from typing import TypeVar
 
 import git
 
-from .declared import Declaration, FileOrigin, classify
+from .declared import Declaration, FileOrigin, classify, gc_paused
 from .errors import ConfigError, GitError, UnknownRevision
 from .parsecache import ParseCache
 from .parsestore import ParseStore
@@ -702,7 +702,7 @@ class GitSource:
         return updated, total
 
     def load(self, commit: str) -> Declaration:
-        with self._load_lock:  # the dashboard reads while a cycle runs
+        with self._load_lock, gc_paused():  # the dashboard reads while a cycle runs
             return self._healing(lambda: self._load(commit))
 
     def _load(self, commit: str) -> Declaration:

@@ -619,19 +619,18 @@ class ParseCache:
                 del records[record.name]
             else:
                 ignored.pop(path, None)
-        resort = False
         for path in sorted(p for p in changed if p in files and p not in replaced):
             record, why = self.statuses[path][1]
             if record is None:
-                resort = resort or path not in ignored0
                 ignored[path] = why
                 continue
             if record.name in records or path <= tail:
                 return None  # two files of one name, or a place before the end: the full pass
             records[record.name] = record
             tail = path
-        if resort:
-            ignored = {p: ignored[p] for p in sorted(ignored)}
+        order = list(ignored)  # few, as a rule: kept in path order as a full pass gives it
+        if order != sorted(order):
+            ignored = {p: ignored[p] for p in sorted(order)}
         self._status_last = (dict(files), records, ignored, tail)
         return records, ignored
 

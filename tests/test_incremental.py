@@ -7,10 +7,12 @@ cache can neither lose a problem nor invent one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reconciler.declared import Declaration, load_declaration
 from reconciler.gitsource import GitSource
@@ -236,3 +238,182 @@ def test_a_merge_reads_the_whole_history_again(setup: tuple[WorkRepo, GitSource]
     commit = source.fetch()
     fresh = GitSource(str(repo.path), cache_dir=cache_dir.parent / "fresh-merge")
     assert source._origins(commit, "") == fresh._origins(fresh.fetch(), "")
+
+
+# -- the incremental declaration equals a from-scratch one (property) -----------------------
+
+_NAMES = ["a", "b", "c", "d", "e"]
+_FAST: list[int] = []  # fast derivations per example (see the test after the property)
+_PATHS = [f"executions/f{i}.yaml" for i in range(7)] + ["executions/sub/g.yaml"]
+
+
+def _content(kind: str, name: str, other: str, k: int) -> str:
+    if kind == "plain":
+        return execution_yaml(name, target=f"ns/Deployment/{name}-{k}")
+    if kind == "after":
+        return execution_yaml(name, target=f"ns/Deployment/{name}-{k}", extra=f"  after: [{other}]\n")
+    if kind == "on-failure":
+        return execution_yaml(name, target=f"ns/Deployment/{name}-{k}", extra=f"  onFailureOf: {other}\n")
+    if kind == "bad-param":
+        return execution_yaml(name, target=f"ns/Deployment/{name}", params="{NAMESPACE: x, BOGUS: y}")
+    if kind == "unknown-workflow":
+        return execution_yaml(name, workflow='workflowId: nope, version: "1"')
+    return "::: not yaml {"
+
+
+def _blob(text: str) -> str:
+    import hashlib
+    data = text.encode()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+_KINDS = ["plain", "plain", "plain", "after", "on-failure", "bad-param", "unknown-workflow", "broken"]
+_op = st.tuples(st.sampled_from(["put", "remove", "rename", "touch"]), st.sampled_from(_PATHS),
+                st.sampled_from(_KINDS), st.sampled_from(_NAMES), st.sampled_from(_NAMES),
+                st.sampled_from(_PATHS))
+
+
+def _assert_same(got: Declaration, want: Declaration) -> None:
+    assert got.executions == want.executions  # the order too
+    assert [(e.name, e.origin, e.spec_hash) for e in got.executions] == \
+        [(e.name, e.origin, e.spec_hash) for e in want.executions]
+    assert [(i.file, i.name, i.problems, i.origin) for i in got.invalid] == \
+        [(i.file, i.name, i.problems, i.origin) for i in want.invalid]
+    assert [(p, p.message) for p in got.problems] == [(p, p.message) for p in want.problems]
+    assert {n: e.file for n, e in got.index().items()} == {e.name: e.file for e in want.executions}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_op, min_size=1, max_size=25), st.booleans())
+def test_an_incremental_declaration_equals_one_from_scratch(ops: list[tuple[str, str, str, str, str, str]],
+                                                            seeded: bool) -> None:
+    """Random edits, adds, removes, renames, duplicate names, chain edits and invalid files,
+    one or a few per step: after each step the cache's declaration (derived from the last
+    one where it can be) equals load_declaration of the same files."""
+    from reconciler.declared import FileOrigin
+    from reconciler.parsecache import ParseCache
+
+    files: dict[str, str] = {"workflows/w.yaml": CATALOG}
+    origins: dict[str, FileOrigin] = {}
+    if seeded:
+        for i, path in enumerate(_PATHS[:5]):
+            files[path] = _content("plain", _NAMES[i], "a", i)
+            origins[path] = FileOrigin(f"c{i}", i, f"c{i}", i, i)
+    cache = ParseCache()
+    reads: list[str] = []
+
+    def read(shas: Mapping[str, str]) -> dict[str, bytes | int]:
+        reads.extend(shas)
+        return {p: files[p].encode() for p in shas}
+
+    def check() -> None:
+        listing = {p: _blob(t) for p, t in files.items() if p.startswith("executions/")}
+        catalog = {p: _blob(t) for p, t in files.items() if p.startswith("workflows/")}
+        got = cache.declaration(listing, catalog, read, dict(origins), 4096)
+        want = load_declaration({p: t.encode() for p, t in files.items()}, origins=origins, max_bytes=4096)
+        _assert_same(got, want)
+
+    check()
+    for step, (op, path, kind, name, other, to) in enumerate(ops, start=10):
+        stamp = FileOrigin(f"c{step}", step, f"c{step}", step, step)
+        if op == "put":
+            files[path] = _content(kind, name, other, step % 3)
+            held = origins.get(path)
+            origins[path] = stamp if held is None else FileOrigin(f"c{step}", step, held.introduced_commit,
+                                                                  held.introduced_time, held.introduced_seq)
+        elif op == "remove" and path in files:
+            del files[path]
+            origins.pop(path, None)
+        elif op == "rename" and path in files and to not in files:
+            files[to] = files.pop(path)
+            origins.pop(path, None)
+            origins[to] = stamp
+        elif op == "touch" and path in files:  # the same content, a newer commit (a revert)
+            held = origins[path]
+            origins[path] = FileOrigin(f"c{step}", step, held.introduced_commit, held.introduced_time,
+                                       held.introduced_seq)
+        check()
+    assert reads.count("workflows/w.yaml") == 1  # the catalog is read once, every file at most per blob
+    _FAST.append(cache.fast_declarations)
+
+
+def test_one_plain_edit_is_derived_not_assembled_again(setup: tuple[WorkRepo, GitSource]) -> None:
+    """The fast path is taken for the common change (and then must equal the full step)."""
+    repo, source = setup
+    fast = source.parsed.fast_declarations
+    repo.commit("edit", **{"executions/e03.yaml": execution_yaml("e03", target="ns/Deployment/moved")})
+    decl = source.load(source.fetch())
+    assert source.parsed.fast_declarations == fast + 1
+    _same_as_pure(decl, repo)
+    assert decl.find("e03") is not None and decl.find("e03").target == "ns/Deployment/moved"  # type: ignore[union-attr]
+
+
+_STATUS = ("apiVersion: kubernaut.ai/v1alpha1\nkind: WorkflowExecutionStatus\nmetadata: {{name: {n}}}\n"
+           "status: {{phase: {phase}}}\n")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["put", "junk", "remove", "misnamed"]),
+                          st.sampled_from(["a", "a-b", "b", "c", "d0", "zz"]),
+                          st.sampled_from(["Completed", "Failed", "Running"])), min_size=1, max_size=25))
+def test_incremental_status_records_equal_a_full_pass(ops: list[tuple[str, str, str]]) -> None:
+    """Status files added, edited, removed, broken or misnamed: the records and the ignored
+    files (and their order) equal those of a fresh cache."""
+    from reconciler.parsecache import ParseCache
+
+    files: dict[str, str] = {}
+    cache = ParseCache()
+
+    def read(shas: Mapping[str, str]) -> dict[str, bytes | int]:
+        return {p: files[p].encode() for p in shas}
+
+    for op, name, phase in ops:
+        path = f"status/{name}.yaml"
+        if op == "put":
+            files[path] = _STATUS.format(n=name, phase=phase)
+        elif op == "junk":
+            files[path] = "::: {"
+        elif op == "misnamed":
+            files[path] = _STATUS.format(n="other", phase=phase)
+        else:
+            files.pop(path, None)
+        listing = {p: _blob(t) for p, t in files.items()}
+        records, ignored = cache.status_records(listing, read)
+        want_records, want_ignored = ParseCache().status_records(listing, read)
+        assert list(records.items()) == list(want_records.items())
+        assert [(r.file, r.raw) for r in records.values()] == [(r.file, r.raw) for r in want_records.values()]
+        assert list(ignored.items()) == list(want_ignored.items())
+
+
+def test_the_property_above_took_the_fast_path_too() -> None:
+    """Most of its steps must have been derived, or it proved nothing about the fast path."""
+    if not _FAST:
+        pytest.skip("run together with test_an_incremental_declaration_equals_one_from_scratch")
+    assert sum(_FAST) > len(_FAST)
+
+
+@pytest.mark.parametrize(("path", "root", "role"), [
+    ("executions/a.yaml", "", "execution"), ("executions/deep/er/a.yml", "", "execution"),
+    ("workflows/w.yaml", "", "workflow"), ("workflows/sub/w.yaml", "", None), ("status/a.yaml", "", "status"),
+    ("status/x/a.yaml", "", None), ("executions/.yaml", "", None), ("executions/a.json", "", None),
+    ("executions", "", None), ("team/executions/a.yaml", "team", "execution"),
+    ("team-b/executions/a.yaml", "team", None), ("team", "team", None), ("executions/a.yaml", ".", "execution"),
+    ("executions//a.yaml", "", "execution"), ("./status/a.yaml", "", "status"), ("executions/a.yaml/", "", "execution"),
+    ("team/./executions/a.yaml", "team", "execution"), ("a/b/executions/x.yaml", "a/b", "execution"),
+    ("executions/a.yaml.", "", None), ("README.md", "", None),
+])
+def test_classify_by_string_agrees_with_the_path_rules(path: str, root: str, role: str | None) -> None:
+    from reconciler.declared import _classify_path, classify
+
+    assert classify(path, root) == _classify_path(path, root) == role
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["executions", "workflows", "status", "a.yaml", "b.yml", ".yaml", "", ".", "..",
+                                 "team", "x.json", "c..yaml"]), min_size=1, max_size=4),
+       st.sampled_from(["", ".", "team", "team/sub", "./team", "team/"]))
+def test_classify_by_string_agrees_on_any_path(parts: list[str], root: str) -> None:
+    from reconciler.declared import _classify_path, classify
+
+    path = "/".join(parts)
+    assert classify(path, root) == _classify_path(path, root)
