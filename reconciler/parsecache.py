@@ -412,22 +412,25 @@ class ParseCache:
         store = self.store if self.store is not None and not self.store.disabled else None
         extra = f"{max_bytes}\0{self._catalog_digest}"
         if store is not None:
-            keys = {path: store.key("execution", path, executions[path], extra) for path in missing}
-            found = store.get(keys.values())
             still: list[str] = []
-            for path in missing:
-                value = found.get(keys[path])
-                parsed = None
-                if value is not None:
-                    try:
-                        parsed = _decode_execution(value, path, origins.get(path))
-                    except Exception:  # a row that does not fit is a miss, never trusted
-                        parsed = None
-                if parsed is None:
-                    still.append(path)
-                    continue
-                store.hits += 1
-                self._put(path, executions[path], origins.get(path), max_bytes, parsed, catalog, have_catalog)
+            for start in range(0, len(missing), READ_CHUNK):  # the decoded rows of one chunk at a time
+                chunk = missing[start:start + READ_CHUNK]
+                keys = {path: store.key("execution", path, executions[path], extra) for path in chunk}
+                found = store.get(keys.values())
+                for path in chunk:
+                    value = found.pop(keys[path], None)
+                    parsed = None
+                    if value is not None:
+                        try:
+                            parsed = _decode_execution(value, path, origins.get(path))
+                        except Exception:  # a row that does not fit is a miss, never trusted
+                            parsed = None
+                    if parsed is None:
+                        still.append(path)
+                        continue
+                    store.hits += 1
+                    self._put(path, executions[path], origins.get(path), max_bytes, parsed, catalog, have_catalog)
+                del found
             missing = still
         new_rows: dict[bytes, Any] = {}
         for start in range(0, len(missing), READ_CHUNK):
