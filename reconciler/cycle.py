@@ -35,6 +35,7 @@ from .gitsource import GitSource
 from .lifecycle import (
     Act,
     Decision,
+    RunInfo,
     Settings,
     adopt,
     apply_observation,
@@ -148,6 +149,7 @@ class CycleContext:
     # the same object with the same hash summarises to itself again (a fixed point, no clock)
     summaries: dict[str, tuple[ExecutionState, str | None]] = field(default_factory=dict)
     inert: dict[str, ExecutionState] = field(default_factory=dict)  # see _inert
+    infos: dict[tuple[str, str, str], tuple[str, str, RunInfo]] = field(default_factory=dict)  # see _run_info
 
     def check_fence(self) -> None:
         if not self.dry_run and not self.fence():
@@ -174,6 +176,23 @@ def _inert(ctx: CycleContext, name: str, state: ExecutionState) -> bool:
         ctx.inert[name] = state
         return True
     return False
+
+
+def _run_info(ctx: CycleContext, run: dict[str, Any]) -> RunInfo:
+    """:func:`run_info`, remembered per version of the run: what the API server gives the same
+    uid and resourceVersion has the same content (every write moves the version).  Objects
+    without both (a dry run's manifest) are read each time."""
+    meta = run.get("metadata") or {}
+    uid, version = meta.get("uid"), meta.get("resourceVersion")
+    if not uid or not version:
+        return run_info(run)
+    key = (str(run.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    held = ctx.infos.get(key)
+    if held is not None and held[0] == uid and held[1] == version:
+        return held[2]
+    info = run_info(run)
+    ctx.infos[key] = (str(uid), str(version), info)
+    return info
 
 
 def _context(execution: ResolvedExecution | None, state: ExecutionState) -> RunContext:
@@ -262,7 +281,7 @@ def _deleted_while_running(ctx: CycleContext) -> None:
     invalid: set[str] | None = None
     added: set[str] = set()
     for run in ctx.runs.values():
-        info = run_info(run)
+        info = _run_info(ctx, run)
         if (not info.managed or not info.execution or info.terminal or info.deleting
                 or (info.namespace and info.namespace != ctx.cluster.namespace)):
             continue
@@ -292,7 +311,8 @@ def _deleted_while_running(ctx: CycleContext) -> None:
 def observe_started(ctx: CycleContext) -> None:
     """Follow every run we started: phase, failure details, external deletion, cancel."""
     _deleted_while_running(ctx)
-    for name, state in sorted((n, s) for n, s in ctx.states.items() if not _inert(ctx, n, s)):
+    inert = ctx.inert
+    for name, state in sorted((n, s) for n, s in ctx.states.items() if inert.get(n) is not s and not _inert(ctx, n, s)):
         if not state.started or state.terminal or state.execution_ref is None:
             continue
         if ctx.only is not None and name not in ctx.only:
@@ -301,7 +321,7 @@ def observe_started(ctx: CycleContext) -> None:
         ref = state.execution_ref
         try:
             run = ctx.runs.get(ref.name) or ctx.cluster.get_run(ref.kind, ref.name)
-            if run is not None and not owned_by(run, name, ref, ctx.cluster.namespace):
+            if run is not None and not owned_by(run, name, ref, ctx.cluster.namespace, _run_info(ctx, run)):
                 run = None  # the name is now someone else's run (or never was ours): ours is gone
             if run is None:
                 details = externally_deleted(_context(execution, state), state.start_time, ctx.now)
@@ -447,11 +467,12 @@ def _deadline(state: ExecutionState, execution: ResolvedExecution | None, ctx: C
     return replace(details, reason=FailureReason.DeadlineExceeded.value, natural_language_summary=summary)
 
 
-def owned_by(run: dict[str, Any], name: str, ref: RunRef | None, namespace: str) -> bool:
+def owned_by(run: dict[str, Any], name: str, ref: RunRef | None, namespace: str,
+             info: RunInfo | None = None) -> bool:
     """The run's own labels say it is this execution's (managed-by **and** execution label),
     in our namespace, and it is the object we recorded (same uid, when both are known).
     Nothing a status file says can make a foreign run ours."""
-    info = run_info(run)
+    info = info or run_info(run)
     if not info.managed or info.execution != name or (info.namespace and info.namespace != namespace):
         return False
     return ref is None or not ref.uid or not info.uid or ref.uid == info.uid
@@ -463,7 +484,7 @@ def release_locks(ctx: CycleContext) -> None:
     declared = ctx.decl.index() if ctx.decl else {}
     ctx.locks_awaiting_writeback = 0
     for run_name, run in sorted(ctx.runs.items()):
-        info = run_info(run)
+        info = _run_info(ctx, run)
         owner = ctx.states.get(info.execution)
         if not release_due(info, owner, info.execution in declared, ctx.now, ctx.settings):
             at = release_at(info, owner, info.execution in declared, ctx.settings)
@@ -495,13 +516,15 @@ def release_locks(ctx: CycleContext) -> None:
             ctx.error(info.execution, e)
     # a LockHeld claim whose run is gone (released in a pass whose push was lost, then
     # recovered from an older status) must not outlive the lock: the status tells the truth
+    inert = ctx.inert
     for name, state in list(ctx.states.items()):
-        if _inert(ctx, name, state):
+        if inert.get(name) is state or _inert(ctx, name, state):
             continue  # no LockHeld condition to check
         held = state.condition(LOCK_HELD)
         ref = state.execution_ref
         lock = ctx.runs.get(ref.name) if ref is not None else None
-        if held is not None and (lock is None or not owned_by(lock, name, ref, ctx.cluster.namespace)):
+        if held is not None and (lock is None or not owned_by(lock, name, ref, ctx.cluster.namespace,
+                                                              _run_info(ctx, lock))):
             ctx.states[name] = replace(state, conditions=drop_condition(state.conditions, LOCK_HELD))
 
 
@@ -516,8 +539,9 @@ def start_pending(ctx: CycleContext) -> None:
         ctx.states[item.name] = replace(previous, phase="Failed", reason="ConfigurationError",
                                         message=problems[:2000], observed_revision=ctx.declared,
                                         completion_time=previous.completion_time or ctx.now)
-    running = sum(1 for n, s in ctx.states.items() if not _inert(ctx, n, s) and s.phase == "Running")
     inert = ctx.inert
+    running = sum(1 for n, s in ctx.states.items()
+                  if inert.get(n) is not s and not _inert(ctx, n, s) and s.phase == "Running")
     for execution in ctx.decl.executions:
         state = ctx.states.get(execution.name)
         if state is not None and (inert.get(execution.name) is state or state.started or state.terminal):
@@ -539,7 +563,7 @@ def _held_by_gate(ctx: CycleContext, execution: ResolvedExecution, prev: Executi
     """Pending with the gate's reason, or None when the execution may go on to lock/create.
     A run that already exists and is ours is always adopted (it started before)."""
     run = ctx.runs.get(execution.run_name)
-    if run is not None and owned_by(run, execution.name, None, ctx.cluster.namespace):
+    if run is not None and owned_by(run, execution.name, None, ctx.cluster.namespace, _run_info(ctx, run)):
         return None
     base = replace(prev or ExecutionState(name=execution.name), observed_revision=ctx.declared,
                    workflow=f"{execution.workflow_id}@{execution.version}", target=execution.target,
@@ -571,7 +595,7 @@ def _allow_breaker_override(ctx: CycleContext) -> bool:
 
 def _decide(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionState | None,
             run: dict[str, Any] | None) -> Decision:
-    return decide_start(execution, prev, run_info(run) if run else None, ctx.claimed, ctx.now,
+    return decide_start(execution, prev, _run_info(ctx, run) if run else None, ctx.claimed, ctx.now,
                         ctx.settings, ctx.declared, ctx.states, _allow_breaker_override(ctx))
 
 
@@ -581,7 +605,7 @@ def _release_for_dependent(ctx: CycleContext, execution: ResolvedExecution, deci
     outcome is on the remote (SPEC §10); then decide again, so the dependent's run is created
     in this same pass.  Until then it stays Pending/LockReleasing."""
     run = ctx.runs.get(execution.run_name)
-    info = run_info(run) if run is not None else None
+    info = _run_info(ctx, run) if run is not None else None
     owner = ctx.states.get(info.execution) if info is not None else None
     if run is None or info is None or owner is None:
         return decision
@@ -658,25 +682,24 @@ def _start_one(ctx: CycleContext, execution: ResolvedExecution, prev: ExecutionS
 
 def summarise(ctx: CycleContext) -> None:
     """Sync, health, Ready and spec-change conditions for every state; the transitions."""
-    memo = ctx.summaries
+    memo, previous, missing, unknown = ctx.summaries, ctx.previous, ctx.missing_runs, ctx.cluster_unknown
     index = ctx.decl.index() if ctx.decl else {}
     moved: list[str] = []
     for name, state in ctx.states.items():  # values of existing keys only: safe while iterating
         execution = index.get(name)
         declared_hash = execution.spec_hash if execution is not None else None
-        plain = not ctx.cluster_unknown and name not in ctx.missing_runs
         seen = memo.get(name)
-        if not (plain and seen is not None and seen[0] is state and seen[1] == declared_hash):
+        if seen is None or seen[0] is not state or seen[1] != declared_hash or unknown or name in missing:
             given = state
             state = mark_spec_change(state, declared_hash, ctx.now)
-            state = with_summary(state, declared_hash, run_missing=name in ctx.missing_runs and not state.terminal,
-                                 cluster_unknown=ctx.cluster_unknown, now=ctx.now)
-            if plain and state is given:
+            state = with_summary(state, declared_hash, run_missing=name in missing and not state.terminal,
+                                 cluster_unknown=unknown, now=ctx.now)
+            if state is given and not unknown and name not in missing:
                 memo[name] = (state, declared_hash)
             else:
                 memo.pop(name, None)
             ctx.states[name] = state
-        before = ctx.previous.get(name)
+        before = previous.get(name)
         if before is state:
             continue
         if before is None or (before.phase, before.reason) != (state.phase, state.reason):
@@ -777,6 +800,7 @@ class Reconciler:
         self._observed: dict[str, tuple[ExecutionState, Any]] = {}  # see CycleContext.observed
         self._summaries: dict[str, tuple[ExecutionState, str | None]] = {}  # see CycleContext.summaries
         self._inert: dict[str, ExecutionState] = {}  # see _inert
+        self._infos: dict[tuple[str, str, str], tuple[str, str, RunInfo]] = {}  # see _run_info
         self._quiet: QuietMark | None = None  # the last full pass changed nothing (see QuietMark)
 
     def run_once(self, revision: str = "") -> CycleResult:
@@ -810,7 +834,7 @@ class Reconciler:
         ctx = CycleContext(self.source, self.cluster, self.renderer, self.settings, self.store,
                            now, self.log, dry_run=self.dry_run, revision=revision, only=only,
                            fence=self.fence, gate=self.gate, observed=self._observed,
-                           summaries=self._summaries, inert=self._inert)
+                           summaries=self._summaries, inert=self._inert, infos=self._infos)
         full, pinned = steps is STEPS, bool(revision)
         quiet = self._quiet
         if full:
@@ -839,6 +863,10 @@ class Reconciler:
                              requeue=_dependents_unblocked(ctx), created=ctx.created, adopted=ctx.adopted)
         if full and not pinned:
             self._quiet = self._quiet_mark(ctx, result)
+        if full and len(self._infos) > 2 * len(ctx.runs) + 256:  # forget runs long gone
+            live = {(str(r.get("kind") or ""), str((r.get("metadata") or {}).get("namespace") or ""), name)
+                    for name, r in ctx.runs.items()}
+            self._infos = {k: v for k, v in self._infos.items() if k in live}
         return result
 
     # -- the quiet mark -------------------------------------------------------------------
