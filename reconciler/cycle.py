@@ -536,9 +536,9 @@ def start_pending(ctx: CycleContext) -> None:
         problems = "; ".join(f"{p.file}:{p.line or '?'} {p.path or '(file)'}: {p.message}"
                              for p in item.problems[:5])
         previous = ctx.states.get(item.name) or ExecutionState(name=item.name)
-        ctx.states[item.name] = replace(previous, phase="Failed", reason="ConfigurationError",
-                                        message=problems[:2000], observed_revision=ctx.declared,
-                                        completion_time=previous.completion_time or ctx.now)
+        failed = replace(previous, phase="Failed", reason="ConfigurationError", message=problems[:2000],
+                         observed_revision=ctx.declared, completion_time=previous.completion_time or ctx.now)
+        ctx.states[item.name] = previous if failed == previous else failed  # settled: the same object
     inert = ctx.inert
     running = sum(1 for n, s in ctx.states.items()
                   if inert.get(n) is not s and not _inert(ctx, n, s) and s.phase == "Running")

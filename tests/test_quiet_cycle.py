@@ -182,6 +182,17 @@ def test_a_pending_execution_is_never_skipped(quiet: Quiet) -> None:
     assert not any(r.skipped for r in results)
 
 
+def test_an_invalid_file_settles_and_keeps_its_error(quiet: Quiet) -> None:
+    quiet.push_human("declare a broken one", **{"executions/bad.yaml": execution_yaml(
+        "bad", params="{NAMESPACE: payments}")})  # MEMORY_LIMIT is required
+    first = quiet.cycle()
+    assert (first.states["bad"].phase, first.states["bad"].reason) == ("Failed", "ConfigurationError")
+    skipped = quiet.settle()
+    assert skipped.states["bad"] == quiet.store.load()["bad"]
+    assert "MEMORY_LIMIT" in skipped.states["bad"].message and skipped.declaration is not None
+    assert [i.name for i in skipped.declaration.invalid] == ["bad"]
+
+
 # -- each input change ends the skip -----------------------------------------------------------
 
 def test_a_push_to_the_branch_ends_the_skip(quiet: Quiet) -> None:
