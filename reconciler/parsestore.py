@@ -94,7 +94,8 @@ class ParseStore:
     def key(self, kind: str, path: str, blob: str, extra: str = "") -> bytes:
         """The row key of one result: the code digest, the role, the file, its blob id and
         whatever else decided it (``extra``)."""
-        return hashlib.blake2b(f"{self.code}\0{kind}\0{path}\0{blob}\0{extra}".encode(), digest_size=16).digest()
+        text = f"{self.code}\0{kind}\0{path}\0{blob}\0{extra}"  # a path may hold escaped non-UTF-8 bytes
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
     # -- failure handling ------------------------------------------------------------------
 
