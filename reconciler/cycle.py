@@ -12,6 +12,13 @@ failing execution or an unreachable API server never loses another's status.
 Order is deterministic: executions are processed first-merged-first (the commit that
 introduced the file), then by name; observation happens before new starts so running
 executions keep their targets.
+
+A cycle costs what changed.  A pass that changed nothing leaves a :class:`QuietMark`; the
+next one fetches and, when the tip, the watch cache's generation, the store's state objects
+and (with runs Running) the Warning Events are the same and no deadline has come, returns
+that pass's result again (``CycleResult.skipped``) without doing the steps.  Within a pass
+that does run, a state the previous pass settled is recognised by identity (the store hands
+back the very objects it saved), so each step spends a lookup on it, not the work.
 """
 
 from __future__ import annotations
