@@ -151,6 +151,10 @@ class CycleContext:
     generation: int | None = None  # the watch cache's generation before the runs were read
     api_reads: int | None = None  # the cluster's API reads then (more after: not all from the cache)
     events_unknown: bool = False  # the Warning-Event LIST failed: observed without them
+    # runs whose children the cache did not hold (asked of the API server: a Job's pods may
+    # lack our label), with the versions of what the API returned: a quiet mark re-asks these
+    live_children: dict[tuple[str, str], tuple[dict[str, Any], tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict)
     release_at: datetime | None = None  # the first moment a kept lock's cooldown ends
     # execution → (state, declared hash) when summarising that state gave the state itself:
     # the same object with the same hash summarises to itself again (a fixed point, no clock)
@@ -362,7 +366,12 @@ def _versions(objects: Any) -> tuple[tuple[str, str], ...]:
 
 def _observe(ctx: CycleContext, state: ExecutionState, execution: ResolvedExecution | None,
              run: dict[str, Any]) -> ExecutionState:
+    watched = _watched(ctx.cluster)
+    reads = getattr(watched, "api_reads", None)
     children = ctx.cluster.children(run)
+    if reads is not None and getattr(watched, "api_reads", None) != reads:  # not from the cache
+        ctx.live_children[(str(run.get("kind") or ""), str((run.get("metadata") or {}).get("name") or ""))] = (
+            run, _versions(children))
     events = _run_events(ctx, run, children)
     # observation is a function of these (no clock): unchanged versions, same state
     inputs = (execution, _versions((run,)), _versions(children), _versions(events))
@@ -757,7 +766,8 @@ class CycleResult:
     # (it releases the lock once durable and starts the dependent) instead of at the next poll
     requeue: bool = False
     # nothing this cycle reads had changed since a pass that changed nothing: its result
-    # stands (see QuietMark); only the fetch (and, with runs Running, one Event LIST) was done
+    # stands (see QuietMark); only the fetch was done (with runs Running, one Event LIST, and a
+    # children LIST for each run whose children the watch cache does not hold)
     skipped: bool = False
 
 
@@ -768,7 +778,9 @@ class QuietMark:
     reconciled again).  A pass is a function of: the branch tip (the declaration, and — the
     status branch being the tracked one — the status files), the previous states (the store's
     very objects), the runs and children in the watch cache (its generation), the Warning
-    Events of the namespace (read only to observe Running runs), and the clock.  The clock
+    Events of the namespace (read only to observe Running runs), children the cache did not
+    hold and the API server was asked for (a Job's pods without our label: asked again), and
+    the clock.  The clock
     matters to states that are terminal or Running only at known moments: a Running run
     becomes overdue, a kept lock's cooldown ends; ``deadline`` is the first of them.  Any
     other state (pending, waiting, blocked, suspended: start decisions read the clock,
@@ -780,6 +792,8 @@ class QuietMark:
     states: dict[str, ExecutionState]  # the objects the store returns after the pass
     deadline: datetime | None  # the pass may differ from this moment on (None: no such moment)
     result: CycleResult
+    # (run, versions of its children) for children read from the API server, not the cache
+    live_children: tuple[tuple[dict[str, Any], tuple[tuple[str, str], ...]], ...] = ()
 
 
 class Reconciler:
@@ -886,8 +900,10 @@ class Reconciler:
                 or ctx.events_unknown or ctx.decl is None or not ctx.revision or ctx.generation is None):
             return None
         watched = _watched(ctx.cluster)
-        if watched is None or watched.generation() is None or getattr(watched, "api_reads", None) != ctx.api_reads:
-            return None  # something was read from the API server, not the cache: no proof it stays
+        reads = getattr(watched, "api_reads", None)
+        if watched is None or watched.generation() is None or ctx.api_reads is None or reads is None or \
+                reads != ctx.api_reads + len(ctx.live_children):
+            return None  # read from the API server, not the cache, beyond children it can ask again
         store = ctx.store
         if getattr(store, "pending", False):
             return None  # a write-back to retry
@@ -919,7 +935,8 @@ class Reconciler:
         events = None
         if ctx.warning_events is not None:
             events = frozenset(_versions(ctx.warning_events))
-        return QuietMark(ctx.revision, ctx.generation, events, dict(states), deadline, result)
+        return QuietMark(ctx.revision, ctx.generation, events, dict(states), deadline, result,
+                         tuple(ctx.live_children.values()))
 
     def _still_quiet(self, ctx: CycleContext, mark: QuietMark, started: float) -> CycleResult | None:
         """After the fetch: the mark's result again when every input it names is the same."""
@@ -937,6 +954,12 @@ class Reconciler:
             return None
         if getattr(ctx.store, "pending", False):
             return None
+        for run, versions in mark.live_children:  # what the cache cannot vouch for: asked again
+            try:
+                if _versions(ctx.cluster.children(run)) != versions:
+                    return None
+            except KubeError:
+                return None
         if mark.events is not None:
             try:
                 events = ctx.cluster.warning_events()

@@ -206,6 +206,28 @@ def test_a_push_to_the_branch_ends_the_skip(quiet: Quiet) -> None:
     assert result.states["other"].phase == "Running"
 
 
+def test_children_the_cache_cannot_see_are_asked_again(quiet: Quiet) -> None:
+    """A run Tekton has not started has no TaskRun in the cache: the cycle asks the API server
+    (a child without our label is only found that way), and so does a skipped cycle."""
+    quiet.push_human("declare oom", **{"executions/oom.yaml": execution_yaml("oom")})
+    assert quiet.cycle().created == 1  # never started: no TaskRuns anywhere
+    quiet.settle()
+    run = run_name(TARGET)
+    skipped, requests = quiet.requests(quiet.cycle)
+    assert skipped.skipped
+    assert sorted(requests) == sorted([f"GET /api/v1/namespaces/{NS}/events",
+                                       f"GET /apis/tekton.dev/v1/namespaces/{NS}/taskruns"])
+    owner = quiet.run()
+    quiet.env.server.create_object("tekton.dev", "v1", "taskruns", {  # no managed-by label: not in the cache
+        "apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+        "metadata": {"name": f"{run}-apply", "namespace": NS, "labels": {"tekton.dev/pipelineRun": run},
+                     "ownerReferences": [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": run,
+                                          "uid": owner["metadata"]["uid"], "controller": True}]},
+        "spec": {"taskSpec": {"steps": [{"name": "apply", "image": "busybox"}]}}})
+    assert not quiet.cycle().skipped
+    assert quiet.settle().skipped  # observed with it; quiet again once that is recorded
+
+
 def test_a_watch_event_ends_the_skip(quiet: Quiet) -> None:
     quiet.start_running()
     quiet.settle()
