@@ -27,10 +27,11 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -80,20 +81,26 @@ def _is_blob_id(sha: str) -> bool:
     return len(sha) == 40 and all(c in "0123456789abcdef" for c in sha)
 
 
+Kept = tuple[StatusRecord | None, str | None]  # (record of a valid document, None) or (None, why)
+
+
 class StatusDocs:
     """Status documents checked by the strict loader, kept by (path, blob id).
 
     Start-up reads the same status blobs three times — the bot's history (recovery), the
     write-back's check of the tip, the declaration's records — and each later cycle the
     ones that changed: with this, each blob is parsed once (and, with a ``store``, once
-    for every process sharing the cache).  Least recently used entries beyond ``limit``
-    (at least twice the largest listing seen) are dropped."""
+    for every process sharing the cache).  What is kept of a valid document is its
+    :class:`StatusRecord` (which holds the document as compact JSON text): the records
+    and verdicts come from memory as they are, a document is decoded again only for a
+    reader that asks for it (:meth:`read`, :meth:`preload`).  Least recently used entries
+    beyond ``limit`` (at least twice the largest listing seen) are dropped."""
 
     def __init__(self, limit: int = 4096, store: ParseStore | None = None):
         self.limit = limit
         self.store = store
         self.parses = 0
-        self._docs: OrderedDict[tuple[str, str], Checked] = OrderedDict()
+        self._docs: OrderedDict[tuple[str, str], Kept] = OrderedDict()
         self._new: dict[bytes, Any] = {}  # results parsed since the last flush, for the store
         self._lock = threading.Lock()  # the write-back and the source read from several threads
 
@@ -105,25 +112,33 @@ class StatusDocs:
 
     def read(self, raw: bytes | int, path: str, sha: str | None = None) -> Checked:
         """:func:`read_status_document` of ``raw`` at ``path`` (``sha``: its blob id, when known)."""
+        found, data = self._read(raw, path, sha)
+        if found[0] is None:
+            return None, found[1]
+        return (data if data is not None else found[0].raw), None
+
+    def _read(self, raw: bytes | int, path: str, sha: str | None) -> tuple[Kept, dict[str, Any] | None]:
+        """(what is kept, the document when it was just parsed)."""
         if sha is None:
             sha = _blob_id(raw) if isinstance(raw, bytes) else f"size:{raw}"
         key = (path, sha)
         with self._lock:
-            found = self._docs.get(key)
-            if found is not None:
+            kept = self._docs.get(key)
+            if kept is not None:
                 self._docs.move_to_end(key)
-                return found
-        found = read_status_document(raw, path)
+                return kept, None
+        data, why = read_status_document(raw, path)
         self.parses += 1
+        kept = (record_of(data, path), None) if data is not None else (None, why)
         stored = self._key(path, sha)
         with self._lock:
-            self._remember(key, found)
+            self._remember(key, kept)
             if stored is not None:
-                self._new[stored] = {"d": found[0]} if found[0] is not None else {"w": found[1]}
-        return found
+                self._new[stored] = {"d": data} if data is not None else {"w": why}
+        return kept, data
 
-    def _remember(self, key: tuple[str, str], found: Checked) -> None:
-        self._docs[key] = found
+    def _remember(self, key: tuple[str, str], kept: Kept) -> None:
+        self._docs[key] = kept
         self._docs.move_to_end(key)
         while len(self._docs) > self.limit:
             self._docs.popitem(last=False)
@@ -132,28 +147,45 @@ class StatusDocs:
         """path → result for those of ``wanted`` (path → blob id) known in memory or in the
         store — what need not be read from Git at all."""
         out: dict[str, Checked] = {}
+        for path, (kept, data) in self._preload(wanted).items():
+            record, why = kept
+            out[path] = (None, why) if record is None else (data if data is not None else record.raw, None)
+        return out
+
+    def verdicts(self, wanted: Mapping[str, str]) -> dict[str, str | None]:
+        """path → None (a valid status document) or why it is not, for those of ``wanted``
+        known in memory or in the store; no document is decoded for it."""
+        return {path: kept[1] for path, (kept, _) in self._preload(wanted).items()}
+
+    def preload_records(self, wanted: Mapping[str, str]) -> dict[str, Kept]:
+        """path → (record, None) or (None, why), for those of ``wanted`` known in memory or
+        in the store."""
+        return {path: kept for path, (kept, _) in self._preload(wanted, keep_data=False).items()}
+
+    def _preload(self, wanted: Mapping[str, str], keep_data: bool = True) -> dict[
+            str, tuple[Kept, dict[str, Any] | None]]:
+        out: dict[str, tuple[Kept, dict[str, Any] | None]] = {}
         ask: dict[bytes, tuple[str, str]] = {}
         with self._lock:
             for path, sha in wanted.items():
-                found = self._docs.get((path, sha))
-                if found is not None:
-                    out[path] = found
+                kept = self._docs.get((path, sha))
+                if kept is not None:
+                    out[path] = (kept, None)
                     continue
                 key = self._key(path, sha)
                 if key is not None:
                     ask[key] = (path, sha)
         if not ask or self.store is None:
             return out
-        rows = self.store.get(ask)
-        with self._lock:
-            for key, value in rows.items():
-                path, sha = ask[key]
-                found = _decode_status(value, path)
-                if found is None:
+        for batch in self.store.get_text(ask):
+            for key, (kept, data) in _decode_statuses(batch, ask):
+                if kept is None:
                     continue  # a row that does not fit is a miss
+                path, sha = ask[key]
                 self.store.hits += 1
-                self._remember((path, sha), found)
-                out[path] = found
+                with self._lock:
+                    self._remember((path, sha), kept)
+                out[path] = (kept, data if keep_data else None)
         return out
 
     def flush(self) -> None:
@@ -174,30 +206,52 @@ class StatusDocs:
     def record(self, raw: bytes | int, path: str, sha: str | None = None) -> tuple[StatusRecord | None, str]:
         """The record of one status file, or None and why it is ignored (never raises)."""
         try:
-            return self.record_of(self.read(raw, path, sha), path)
+            return self.record_of(self._read(raw, path, sha)[0])
         except Exception:  # a damaged status file is treated as absent, never the cycle's error
             _log.warning("unexpected error reading status file %s", path, exc_info=True)
             return None, "this file could not be read"
 
     @staticmethod
-    def record_of(found: Checked, path: str) -> tuple[StatusRecord | None, str]:
-        data, why = found
-        if data is not None:
-            return record_of(data, path), ""
+    def record_of(kept: Kept) -> tuple[StatusRecord | None, str]:
+        record, why = kept
+        if record is not None:
+            return record, ""
         return None, why or "not a status document"
 
 
-def _decode_status(value: Any, path: str) -> Checked | None:
-    """A stored status result, checked again as a parsed one would be; None: a miss."""
+_DOC_PREFIX = '{"d":'  # how a valid document's row is written: json.dumps({"d": doc}, separators=(",", ":"))
+
+
+def _decode_statuses(batch: list[tuple[bytes, str]], ask: Mapping[bytes, tuple[str, str]]) -> Iterator[
+        tuple[bytes, tuple[Kept | None, dict[str, Any] | None]]]:
+    """Each stored status row of ``batch`` as (key, (what is kept or None for a miss, the
+    document)).  A valid document's row is decoded from the document's own text (the row
+    without its wrapper), so that exact text — checked, as a parsed document is — is what
+    the record keeps; every other row is decoded whole.  A row that does not fit is a miss."""
+    for key, value in batch:
+        if not (isinstance(value, str) and value.startswith(_DOC_PREFIX) and value.endswith("}")):
+            yield key, (_decode_verdict(value), None)
+            continue
+        text = value[len(_DOC_PREFIX):-1]
+        try:  # the text on its own, so what it decodes to is exactly what the record keeps
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            yield key, (None, None)
+            continue
+        path = ask[key][0]
+        if check_status_document(data, path) is not None:
+            yield key, (None, None)
+            continue
+        yield key, ((record_of(data, path, text), None), data)
+
+
+def _decode_verdict(value: Any) -> Kept | None:
+    """A stored "not a status document" row: (None, why); None when it does not fit."""
     try:
-        if "d" in value:
-            data = value["d"]
-            if check_status_document(data, path) is not None:
-                return None
-            return data, None
-        why = value["w"]
+        found = json.loads(value)
+        why = found["w"]
         return (None, why) if isinstance(why, str) else None
-    except (TypeError, KeyError, AttributeError):
+    except (TypeError, KeyError, ValueError, RecursionError):
         return None
 
 
@@ -585,9 +639,9 @@ class ParseCache:
         if not missing:
             return
         docs = self.status_docs
-        known = docs.preload({p: files[p] for p in missing})
+        known = docs.preload_records({p: files[p] for p in missing})
         for path, found in known.items():
-            statuses[path] = (files[path], docs.record_of(found, path))
+            statuses[path] = (files[path], docs.record_of(found))
         unread = [p for p in missing if p not in known]
         for start in range(0, len(unread), READ_CHUNK):
             chunk = unread[start:start + READ_CHUNK]

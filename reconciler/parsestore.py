@@ -29,7 +29,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,33 +160,38 @@ class ParseStore:
 
     def get(self, keys: Iterable[bytes]) -> dict[bytes, Any]:
         """key → decoded JSON of the rows found (a row that is not JSON is left out)."""
+        found: dict[bytes, Any] = {}
+        for batch in self._batches(keys):
+            for (key, _), value in zip(batch, _decode([text for _, text in batch]), strict=True):
+                if value is not _BAD:  # not ours: a miss
+                    found[key] = value
+        return found
+
+    def get_text(self, keys: Iterable[bytes]) -> Iterator[list[tuple[bytes, str]]]:
+        """The rows found as (key, JSON text), a batch at a time (one query each), for a reader
+        that decodes and checks them itself — and may keep the text, far smaller than what it
+        decodes to.  Nothing of one batch is held once the next is asked for."""
+        return self._batches(keys)
+
+    def _batches(self, keys: Iterable[bytes]) -> Iterator[list[tuple[bytes, str]]]:
         wanted = list(keys)
-        if not wanted:
-            return {}
-        with self._lock:
-            db = self._open()
-            if db is None:
-                return {}
-            found: dict[bytes, Any] = {}
-            stale: list[bytes] = []
-            today = _today()
-            try:
-                for i in range(0, len(wanted), _BATCH):
-                    chunk = wanted[i:i + _BATCH]
+        today = _today()
+        for i in range(0, len(wanted), _BATCH):
+            chunk = wanted[i:i + _BATCH]
+            with self._lock:
+                db = self._open()
+                if db is None:
+                    return
+                try:
                     rows = db.execute(f"SELECT key, value, used FROM parsed WHERE key IN "
                                       f"({','.join('?' * len(chunk))})", chunk).fetchall()
-                    for key, value, used in zip([r[0] for r in rows], _decode([r[1] for r in rows]),
-                                                [r[2] for r in rows], strict=True):
-                        if value is _BAD:
-                            continue  # not ours: a miss
-                        found[bytes(key)] = value
-                        if used != today:
-                            stale.append(bytes(key))
-            except (sqlite3.Error, OSError) as e:
-                self._failed("cannot be read", e, disable=not _busy(e))
-                return {}
-            self._touch.update(stale)
-            return found
+                except (sqlite3.Error, OSError) as e:
+                    self._failed("cannot be read", e, disable=not _busy(e))
+                    return
+                batch = [(bytes(key), value) for key, value, _ in rows]
+                self._touch.update(bytes(key) for key, _, used in rows if used != today)
+            del rows
+            yield batch
 
     def put(self, rows: Mapping[bytes, Any]) -> None:
         """Write these results (and the use of those read since the last put) in one

@@ -165,11 +165,13 @@ def plan_declaration(decl: Declaration, revision: str = "") -> Plan:
 
 def states_from(decl: Declaration) -> dict[str, ExecutionState]:
     """The recorded states (status files at the revision) — for views and the chain conditions."""
+    from .statusdoc import documents
+
     out = {}
-    for name, record in decl.statuses.items():
-        state = from_document(record.raw)
+    for record, data in documents(decl.statuses.values()):  # a chunk of documents decoded at a time
+        state = from_document(data)
         if state is not None:
-            out[name] = state
+            out[record.name] = state
     return out
 
 

@@ -220,11 +220,11 @@ class GitStatusStore:
             docs = self.source.parsed.status_docs  # parsed once, shared with recovery and the source
             docs.fit(len(blobs))
             paths = {f"{directory}/{n}.yaml": sha for n, sha in unchecked.items()}
-            known = docs.preload(paths)
+            known = docs.verdicts(paths)  # no document decoded: only whether each is one
             contents = self.source._read_blobs({p: sha for p, sha in paths.items() if p not in known})
             for path, sha in paths.items():
                 raw = contents.get(path)
-                _, why = known[path] if raw is None else docs.read(raw, path, sha)
+                why = known[path] if raw is None else docs.read(raw, path, sha)[1]
                 self._checked[sha] = why
             docs.flush()
         for name, sha in blobs.items():
