@@ -194,3 +194,27 @@ def test_changed_status_on_remote_is_rewritten_not_skipped(store: GitStatusStore
     git(clone, "push", "-q", "origin", "HEAD:main")
     store.save({"oom": replace(state("oom"), message="still running")}, [], "r2")
     assert yaml.safe_load(remote.show("status/oom.yaml"))["status"]["message"] == "still running"
+
+
+def test_files_just_pushed_are_not_read_back_and_checked_again(store: GitStatusStore, remote: Remote,
+                                                                tmp_path: Path) -> None:
+    """After a push of many status files, the next listing starts from our own commit: a human
+    commit on top costs what it changed, not a re-read of every file the bot just wrote (after
+    10 000 runs were created, that re-read made the next cycle take seconds)."""
+    store.save({f"e{i}": state(f"e{i}") for i in range(30)}, [], "r1")
+    docs = store.source.parsed.status_docs
+    human = tmp_path / "human"
+    git(tmp_path, "clone", "-q", remote.url, str(human))
+    (human / "executions" / "oom.yaml").write_text(execution_yaml("oom", params="{NAMESPACE: other}"))
+    git(human, "commit", "-qam", "edit oom")
+    git(human, "push", "-q", "origin", "main")
+    before = docs.parses
+    store.refresh()
+    assert docs.parses == before  # nothing under status/ changed since our push: nothing parsed
+    assert store.durable("e7", state("e7")) and store.ignored == {}
+    (human / "status" / "e3.yaml").write_text("not: a status\n")
+    git(human, "commit", "-qam", "break e3")
+    git(human, "push", "-q", "origin", "main")
+    store.refresh()
+    assert docs.parses == before + 1  # exactly the one file the human changed
+    assert list(store.ignored) == ["status/e3.yaml"] and not store.durable("e3", state("e3"))
