@@ -156,6 +156,7 @@ class GitStatusStore:
         self._fetches_seen = -1  # source.fetches when this store last read its tip
         self._listed: tuple[str, dict[str, str], dict[str, str]] | None = None  # tip, blobs, ignored before checks
         self._pushed_from = ""  # the tip the last status commit was built on
+        self._tip_fresh = False  # _tip was fetched by this cycle's refresh (see refresh)
 
     @property
     def _prefix(self) -> str:
@@ -306,6 +307,9 @@ class GitStatusStore:
             tip = self._fetch_tip(reuse=True)
             if tip != self._tip:
                 self._tip, self._tip_blobs = tip, self._list(tip)
+            # the cycle's first push attempt builds on this tip instead of fetching once more:
+            # if the branch moved meanwhile the push is refused (never forced) and the retry fetches
+            self._tip_fresh = True
 
     def durable(self, name: str, state: ExecutionState) -> bool:
         """True when the last fetched tip of the remote branch holds exactly this state's file."""
@@ -366,7 +370,8 @@ class GitStatusStore:
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and self.stopping.is_set():
                 raise GitError("shutting down: status push abandoned; the next leader writes it")
-            tip = self._fetch_tip()
+            tip = self._tip if attempt == 1 and self._tip_fresh else self._fetch_tip()
+            self._tip_fresh = False
             if tip != self._tip:
                 self._tip, self._tip_blobs = tip, self._list(tip)
             todo = [n for n in changed if self._tip_blobs.get(n) != wanted[n][1]]
@@ -481,19 +486,20 @@ class GitStatusStore:
         out = bytearray()
         ref = f"refs/kgr/status-out/{self.branch}"
         msg = message.encode("utf-8")
-        out += f"commit {ref}\nauthor {who} {when}\ncommitter {who} {when}\ndata {len(msg)}\n".encode()
+        out += f"commit {ref}\nmark :1\nauthor {who} {when}\ncommitter {who} {when}\ndata {len(msg)}\n".encode()
         out += msg + b"\n"
         if parent:
             out += f"from {parent}\n".encode()
         for path, data in sorted(files.items()):
             out += f"M 100644 inline {_quote_path(path)}\ndata {len(data)}\n".encode() + data + b"\n"
-        out += b"done\n"
+        out += b"\nget-mark :1\ndone\n"  # the commit's id on stdout: no rev-parse afterwards
         env = {**os.environ, **self.source.env}
         try:
-            subprocess.run(["git", "fast-import", "--quiet", "--done", "--force"], input=bytes(out),
-                           cwd=self.source.cache_path, check=True, capture_output=True, env=env)
-            commit = subprocess.run(["git", "rev-parse", ref], cwd=self.source.cache_path, check=True,
-                                    capture_output=True, text=True, env=env).stdout.strip()
+            done = subprocess.run(["git", "fast-import", "--quiet", "--done", "--force"], input=bytes(out),
+                                  cwd=self.source.cache_path, check=True, capture_output=True, env=env)
         except subprocess.CalledProcessError as e:
             raise GitError(f"cannot build the status commit: {e.stderr.decode(errors='replace')[:300]}") from e
+        commit = done.stdout.decode(errors="replace").strip()
+        if len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
+            raise GitError(f"cannot build the status commit: fast-import answered {commit[:80]!r}")
         return commit
