@@ -75,6 +75,10 @@ class Metrics:
         self.skips = Counter(PREFIX + "skips_total", "Executions skipped, by reason.", ["reason"], registry=r)
         self.cycle_duration = Histogram(PREFIX + "cycle_duration_seconds", "Duration of reconcile cycles.",
                                         buckets=CYCLE_BUCKETS, registry=r)
+        self.cycles_skipped = Counter(
+            PREFIX + "cycles_skipped_total",
+            "Cycles whose inputs had not changed (branch tip, watch cache, status, deadlines): the previous "
+            "pass's result stands and no step ran.", registry=r)
         self.cycle_errors = Counter(PREFIX + "cycle_errors_total",
                                     "Errors recorded by reconcile cycles (one per failing execution or step).",
                                     registry=r)
@@ -146,6 +150,8 @@ class Metrics:
         self.pipelinerun_creations.inc(result.created)
         self.runs_adopted.inc(result.adopted)
         self.cycle_duration.observe(max(0.0, result.seconds))
+        if result.skipped:
+            self.cycles_skipped.inc()
         if result.errors:
             self.cycle_errors.inc(len(result.errors))
         if result.locks_awaiting_writeback is not None:  # follow-ups do not judge locks: keep the gauge

@@ -223,3 +223,13 @@ def test_git_cache_rebuilds_are_counted_once_each() -> None:
     for seen in (0, 1, 1, 3):
         m.record_cycle(CycleResult("r", {}, [], [], Declaration(), False, 0.1, cache_rebuilds=seen))
     assert m.registry.get_sample_value("kubernaut_reconciler_git_cache_rebuilds_total") == 3
+
+
+@pytest.mark.parametrize("skipped", [[False, True, True, False, True], [False, False]])
+def test_skipped_cycles_are_counted_apart_and_still_timed(skipped: list[bool]) -> None:
+    """A skipped cycle (nothing changed) is still a cycle (its fetch ran): timed, and counted."""
+    m = Metrics()
+    for flag in skipped:
+        m.record_cycle(CycleResult("r", {}, [], [], Declaration(), False, 0.01, skipped=flag))
+    assert m.registry.get_sample_value("kubernaut_reconciler_cycles_skipped_total") == sum(skipped)
+    assert m.registry.get_sample_value("kubernaut_reconciler_cycle_duration_seconds_count") == len(skipped)
