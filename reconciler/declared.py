@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from . import names
 from .errors import Problem
-from .model import WorkflowDefinition, WorkflowExecution
+from .model import WorkflowDefinition, WorkflowExecution, share_fields_sets
 from .schema_errors import translate
 from .statusdoc import StatusRecord, parse_status_reporting
 from .yamldoc import DEFAULT_MAX_BYTES, YamlDocument, load_documents
@@ -580,7 +580,7 @@ def _parse_execution(
     )
     problems.extend(param_problems)
     try:
-        execution = WorkflowExecution.model_validate(doc.data)
+        execution = share_fields_sets(WorkflowExecution.model_validate(doc.data))
     except ValidationError as e:
         problems.extend(translate(e, doc, WorkflowExecution))
         return item

@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -50,7 +51,7 @@ from .declared import (
     gc_paused,
 )
 from .errors import Problem
-from .model import WorkflowExecution
+from .model import WorkflowExecution, share_fields_sets
 from .parsestore import ParseStore
 from .statusdoc import StatusRecord, check_status_document, read_status_document, record_of
 from .yamldoc import DEFAULT_MAX_BYTES
@@ -78,7 +79,7 @@ def _catalog_view(catalog: Catalog, have_catalog: bool, workflow: tuple[str, str
 
 
 def _is_blob_id(sha: str) -> bool:
-    return len(sha) == 40 and all(c in "0123456789abcdef" for c in sha)
+    return len(sha) == 40 and not sha.strip("0123456789abcdef")  # only hex digits: nothing left
 
 
 Kept = tuple[StatusRecord | None, str | None]  # (record of a valid document, None) or (None, why)
@@ -308,20 +309,22 @@ def _decode_execution(value: Any, file: str, origin: FileOrigin | None) -> _Pars
         wid, version = workflow
         if not (isinstance(wid, str) and isinstance(version, str)):
             raise TypeError("bad workflow")
-        workflow = (wid, version)
+        workflow = (sys.intern(wid), sys.intern(version))  # a few values, 50 000 executions
     item = _Parsed(file, (line, column), name, problems, None, origin, dependencies, workflow)
     r = value["r"]
     if r is not None:
-        found = (r["img"], r["eng"], r["pipe"])
+        image, engine, pipeline, known_hash = r["img"], r["eng"], r["pipe"], r["hash"]
         params = [(k, v) for k, v in r["params"]]
-        known_hash = r["hash"]
-        if not all(isinstance(x, str) for x in (*found, known_hash, *(x for kv in params for x in kv))) \
-                or problems or len(known_hash) != 64:
+        if type(image) is not str or type(engine) is not str or type(pipeline) is not str \
+                or type(known_hash) is not str or problems or len(known_hash) != 64 \
+                or not all(type(k) is str and type(v) is str for k, v in params):
             raise TypeError("bad resolution")
-        execution = WorkflowExecution.model_validate(r["doc"])  # the model judges it again
+        found = (sys.intern(image), sys.intern(engine), sys.intern(pipeline))  # a few values, shared
+        execution = share_fields_sets(WorkflowExecution.model_validate(r["doc"]))  # the model judges it again
         if execution.metadata.name != name or workflow != (execution.spec.workflow_ref.workflow_id,
                                                            execution.spec.workflow_ref.version):
             raise ValueError("resolution does not match its document")
+        item.name = execution.metadata.name  # equal: one string for both
         item.resolved = _resolve(execution, file, params, found, origin, known_hash)
     return item
 

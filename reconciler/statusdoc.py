@@ -35,6 +35,8 @@ _STRING_FIELDS = ("phase", "reason", "message", "sync", "health", "observedRevis
                   "targetResource", "startTime", "completionTime", "duration")
 _MAPPING_FIELDS = ("executionRef", "executionStatus", "skipDetails", "failureDetails")
 _CONDITION_FIELDS = ("type", "status", "reason", "message", "lastTransitionTime")
+_REF_FIELDS = ("kind", "namespace", "name", "uid")
+_TOP_FIELDS = frozenset({"apiVersion", "kind", "metadata", "status"})
 
 
 def valid_execution_name(name: object) -> bool:
@@ -58,9 +60,9 @@ def check_status_document(data: Any, file: str) -> str | None:
         return f"kind: expected {STATUS_KIND}"
     if data.get("apiVersion") not in (None, STATUS_API_VERSION):
         return f"apiVersion: expected {STATUS_API_VERSION}"
-    unknown = sorted(set(data) - {"apiVersion", "kind", "metadata", "status"})
+    unknown = data.keys() - _TOP_FIELDS
     if unknown:
-        return f"{unknown[0]}: unknown field"
+        return f"{sorted(unknown)[0]}: unknown field"
     meta, status = data.get("metadata"), data.get("status")
     if not isinstance(meta, dict) or not isinstance(status, dict):
         return "metadata and status must be mappings"
@@ -81,16 +83,25 @@ def check_status_document(data: Any, file: str) -> str | None:
         if key in status and not isinstance(status[key], dict):
             return f"status.{key}: must be a mapping"
     ref = status.get("executionRef")
-    if isinstance(ref, dict) and not all(isinstance(ref.get(k, ""), str) for k in ("kind", "namespace", "name", "uid")):
+    if isinstance(ref, dict) and not _all_strings(ref, _REF_FIELDS):
         return "status.executionRef: kind, namespace, name and uid must be strings"
     conditions = status.get("conditions", [])
     if not isinstance(conditions, list):
         return "status.conditions: must be a list"
     for index, condition in enumerate(conditions):
-        if not isinstance(condition, dict) or not all(isinstance(condition.get(k, ""), str)
-                                                      for k in _CONDITION_FIELDS):
+        if not isinstance(condition, dict) or not _all_strings(condition, _CONDITION_FIELDS):
             return f"status.conditions[{index}]: must be a mapping of strings"
     return None
+
+
+def _all_strings(mapping: dict[Any, Any], keys: tuple[str, ...]) -> bool:
+    """Whether each of ``keys`` that ``mapping`` holds is a string (a loop, not a generator:
+    this runs for every status file of every load that is not in memory)."""
+    for key in keys:
+        value = mapping.get(key, "")
+        if not isinstance(value, str):
+            return False
+    return True
 
 
 def read_status_document(raw: bytes | int, file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[
