@@ -37,7 +37,7 @@ MAX_PROBLEMS_PER_FILE = 100
 _log = logging.getLogger("reconciler.declared")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per declared file: no per-instance __dict__
 class FileOrigin:
     """Where a declared file comes from in Git history (absent for work-tree validation)."""
 
@@ -523,7 +523,7 @@ def assemble(catalog: Catalog, parsed: list[_Parsed]) -> Declaration:
     return decl
 
 
-@dataclass
+@dataclass(slots=True)  # one per execution file, kept by the parse cache: no per-instance __dict__
 class _Parsed:
     """One execution file after checking; keeps no YAML nodes (memory at 10 000 files)."""
 
@@ -545,9 +545,8 @@ class _Parsed:
 
     def copy(self) -> _Parsed:
         """A copy whose problem list the cross-file step may extend (the cached one stays as parsed)."""
-        new = object.__new__(_Parsed)
-        new.__dict__ = {**self.__dict__, "problems": list(self.problems)}
-        return new
+        return _Parsed(self.file, self.name_position, self.name, list(self.problems), self.resolved, self.origin,
+                       self.dependencies, self.workflow, self.data)
 
 
 def _parse_execution_safely(

@@ -338,7 +338,7 @@ def _with_origin(parsed: _Parsed, origin: FileOrigin | None) -> _Parsed:
     return new
 
 
-@dataclass
+@dataclass(slots=True)  # one per execution file: no per-instance __dict__
 class _Entry:
     sha: str
     origin: FileOrigin | None
