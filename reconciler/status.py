@@ -14,6 +14,7 @@ what it observed; this module owns the rules that are the same everywhere:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,7 +27,7 @@ TERMINAL = frozenset({"Completed", "Failed", "Skipped"})
 HEALTH_ORDER = ["Healthy", "Suspended", "Progressing", "Missing", "Degraded", "Unknown"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one (or more) per execution: no per-instance __dict__
 class Condition:
     type: str
     status: str  # "True" | "False" | "Unknown"
@@ -39,7 +40,7 @@ class Condition:
                 "message": self.message, "lastTransitionTime": format_time(self.last_transition_time)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one (or more) per execution: no per-instance __dict__
 class RunRef:
     kind: str
     namespace: str
@@ -53,7 +54,7 @@ class RunRef:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one (or more) per execution: no per-instance __dict__
 class ExecutionState:
     name: str
     phase: str = "Pending"
@@ -144,8 +145,8 @@ def from_document(data: dict[str, Any]) -> ExecutionState | None:
     for c in status.get("conditions") or []:
         if isinstance(c, dict) and c.get("type"):
             when = parse_time(c.get("lastTransitionTime")) or datetime.fromtimestamp(0, timezone.utc)
-            conditions.append(Condition(str(c["type"]), str(c.get("status", "Unknown")),
-                                        str(c.get("reason", "")), str(c.get("message", "")), when))
+            conditions.append(Condition(_shared(c["type"]), _shared(c.get("status", "Unknown")),
+                                        _shared(c.get("reason", "")), _shared(c.get("message", "")), when))
 
     def mapping(key: str) -> dict[str, Any]:
         value = status.get(key)
@@ -153,16 +154,16 @@ def from_document(data: dict[str, Any]) -> ExecutionState | None:
 
     return ExecutionState(
         name=meta["name"],
-        phase=str(status.get("phase") or "Pending"),
-        reason=str(status.get("reason") or ""),
-        message=str(status.get("message") or ""),
-        sync=str(status.get("sync") or "Unknown"),
-        health=str(status.get("health") or "Unknown"),
-        observed_revision=str(status.get("observedRevision") or ""),
+        phase=_shared(status.get("phase") or "Pending"),
+        reason=_shared(status.get("reason") or ""),
+        message=_shared(status.get("message") or ""),
+        sync=_shared(status.get("sync") or "Unknown"),
+        health=_shared(status.get("health") or "Unknown"),
+        observed_revision=_shared(status.get("observedRevision") or ""),
         spec_hash=str(status.get("specHash") or ""),
-        workflow=str(status.get("workflow") or ""),
+        workflow=_shared(status.get("workflow") or ""),
         target=str(status.get("targetResource") or ""),
-        execution_ref=RunRef(str(ref.get("kind", "")), str(ref.get("namespace", "")),
+        execution_ref=RunRef(_shared(ref.get("kind", "")), _shared(ref.get("namespace", "")),
                              str(ref.get("name", "")), str(ref.get("uid", "")))
         if isinstance(ref, dict) and ref.get("name") else None,
         start_time=parse_time(status.get("startTime")),
@@ -172,6 +173,12 @@ def from_document(data: dict[str, Any]) -> ExecutionState | None:
         failure_details=mapping("failureDetails"),
         conditions=tuple(conditions),
     )
+
+
+def _shared(value: Any) -> str:
+    """``str(value)``, interned: phases, reasons, messages, revisions, workflow ids and the
+    like repeat across thousands of states read back from their documents (one copy each)."""
+    return sys.intern(str(value))
 
 
 def set_condition(conditions: tuple[Condition, ...], type_: str, status: str, reason: str, message: str,
