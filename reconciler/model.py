@@ -286,24 +286,41 @@ class WorkflowDefinition(_Strict):
         return (self.spec.workflow_id, self.spec.version)
 
 
-_FIELDS_SETS: dict[frozenset[str], frozenset[str]] = {}
+class _SharedFieldsSet(set[str]):
+    """A set of field names shared by many model instances: reads as any set (pydantic's
+    serializer wants a ``set``), refuses to change (it would change every sharer's)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a shared set of field names cannot change (copy the model without update=)")
+
+    add = discard = remove = pop = clear = update = _refuse
+    difference_update = intersection_update = symmetric_difference_update = _refuse
+    __ior__ = __iand__ = __isub__ = __ixor__ = _refuse
+
+
+_FIELDS_SETS: dict[frozenset[str], _SharedFieldsSet] = {}
 _set_slot = object.__setattr__
 
 
 def _share_fields_set(model: BaseModel) -> None:
-    kept = frozenset(model.__pydantic_fields_set__)
-    _set_slot(model, "__pydantic_fields_set__", _FIELDS_SETS.setdefault(kept, kept))
+    key = frozenset(model.__pydantic_fields_set__)
+    shared = _FIELDS_SETS.get(key)
+    if shared is None:
+        shared = _FIELDS_SETS[key] = _SharedFieldsSet(key)
+    _set_slot(model, "__pydantic_fields_set__", shared)
 
 
 def share_fields_sets(execution: WorkflowExecution) -> WorkflowExecution:
     """``execution`` with the set of field names each of its models was given replaced by one
-    shared frozenset per distinct set (the same few across every execution).
+    shared set per distinct set (the same few across every execution).
 
     pydantic keeps a new ``set`` per model instance (216 bytes each, five models per execution:
     ~54 MB at 50 000 executions kept for a plan).  The models are frozen and nothing here
     copies them with ``model_copy(update=...)`` (the one pydantic call that would add to the
-    set: with a frozenset it fails loudly instead of changing another execution's); equality,
-    ``model_dump`` and ``model_fields_set`` read the same names."""
+    set: the shared set refuses, loudly, rather than change another execution's); equality,
+    ``model_dump`` (``exclude_unset`` too) and ``model_fields_set`` read the same names."""
     _share_fields_set(execution)
     _share_fields_set(execution.metadata)
     spec = execution.spec
