@@ -149,7 +149,10 @@ class ParseStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("CREATE TABLE IF NOT EXISTS parsed (key BLOB PRIMARY KEY, value TEXT NOT NULL, "
-                       "used INTEGER NOT NULL) WITHOUT ROWID")
+                       "used INTEGER NOT NULL, code TEXT NOT NULL DEFAULT '') WITHOUT ROWID")
+            if "code" not in {row[1] for row in db.execute("PRAGMA table_info(parsed)")}:
+                # a store written before rows named their code: they count as another version's
+                db.execute("ALTER TABLE parsed ADD COLUMN code TEXT NOT NULL DEFAULT ''")
             db.execute("SELECT 1 FROM parsed LIMIT 1").fetchall()
         except BaseException:
             db.close()
@@ -205,7 +208,7 @@ class ParseStore:
                 return
             today = _today()
             try:
-                encoded = [(key, json.dumps(value, separators=(",", ":")), today)
+                encoded = [(key, json.dumps(value, separators=(",", ":")), today, self.code)
                            for key, value in rows.items()]
             except (TypeError, ValueError) as e:
                 self._failed("cannot encode a result", e, disable=False)
@@ -213,7 +216,8 @@ class ParseStore:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.executemany("INSERT OR REPLACE INTO parsed (key, value, used) VALUES (?, ?, ?)", encoded)
+                    db.executemany("INSERT OR REPLACE INTO parsed (key, value, used, code) VALUES (?, ?, ?, ?)",
+                                   encoded)
                     if touched:
                         db.executemany("UPDATE parsed SET used = ? WHERE key = ?", [(today, k) for k in touched])
                     if not self._pruned:
@@ -232,6 +236,9 @@ class ParseStore:
     def _prune(self, db: sqlite3.Connection, today: int) -> None:
         db.execute("DELETE FROM parsed WHERE used < ?", (today - self.keep_days,))
         count = db.execute("SELECT count(*) FROM parsed").fetchone()[0]
+        if count > self.max_rows:  # other code versions' rows go first: they can never be read again
+            db.execute("DELETE FROM parsed WHERE code != ?", (self.code,))
+            count = db.execute("SELECT count(*) FROM parsed").fetchone()[0]
         if count > self.max_rows:  # the least recently used beyond the bound
             db.execute("DELETE FROM parsed WHERE key IN (SELECT key FROM parsed ORDER BY used LIMIT ?)",
                        (count - self.max_rows,))

@@ -202,3 +202,29 @@ def test_old_entries_are_pruned_and_the_table_is_bounded(tmp_path: Path) -> None
     assert db.execute("SELECT count(*) FROM parsed").fetchone()[0] == 10
     assert len(fresh.get([fresh.key("status", f"q{i}", "0" * 40) for i in range(25)])) == 10
     assert fresh.get([fresh.key("status", "p0", "0" * 40)]) == {}
+
+
+def test_over_the_bound_other_code_versions_go_first(tmp_path: Path) -> None:
+    """Rows keyed by another code digest can never be read again: when the table is over its
+    bound they are dropped before any row of the running code (four upgrades in a day used to
+    evict the current version's rows at random)."""
+    old = ParseStore(tmp_path / "s.sqlite", code="old-code", max_rows=10)
+    old.put({old.key("status", f"p{i}", "0" * 40): {"w": "x"} for i in range(8)})
+    new = ParseStore(tmp_path / "s.sqlite", code="new-code", max_rows=10)
+    keys = [new.key("status", f"q{i}", "0" * 40) for i in range(9)]
+    new.put({key: {"w": "y"} for key in keys})
+    assert len(new.get(keys)) == 9  # every row of the running code kept
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    assert db.execute("SELECT count(*) FROM parsed WHERE code = 'old-code'").fetchone()[0] == 0
+
+
+def test_a_store_from_before_the_code_column_is_upgraded(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    db.execute("CREATE TABLE parsed (key BLOB PRIMARY KEY, value TEXT NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute("INSERT INTO parsed VALUES (x'00', '{}', 1)")
+    db.commit()
+    store = ParseStore(tmp_path / "s.sqlite", max_rows=1)
+    key = store.key("status", "p", "0" * 40)
+    store.put({key: {"w": "z"}})
+    assert store.get([key]) == {key: {"w": "z"}}
+    assert db.execute("SELECT count(*) FROM parsed").fetchone()[0] == 1  # the old row is gone
