@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -117,3 +117,18 @@ def shared_dir() -> Path:
 
 
 from tests.harness import env  # noqa: E402,F401  (the cycle fixture, shared by several modules)
+
+
+def push_as_human(clone: Path, message: str, files: Mapping[str, str | None]) -> None:
+    """A person's commit from their clone: rebase on main, write (None: delete) the files, push."""
+    git(clone, "pull", "-q", "--rebase", "origin", "main")
+    for rel, text in files.items():
+        path = clone / rel
+        if text is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    git(clone, "add", "-A")
+    git(clone, "commit", "-q", "-m", message)
+    git(clone, "push", "-q", "origin", "HEAD:main")

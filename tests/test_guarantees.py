@@ -26,7 +26,7 @@ from reconciler.names import run_name
 from reconciler.status import Condition, ExecutionState, RunRef, from_document
 from reconciler.statusdoc import check_status_document, status_path
 from reconciler.writeback import GitStatusStore, Identity, status_yaml
-from tests.conftest import execution_yaml, git
+from tests.conftest import execution_yaml, git, push_as_human
 from tests.harness import NS, TARGET, Env
 
 BOT = Identity("kubernaut-bot", "bot@example.invalid")
@@ -73,17 +73,7 @@ class World:
         return self.reconciler.run_once()
 
     def push_human(self, message: str, **files: str | None) -> None:
-        git(self.human, "pull", "-q", "--rebase", "origin", "main")
-        for rel, text in files.items():
-            path = self.human / rel
-            if text is None:
-                path.unlink()
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-        git(self.human, "add", "-A")
-        git(self.human, "commit", "-q", "-m", message)
-        git(self.human, "push", "-q", "origin", "HEAD:main")
+        push_as_human(self.human, message, files)
 
     def remote_status(self, name: str) -> dict[str, object] | None:
         try:

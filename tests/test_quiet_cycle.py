@@ -28,7 +28,7 @@ from reconciler.lifecycle import RunInfo, Settings, overdue, overdue_at, release
 from reconciler.names import run_name
 from reconciler.status import ExecutionState, RunRef
 from reconciler.writeback import GitStatusStore, Identity
-from tests.conftest import execution_yaml, git
+from tests.conftest import execution_yaml, git, push_as_human
 from tests.harness import NS, TARGET, Env
 
 BOT = Identity("kubernaut-bot", "bot@example.invalid")
@@ -94,17 +94,7 @@ class Quiet:
         return self.follower.cache.run("PipelineRun", run_name(TARGET)) or {}
 
     def push_human(self, message: str, **files: str | None) -> None:
-        git(self.human, "pull", "-q", "--rebase", "origin", "main")
-        for rel, text in files.items():
-            path = self.human / rel
-            if text is None:
-                path.unlink()
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-        git(self.human, "add", "-A")
-        git(self.human, "commit", "-q", "-m", message)
-        git(self.human, "push", "-q", "origin", "HEAD:main")
+        push_as_human(self.human, message, files)
 
     def remote_status(self, name: str) -> dict[str, Any]:
         doc = yaml.safe_load(git(self.remote, "show", f"main:status/{name}.yaml"))
