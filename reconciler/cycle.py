@@ -979,13 +979,9 @@ class Reconciler:
 
 
 def _watched(cluster: Any) -> Any:
-    """The cluster object that knows the watch cache's generation: ``cluster`` itself, or the
-    one a wrapper that reads through it (the service's readiness witness) holds as ``inner``."""
-    for _ in range(4):
-        if cluster is None or hasattr(cluster, "generation"):
-            return cluster
-        cluster = getattr(cluster, "inner", None)
-    return None
+    """``cluster`` when it can tell its watch cache's generation (wrappers such as the
+    service's readiness witness forward it), else None."""
+    return cluster if hasattr(cluster, "generation") else None
 
 
 def _dependents_unblocked(ctx: CycleContext) -> bool:

@@ -99,6 +99,16 @@ class ApiWitness:
         cache = getattr(self.inner, "cache", None)
         return max(self._last_ok, cache.last_answer if cache is not None else -math.inf)
 
+    def generation(self) -> int | None:
+        """The inner cluster's watch-cache generation (see ``KubeCluster.generation``)."""
+        inner = getattr(self.inner, "generation", None)
+        return inner() if inner is not None else None
+
+    @property
+    def api_reads(self) -> int | None:
+        """The inner cluster's count of reads that went to the API server."""
+        return getattr(self.inner, "api_reads", None)
+
     def _call(self, call: Callable[[], T], *, read: bool = False) -> T:
         before = getattr(self.inner, "api_reads", None)
         try:
