@@ -43,6 +43,7 @@ import git
 
 from .declared import Declaration, FileOrigin, classify, gc_paused
 from .errors import ConfigError, GitError, UnknownRevision
+from .gitbatch import BatchReader
 from .parsecache import ParseCache
 from .parsestore import ParseStore
 from .statusdoc import StatusRecord
@@ -70,6 +71,8 @@ _DAMAGE = re.compile("|".join([
     r"broken link from", r"not a git repository", r"unable to open object pack directory",
 ]), re.IGNORECASE)
 _SHALLOW = "shallow roots are not allowed to be updated"
+_STEP_MAX = 200  # commits a load carries the declared revision and origins across in one log
+_FEW = 64  # objects read through the long-lived reader; more go through one ``cat-file --batch``
 
 
 def check_sub_path(path: str) -> str:
@@ -209,9 +212,13 @@ class GitSource:
         self.also_fetch: list[str] = []
         self.fetches = 0
         self._declared_of: dict[str, str] = {}  # commit → its declared revision (immutable)
+        self._declared_found: set[str] = set()  # revisions git named (not a commit standing for itself)
         self._listings: dict[frozenset[str], tuple[str, dict[str, tuple[str, int]]]] = {}  # last, per roles
         self._roles: dict[str, str | None] = {}  # path → classify(path, self.path)
         self._origins_at: tuple[str, dict[str, FileOrigin], int] | None = None  # commit, origins, commits
+        self._batch: BatchReader | None = None  # long-lived cat-file for small reads (a fast path only)
+        self._loaded: str = ""  # the commit load() read last: the next one is read as a step from it
+        self.stepped = 0  # loads whose revision and origins were carried from the last one (one log)
 
     # -- low level ---------------------------------------------------------------------
 
@@ -238,9 +245,18 @@ class GitSource:
             self._generation = self._read_generation()
         return self._repo
 
+    def _reader(self) -> BatchReader:
+        self._open()  # the cache exists and is the one the reader should read
+        if self._batch is None:
+            self._batch = BatchReader(self.cache_path, {"GIT_TERMINAL_PROMPT": "0", **self.env})
+        return self._batch
+
     def _forget_repo(self) -> None:
         if self._repo is not None:
             self._repo.close()
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         self._repo = None
         self._refs_fresh = False
 
@@ -347,6 +363,7 @@ class GitSource:
             self._statuses = {}  # but whether a commit is in the new cache is asked again
             self._listings = {}
             self._origins_at = None
+            self._loaded = ""
         return True
 
     # -- fetching ------------------------------------------------------------------------
@@ -438,10 +455,61 @@ class GitSource:
             found = self._git().log("-1", "--format=%H", commit, "--", *self._declared_paths())
         except git.GitCommandError as e:
             raise self._error(f"cannot read history at {commit[:12]}", e) from e
+        self._remember_declared(commit, str(found).strip())
+        return self._declared_of[commit]
+
+    def _remember_declared(self, commit: str, found: str) -> None:
+        """``commit``'s declared revision is ``found`` (the last commit that changed
+        executions/ or workflows/), or ``commit`` itself when none ever did."""
         if len(self._declared_of) > 256:
             self._declared_of.clear()
-        self._declared_of[commit] = str(found).strip() or commit
-        return self._declared_of[commit]
+            self._declared_found.clear()
+        self._declared_of[commit] = found or commit
+        if found:
+            self._declared_found.add(found)
+
+    def _in_declared(self, name: str) -> bool:
+        root = f"{self.path}/" if self.path else ""
+        return name.startswith((f"{root}executions/", f"{root}workflows/")) or name in (
+            f"{root}executions", f"{root}workflows")
+
+    def _step_from_loaded(self, commit: str) -> None:
+        """The declared revision and file origins of ``commit`` carried forward from the
+        commit loaded last, by one ``git log`` of the commits in between (the usual push: a
+        few commits on top).  It answers what ``git log -1 -- executions workflows`` and
+        :meth:`_origins_since` would (for a linear run of commits they list the same
+        commits and names) with one process instead of three.  Anything else — a merge, a
+        rewritten branch, a long run — leaves the caches alone and the full reads run."""
+        base = self._loaded
+        base_declared = self._declared_of.get(base) if base else None
+        if base_declared is None or base == commit or commit in self._declared_of:
+            return
+        try:
+            log = self._git().log("--format=%x01%H %P %ct", "--name-only", "--no-renames", "-z",
+                                  f"--max-count={_STEP_MAX + 1}", f"{base}..{commit}")
+        except git.GitCommandError:
+            return
+        blocks = _log_blocks(log)  # newest first
+        if not blocks or len(blocks) > _STEP_MAX or blocks[0][0][0] != commit:
+            return
+        for index, (header, _) in enumerate(blocks):  # one parent each, chained, down to base
+            below = blocks[index + 1][0][0] if index + 1 < len(blocks) else base
+            if len(header) != 3 or header[1] != below:
+                return
+        touching = [(header[0], int(header[2]), [n for n in names if self._in_declared(n)])
+                    for header, names in blocks]
+        touching = [block for block in touching if block[2]]
+        if not touching:
+            if base_declared not in self._declared_found:
+                return  # nothing was ever declared: the revision is the commit itself, ask git
+            self._remember_declared(commit, base_declared)
+            self.stepped += 1
+            return
+        self._remember_declared(commit, touching[0][0])
+        self.stepped += 1
+        if self._origins_at is not None and self._origins_at[0] == base_declared:
+            origins, count = self._carried(self._origins_at[1], self._origins_at[2], touching)
+            self._origins_at = (touching[0][0], origins, count)
 
     def _declared_paths(self) -> list[str]:
         root = f"{self.path}/" if self.path else ""
@@ -551,6 +619,10 @@ class GitSource:
         """blob id → size, through one ``git cat-file --batch-check`` (absent: unreadable)."""
         if not shas:
             return {}
+        if len(shas) <= _FEW:
+            known = self._reader().info(shas)
+            if known is not None:
+                return {sha: size for sha, (_, kind, size) in known.items() if kind == "blob"}
         try:
             proc = subprocess.run(["git", "cat-file", "--batch-check"], input="".join(f"{s}\n" for s in shas).encode(),
                                   capture_output=True, cwd=self.cache_path, check=False, env={**os.environ, **self.env})
@@ -575,6 +647,9 @@ class GitSource:
         return files
 
     def _ensure_commit(self, commit: str) -> None:
+        known = self._reader().info([f"{commit}^{{commit}}"])
+        if known is not None and known[f"{commit}^{{commit}}"][1] == "commit":
+            return
         for attempt in range(2):
             try:
                 self._git().cat_file("-e", f"{commit}^{{commit}}")
@@ -595,6 +670,10 @@ class GitSource:
             return {}
         self._git()  # the cache repository exists (and is the current one)
         unique = list(dict.fromkeys(shas.values()))
+        if len(unique) <= _FEW:
+            read = self._reader().contents(unique)
+            if read is not None:
+                return {path: read[sha] for path, sha in shas.items()}
         request = "".join(f"{sha}\n" for sha in unique).encode()
         try:
             proc = subprocess.run(
@@ -651,12 +730,7 @@ class GitSource:
             log = self._git().log("--format=%x01%H %ct", "--name-only", "--no-renames", "-z", what, "--", *specs)
         except git.GitCommandError as e:
             raise self._error(f"cannot read history at {commit[:12]}", e) from e
-        out = []
-        for block in (b for b in log.split("\x01") if b.strip("\0\n")):
-            header, _, names = block.partition("\0")
-            sha, ts = header.split()
-            out.append((sha, int(ts), [n.strip("\n") for n in names.split("\0") if n.strip("\n")]))
-        return out
+        return [(header[0], int(header[1]), names) for header, names in _log_blocks(log)]
 
     def _origins_full(self, commit: str, root: str) -> tuple[dict[str, FileOrigin], int]:
         blocks = self._origin_log(commit, root)
@@ -687,7 +761,13 @@ class GitSource:
             return None  # nothing new (not a descendant), or a merge or a root commit in the run
         if any(links[i][1] != links[i + 1][0] for i in range(len(links) - 1)) or links[-1][1] != base:
             return None
-        blocks = self._origin_log(commit, root, since=base)
+        return self._carried(origins, count, self._origin_log(commit, root, since=base))
+
+    @staticmethod
+    def _carried(origins: dict[str, FileOrigin], count: int,
+                 blocks: list[tuple[str, int, list[str]]]) -> tuple[dict[str, FileOrigin], int]:
+        """``origins`` (after ``count`` commits) brought forward by ``blocks``: the
+        newer commits that touched declared files, newest first, with those files."""
         updated = dict(origins)
         total = count + len(blocks)
         for index, (sha, ts, names) in enumerate(reversed(blocks)):  # oldest first
@@ -714,6 +794,7 @@ class GitSource:
         """
         if commit not in self._statuses:  # the commit loaded last is there: no git call at all
             self._ensure_commit(commit)
+            self._step_from_loaded(commit)
         declared = self.declared_revision(commit)
         decl = self._declarations.get(declared)
         if decl is None:
@@ -742,7 +823,17 @@ class GitSource:
             self._statuses = {commit: cached}
         out = replace(decl, statuses=cached[0], ignored_statuses=cached[1])
         out.share_index(decl)
+        self._loaded = commit
         return out
+
+
+def _log_blocks(log: str) -> list[tuple[list[str], list[str]]]:
+    """``git log --format=%x01<fields> --name-only -z`` as (header fields, file names) per commit."""
+    out = []
+    for block in (b for b in log.split("\x01") if b.strip("\0\n")):
+        header, _, names = block.partition("\0")
+        out.append((header.split(), [n.strip("\n") for n in names.split("\0") if n.strip("\n")]))
+    return out
 
 
 def _clean_stderr(error: git.GitCommandError, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:

@@ -417,3 +417,79 @@ def test_classify_by_string_agrees_on_any_path(parts: list[str], root: str) -> N
 
     path = "/".join(parts)
     assert classify(path, root) == _classify_path(path, root)
+
+
+# -- a load steps from the commit loaded last (one git log instead of three) ------------------
+
+def _declared_state(source: GitSource, commit: str) -> tuple[str, dict[str, object]]:
+    declared = source.declared_revision(commit)
+    return declared, dict(source._origins(declared, source.path))
+
+
+def test_a_load_carries_revision_and_origins_across_a_push_as_the_full_reads_do(
+        setup: tuple[WorkRepo, GitSource], cache_dir: Path) -> None:
+    """Each kind of step a branch takes — a declared edit, a bot status commit on top, docs only,
+    several commits in one push, a delete, a merge, a rewritten branch — gives the declared
+    revision and file origins a fresh process reads from the whole history; the linear ones are
+    carried forward by the step (counted), the others by the full reads."""
+    repo, source = setup
+
+    def several() -> None:
+        repo.commit("one", **{"executions/e03.yaml": execution_yaml("e03", target="ns/Deployment/three")})
+        repo.commit("status", **{"status/e03.yaml": "phase: x\n"})
+        repo.commit("two", **{"executions/e05.yaml": execution_yaml("e05", target="ns/Deployment/five")})
+
+    def delete() -> None:
+        repo.remove("executions/e06.yaml")
+        repo.commit("delete")
+
+    def merge() -> None:
+        repo.git("checkout", "-q", "-b", "side")
+        repo.commit("side", **{"executions/side.yaml": execution_yaml("side", target="ns/Deployment/side")})
+        repo.git("checkout", "-q", "main")
+        repo.commit("main", **{"workflows/w.yaml": CATALOG + "\n"})
+        repo.git("merge", "-q", "--no-edit", "side")
+
+    def rewrite() -> None:
+        repo.git("reset", "-q", "--hard", "HEAD~1")
+        repo.commit("rewritten", **{"executions/e07.yaml": execution_yaml("e07", target="ns/Deployment/seven")})
+
+    steps: list[tuple[Callable[[], object], bool]] = [
+        (lambda: repo.commit("edit", **{"executions/e01.yaml": execution_yaml("e01", target="ns/Deployment/z")}),
+         True),
+        (lambda: repo.commit("bot", **{"status/e01.yaml": "phase: Completed\n"}), True),
+        (lambda: repo.commit("docs", **{"README.md": "x\n"}), True),
+        (several, True),
+        (delete, True),
+        (lambda: repo.commit("catalog", **{"workflows/w.yaml": CATALOG + "# note\n"}), True),
+        (merge, False),
+        (lambda: repo.commit("after the merge", **{"status/e02.yaml": "phase: y\n"}), True),
+        (rewrite, False),
+    ]
+    for index, (step, linear) in enumerate(steps):
+        step()
+        commit = source.fetch()
+        before = source.stepped
+        decl = source.load(commit)
+        assert source.stepped == before + (1 if linear else 0), index
+        fresh = GitSource(str(repo.path), cache_dir=cache_dir.parent / f"fresh-step-{index}", parse_store=False)
+        assert _declared_state(source, commit) == _declared_state(fresh, fresh.fetch()), index
+        assert [(e.name, e.origin) for e in decl.executions] == \
+            [(e.name, e.origin) for e in fresh.load(commit).executions], index
+
+
+def test_a_repository_that_never_declared_anything_is_not_stepped(make_repo: Callable[[str], WorkRepo],
+                                                                  cache_dir: Path) -> None:
+    """With no commit touching executions/ or workflows/, a commit's declared revision is the
+    commit itself (what the full read says), never the one loaded before it."""
+    repo = make_repo("empty")
+    repo.commit("docs", **{"README.md": "a\n"})
+    source = GitSource(str(repo.path), cache_dir=cache_dir)
+    first = source.fetch()
+    source.load(first)
+    repo.commit("more docs", **{"README.md": "b\n"})
+    second = source.fetch()
+    source.load(second)
+    assert source.declared_revision(first) == first
+    assert source.declared_revision(second) == second
+    assert source.stepped == 0
