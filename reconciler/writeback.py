@@ -478,7 +478,12 @@ class GitStatusStore:
         self.sleep(delay * (0.5 + random.random()))
 
     def _commit(self, parent: str, files: dict[str, bytes], message: str) -> str:
-        """A commit of ``files`` on top of ``parent`` built with git fast-import (no work tree)."""
+        """A commit of ``files`` on top of ``parent`` built with git fast-import (no work tree).
+
+        The objects stay in the small pack fast-import writes (``unpackLimit=0``): unpacked,
+        every status commit left the whole ``status/`` tree (390 KB at 10 000 files) as a
+        loose object and took 10-15 ms longer; as a pack it is a delta of a few bytes, and
+        ``gc --auto`` after a fetch folds the packs together as usual."""
         when = f"{int(time.time())} +0000"
         who = f"{self.identity.name} <{self.identity.email}>"
         if any(c in who for c in "\n\0") or who.count("<") != 1 or who.count(">") != 1:
@@ -495,7 +500,8 @@ class GitStatusStore:
         out += b"\nget-mark :1\ndone\n"  # the commit's id on stdout: no rev-parse afterwards
         env = {**os.environ, **self.source.env}
         try:
-            done = subprocess.run(["git", "fast-import", "--quiet", "--done", "--force"], input=bytes(out),
+            done = subprocess.run(["git", "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done",
+                                   "--force"], input=bytes(out),
                                   cwd=self.source.cache_path, check=True, capture_output=True, env=env)
         except subprocess.CalledProcessError as e:
             raise GitError(f"cannot build the status commit: {e.stderr.decode(errors='replace')[:300]}") from e

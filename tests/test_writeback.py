@@ -81,6 +81,21 @@ def test_one_commit_per_save_with_message_and_trailers(store: GitStatusStore, re
     assert remote.show("executions/oom.yaml").startswith("apiVersion")  # foreign files untouched
 
 
+def test_a_status_commit_stays_packed_in_the_cache(store: GitStatusStore) -> None:
+    """The commit's objects stay in fast-import's pack: unpacked, each status commit left the
+    whole status/ tree as a loose object in the cache (390 KB at 10 000 files)."""
+    store.save({"oom": state("oom")}, [], "r")  # the cache exists from here on
+    cache = store.source.cache_path
+
+    def loose() -> int:
+        return int(git(cache, "count-objects").split()[0])
+
+    before = loose()
+    store.save({"oom": state("oom", "Completed", "Succeeded")}, [], "r")
+    assert store.source._git().log("-1", "--format=%s", "refs/kgr/status/main").startswith("status:")
+    assert loose() == before
+
+
 def test_no_commit_when_nothing_changed(store: GitStatusStore, remote: Remote) -> None:
     store.save({"oom": state("oom")}, [], "r1")
     tip = remote.log("-1", "--format=%H")
