@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from itertools import compress
+from operator import is_not
 from typing import Any, Protocol
 
 import git
@@ -163,6 +165,9 @@ class CycleContext:
     summaries: dict[str, tuple[ExecutionState, str | None]] = field(default_factory=dict)
     inert: dict[str, ExecutionState] = field(default_factory=dict)  # see _inert
     infos: dict[tuple[str, str, str], tuple[str, str, RunInfo]] = field(default_factory=dict)  # see _run_info
+    # states each step looked at beyond the identity filters (observe, release, start,
+    # summarise): what a pass costs in Python, counted (tests), never timed
+    examined: dict[str, int] = field(default_factory=dict)
 
     def check_fence(self) -> None:
         if not self.dry_run and not self.fence():
@@ -189,6 +194,21 @@ def _inert(ctx: CycleContext, name: str, state: ExecutionState) -> bool:
         ctx.inert[name] = state
         return True
     return False
+
+
+def _maybe_active(ctx: CycleContext) -> list[str]:
+    """The names whose state is not the one :func:`_inert` remembered for them (in the order
+    of ``ctx.states``): exactly those for which ``ctx.inert.get(name) is not state``, found
+    by C-level passes (``map``/``compress``) instead of a Python loop over every state — the
+    rest are inert by identity and every step skips them.  A step still asks
+    :func:`_inert` of each name returned, as the full loop does."""
+    states, inert = ctx.states, ctx.inert
+    names = list(states)
+    return list(compress(names, map(is_not, map(inert.get, names), states.values())))
+
+
+def _count(ctx: CycleContext, step: str, n: int = 1) -> None:
+    ctx.examined[step] = ctx.examined.get(step, 0) + n
 
 
 def _run_info(ctx: CycleContext, run: dict[str, Any]) -> RunInfo:
@@ -324,8 +344,10 @@ def _deleted_while_running(ctx: CycleContext) -> None:
 def observe_started(ctx: CycleContext) -> None:
     """Follow every run we started: phase, failure details, external deletion, cancel."""
     _deleted_while_running(ctx)
-    inert = ctx.inert
-    for name, state in sorted((n, s) for n, s in ctx.states.items() if inert.get(n) is not s and not _inert(ctx, n, s)):
+    states = ctx.states
+    active = [(n, states[n]) for n in _maybe_active(ctx)]
+    _count(ctx, "observe", len(active))
+    for name, state in sorted((n, s) for n, s in active if not _inert(ctx, n, s)):
         if not state.started or state.terminal or state.execution_ref is None:
             continue
         if ctx.only is not None and name not in ctx.only:
@@ -534,10 +556,11 @@ def release_locks(ctx: CycleContext) -> None:
             ctx.error(info.execution, e)
     # a LockHeld claim whose run is gone (released in a pass whose push was lost, then
     # recovered from an older status) must not outlive the lock: the status tells the truth
-    inert = ctx.inert
-    for name, state in list(ctx.states.items()):
-        if inert.get(name) is state or _inert(ctx, name, state):
-            continue  # no LockHeld condition to check
+    for name in _maybe_active(ctx):  # the others are inert: no LockHeld condition to check
+        state = ctx.states[name]  # each pass below replaces only its own name's state
+        _count(ctx, "release")
+        if _inert(ctx, name, state):
+            continue
         held = state.condition(LOCK_HELD)
         ref = state.execution_ref
         lock = ctx.runs.get(ref.name) if ref is not None else None
@@ -557,13 +580,13 @@ def start_pending(ctx: CycleContext) -> None:
         failed = replace(previous, phase="Failed", reason="ConfigurationError", message=problems[:2000],
                          observed_revision=ctx.declared, completion_time=previous.completion_time or ctx.now)
         ctx.states[item.name] = previous if failed == previous else failed  # settled: the same object
-    inert = ctx.inert
-    running = sum(1 for n, s in ctx.states.items()
-                  if inert.get(n) is not s and not _inert(ctx, n, s) and s.phase == "Running")
+    inert, states = ctx.inert, ctx.states
+    running = sum(1 for n in _maybe_active(ctx) if not _inert(ctx, n, states[n]) and states[n].phase == "Running")
     for execution in ctx.decl.executions:
         state = ctx.states.get(execution.name)
         if state is not None and (inert.get(execution.name) is state or state.started or state.terminal):
             continue
+        _count(ctx, "start")
         held = _held_by_gate(ctx, execution, state, running)
         if held is not None:
             ctx.states[execution.name] = held
@@ -708,6 +731,7 @@ def summarise(ctx: CycleContext) -> None:
         declared_hash = execution.spec_hash if execution is not None else None
         seen = memo.get(name)
         if seen is None or seen[0] is not state or seen[1] != declared_hash or unknown or name in missing:
+            _count(ctx, "summarise")
             given = state
             state = mark_spec_change(state, declared_hash, ctx.now)
             state = with_summary(state, declared_hash, run_missing=name in missing and not state.terminal,
@@ -825,6 +849,7 @@ class Reconciler:
         self._inert: dict[str, ExecutionState] = {}  # see _inert
         self._infos: dict[tuple[str, str, str], tuple[str, str, RunInfo]] = {}  # see _run_info
         self._quiet: QuietMark | None = None  # the last full pass changed nothing (see QuietMark)
+        self.examined: dict[str, int] = {}  # the last pass's CycleContext.examined (tests count it)
         self._started = False  # a full pass has run (the first one builds what the process keeps)
 
     def run_once(self, revision: str = "") -> CycleResult:
@@ -864,6 +889,7 @@ class Reconciler:
                            fence=self.fence, gate=self.gate, observed=self._observed,
                            summaries=self._summaries, inert=self._inert, infos=self._infos)
         full, pinned = steps is STEPS, bool(revision)
+        self.examined = ctx.examined
         quiet = self._quiet
         if full:
             self._quiet = None  # a full pass leaves a new mark, or none

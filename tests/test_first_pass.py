@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
-from tests.harness import Env, declare
+from reconciler.cycle import MemoryStatusStore
+from reconciler.status import ExecutionState, RunRef, with_summary
+from tests.conftest import execution_yaml
+from tests.harness import NS, Env, declare
 
 
 @pytest.fixture
@@ -68,3 +72,57 @@ def test_the_collector_stays_off_when_the_caller_turned_it_off(env: Env) -> None
     finally:
         if enabled:
             gc.enable()
+
+
+def _settled_world(env: Env, count: int) -> list[str]:
+    """``count`` executions on distinct targets, each already Completed in the store (their
+    runs long released), and two passes so every memo is warm; their names."""
+    files = {f"executions/e{i:03d}.yaml": execution_yaml(f"e{i:03d}", target=f"ns/Deployment/app-{i}")
+             for i in range(count)}
+    env.repo.commit("many", **files)
+    decl = env.reconciler.source.load(env.reconciler.source.fetch())
+    done = env.clock() - timedelta(minutes=30)
+    env.store.states = {e.name: with_summary(ExecutionState(
+        name=e.name, phase="Completed", reason="Succeeded", message="all tasks succeeded",
+        observed_revision=decl.revision, spec_hash=e.spec_hash, workflow=f"{e.workflow_id}@{e.version}",
+        target=e.target, execution_ref=RunRef("PipelineRun", NS, e.run_name, "uid-" + e.name),
+        start_time=done - timedelta(minutes=2), completion_time=done), e.spec_hash, now=env.clock())
+        for e in decl.executions}
+    for _ in range(2):
+        assert env.cycle().errors == []
+    return sorted(env.store.states)
+
+
+EDITS = {  # each given the repository's size, so every round edits a file of its own
+    "add": lambda n: {f"executions/new{n}.yaml": execution_yaml(f"new{n}", target=f"ns/Deployment/new-{n}")},
+    "edit a terminal one": lambda n: {f"executions/e00{n % 5}.yaml": execution_yaml(
+        f"e00{n % 5}", target=f"ns/Deployment/app-{n % 5}", params=f"{{NAMESPACE: payments, MEMORY_LIMIT: {n}Gi}}")},
+    "break one": lambda n: {f"executions/e00{n % 5}.yaml": "apiVersion: kubernaut.ai/v1alpha1\nkind: WorkflowExecution\n"},
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
+def test_after_one_edit_the_steps_look_at_what_changed_not_at_every_state(env: Env, edit: str) -> None:
+    examined = []
+    for count in (6, 40):  # the same edit on a small and a larger settled repository
+        env.store.states = {}
+        env.reconciler = env.new_reconciler()
+        _settled_world(env, count)
+        before = dict(env.store.states)
+        env.repo.commit(f"{edit} at {count}", **EDITS[edit](count))
+        result = env.cycle()
+        assert result.errors == []
+        examined.append(dict(env.reconciler.examined))
+        # the same pass in a fresh process (no memo, nothing remembered by identity) agrees;
+        # a run this pass created is one the fresh pass finds and adopts instead
+        fresh = env.new_reconciler(store=MemoryStatusStore(), dry_run=True)
+        fresh.store.states = before  # type: ignore[attr-defined]
+        again = fresh.run_once()
+        created = {f"new{count}"} if result.created else set()
+        assert {n: s for n, s in again.states.items() if n not in created} == \
+            {n: s for n, s in result.states.items() if n not in created}
+        assert [t for t in again.transitions if t.name not in created] == \
+            [t for t in result.transitions if t.name not in created]
+        assert sum(env.reconciler.examined.values()) < sum(fresh.examined.values())
+    assert examined[0] == examined[1]  # what a pass looks at does not grow with the repository
+    assert all(n <= 3 for n in examined[1].values()), examined[1]
