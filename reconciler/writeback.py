@@ -424,6 +424,7 @@ class GitStatusStore:
         for name, blob in blobs.items():
             path = status_path(self._prefix, name)
             self._checked[blob] = docs.read(files[path], path, blob)[1]
+        docs.flush()  # and into the parse store: the next process need not parse them either
         ignored = {p: why for p, why in listed[2].items() if p not in files}
         self._listed = (commit, {**listed[1], **blobs}, ignored)
 

@@ -96,6 +96,17 @@ def test_a_status_commit_stays_packed_in_the_cache(store: GitStatusStore) -> Non
     assert loose() == before
 
 
+def test_what_was_pushed_is_not_parsed_again_by_the_next_process(store: GitStatusStore, remote: Remote,
+                                                                  tmp_path: Path) -> None:
+    """The verdicts on the files the bot just pushed reach the parse store beside the cache, so a
+    restart on the same cache reads them from there instead of parsing every status file again."""
+    store.save({"oom": state("oom"), "other": state("other", "Pending", "Suspended")}, [], "r")
+    again = GitSource(remote.url, cache_dir=tmp_path / "cache")
+    decl = again.load(again.fetch())
+    assert sorted(decl.statuses) == ["oom", "other"]
+    assert again.parsed.status_docs.parses == 0
+
+
 def test_no_commit_when_nothing_changed(store: GitStatusStore, remote: Remote) -> None:
     store.save({"oom": state("oom")}, [], "r1")
     tip = remote.log("-1", "--format=%H")
