@@ -48,7 +48,7 @@ class FileOrigin:
     introduced_seq: int = 0  # position of the introducing commit in history, oldest first
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per execution, kept for the whole process: no __dict__
 class ResolvedExecution:
     """A valid execution with every default applied: exactly what will be rendered."""
 

@@ -11,7 +11,9 @@ validator can report ``[name-format]`` instead of a generic ``value_error``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import threading
+import weakref
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -301,6 +303,7 @@ class _SharedFieldsSet(set[str]):
 
 
 _FIELDS_SETS: dict[frozenset[str], _SharedFieldsSet] = {}
+_M = TypeVar("_M", bound=BaseModel)
 _set_slot = object.__setattr__
 
 
@@ -312,21 +315,48 @@ def _share_fields_set(model: BaseModel) -> None:
     _set_slot(model, "__pydantic_fields_set__", shared)
 
 
+# equal sub-models shared across executions (see ``share_fields_sets``): weak values, so an
+# entry goes with the last execution holding it (a long churn never accumulates old values)
+_SHARED_MODELS: weakref.WeakValueDictionary[tuple[Any, ...], BaseModel] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_model(model: _M) -> _M:
+    """One instance per distinct value of a frozen model whose fields are all scalars (str,
+    None): ``model`` itself the first time, the instance held since for every equal one.  The
+    key has the class, every field value and the set of fields given, so a shared instance
+    dumps (``exclude_unset`` too), compares and hashes exactly as ``model`` would."""
+    key = (type(model), *model.__dict__.values(), frozenset(model.__pydantic_fields_set__))
+    with _SHARED_LOCK:  # loads run on the scheduler's threads and the dashboard's
+        held = _SHARED_MODELS.get(key)
+        if held is None:
+            _SHARED_MODELS[key] = model
+            return model
+    return held  # type: ignore[return-value]
+
+
 def share_fields_sets(execution: WorkflowExecution) -> WorkflowExecution:
-    """``execution`` with the set of field names each of its models was given replaced by one
-    shared set per distinct set (the same few across every execution).
+    """``execution`` made compact: the set of field names each of its models was given
+    replaced by one shared set per distinct set (the same few across every execution), and
+    its ``workflowRef`` and ``executionConfig`` by one shared instance per distinct value.
 
     pydantic keeps a new ``set`` per model instance (216 bytes each, five models per execution:
-    ~54 MB at 50 000 executions kept for a plan).  The models are frozen and nothing here
-    copies them with ``model_copy(update=...)`` (the one pydantic call that would add to the
-    set: the shared set refuses, loudly, rather than change another execution's); equality,
-    ``model_dump`` (``exclude_unset`` too) and ``model_fields_set`` read the same names."""
+    ~54 MB at 50 000 executions kept for a plan), and a model with its own ``__dict__`` per
+    instance (~264 bytes for a workflowRef or an executionConfig, which thousands of executions
+    declare alike: ~5 MB at 10 000).  The models are frozen and hold only scalars there, and
+    nothing here copies them with ``model_copy(update=...)`` (the one pydantic call that would
+    add to the set: the shared set refuses, loudly, rather than change another execution's);
+    equality, ``model_dump`` (``exclude_unset`` too) and ``model_fields_set`` read the same
+    names and values."""
     _share_fields_set(execution)
     _share_fields_set(execution.metadata)
     spec = execution.spec
     _share_fields_set(spec)
     _share_fields_set(spec.workflow_ref)
     _share_fields_set(spec.execution_config)
+    fields = spec.__dict__  # a frozen model refuses setattr; its field values live here
+    fields["workflow_ref"] = _shared_model(spec.workflow_ref)
+    fields["execution_config"] = _shared_model(spec.execution_config)
     if spec.remediation_request_ref is not None:
         _share_fields_set(spec.remediation_request_ref)
     return execution

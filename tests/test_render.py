@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ HOSTILE_VALUES = [
 def test_hostile_parameter_values_stay_data(value: str) -> None:
     base = resolve(execution_yaml())
     params = (("MEMORY_LIMIT", value), ("NAMESPACE", "payments"))
-    execution = ResolvedExecution(**{**base.__dict__, "parameters": params})
+    execution = replace(base, parameters=params)
     m = Renderer().render(execution).manifest
     expected = value.replace("\ud800", "\ufffd")
     assert m["spec"]["params"] == [
@@ -158,8 +159,7 @@ def test_hostile_names_through_custom_template(tmp_path: Path) -> None:
     assert "params: [{%" in template
     (tmp_path / "pipelinerun.yaml.j2").write_text(template)
     base = resolve(execution_yaml())
-    execution = ResolvedExecution(**{**base.__dict__, "parameters": (("MEMORY_LIMIT", "'] , {name: X"),
-                                                                    ("NAMESPACE", "}], evil: [")) })
+    execution = replace(base, parameters=(("MEMORY_LIMIT", "'] , {name: X"), ("NAMESPACE", "}], evil: [")))
     m = Renderer(tmp_path).render(execution).manifest
     assert [p["name"] for p in m["spec"]["params"]] == ["MEMORY_LIMIT", "NAMESPACE", "TARGET_RESOURCE"]
     assert m["spec"]["params"][1]["value"] == "}], evil: ["
