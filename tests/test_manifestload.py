@@ -7,6 +7,7 @@ short path does not build itself (aliases, merge keys, tagged collections)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -89,8 +90,7 @@ def test_every_builtin_template_renders_to_the_same_data() -> None:
     templates = sorted(p.name for p in builtin_templates_dir().glob("*.yaml.j2"))
     assert templates, "no built-in templates found"
     for engine in ("tekton", "job"):
-        execution = parsed.resolved if engine == "tekton" else type(parsed.resolved)(
-            **{**parsed.resolved.__dict__, "engine": "job"})
+        execution = parsed.resolved if engine == "tekton" else dataclasses.replace(parsed.resolved, engine="job")
         run = renderer.render(execution)
         assert load_manifest(run.text) == yaml.load(run.text, Loader=SAFE)
         assert run.manifest == yaml.load(run.text, Loader=SAFE)
