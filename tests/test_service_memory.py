@@ -45,6 +45,11 @@ def _unstarted(world: World, name: str) -> Service:
                    identity=name)
 
 
+def _close(svc: Service) -> None:
+    svc.stop()
+    svc.kube.api.close()  # type: ignore[no-untyped-call]
+
+
 def test_the_follow_job_waits_for_the_first_cycle_and_then_follows(world: World) -> None:
     world.push(**{"executions/oom.yaml": execution_yaml("oom")})
     svc = _unstarted(world, "solo")
@@ -57,7 +62,7 @@ def test_the_follow_job_waits_for_the_first_cycle_and_then_follows(world: World)
         svc.follow_job()  # Running: followed up now (a cycle of its own)
         assert svc.cycles == 2 and svc.store.load()["oom"].phase == "Running"
     finally:
-        svc.follower.stop()
+        _close(svc)
 
 
 @pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
@@ -77,7 +82,7 @@ def test_the_heap_is_trimmed_after_the_first_cycle_and_the_outcome_is_the_same(w
         assert untrimmed.heap.trims == 0
     finally:
         for svc in (trimmed, reader, untrimmed):
-            svc.follower.stop()
+            _close(svc)
 
 
 @pytest.mark.parametrize("ticks,expected", [
