@@ -640,14 +640,18 @@ def _check_dependencies(parsed: list[_Parsed]) -> None:
                     "executions/ declares it)")))
             else:
                 graph.setdefault(item.name, []).append(target)
-    by_name = {item.name: item for item in parsed if item.name is not None}
     for loop in _cycles(graph):
         members = set(loop)
         shown = " -> ".join(f"{n} ({files[n]})" for n in (*loop, loop[0]))
-        for name in loop:
-            item = by_name[name]
-            template = next(t for target, t in item.dependencies if target in members)
-            item.problems.append(replace(template, rule="dependency-cycle",
+        # every file of the loop's names that holds a reference into it (two files may
+        # declare one name: the one without such a reference is not part of the loop)
+        for item in parsed:
+            if item.name not in members:
+                continue
+            into = next((t for target, t in item.dependencies if target in members), None)
+            if into is None:
+                continue
+            item.problems.append(replace(into, rule="dependency-cycle",
                                          message=f"dependency cycle: {shown}; none of them could ever start"))
 
 
