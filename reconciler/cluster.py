@@ -67,7 +67,8 @@ class KubeCluster:
         if cache is None:
             return None
         generation = cache.generation  # read before ``synced``: a change in between moves it
-        return generation if cache.synced() else None
+        # the Warning Events need not be synced: listed instead, a quiet mark keeps their versions
+        return generation if cache.synced(*cache.RUN_AND_CHILD_PLURALS) else None
 
     def list_runs(self) -> dict[str, dict[str, Any]]:
         cached = self.cache.runs() if self.cache is not None else None
@@ -127,8 +128,13 @@ class KubeCluster:
             self.kube.delete(RUN_RESOURCES[kind], self.namespace, name, uid=uid or None)
 
     def warning_events(self) -> list[dict[str, Any]]:
-        """Every Warning Event in the namespace: one LIST per cycle, shared by all runs (what
-        keeps a run's pods from being created, scheduled or pulled is only said there)."""
+        """Every Warning Event in the namespace, shared by all runs (what keeps a run's pods
+        from being created, scheduled or pulled is only said there): from the watch cache
+        when it is synced, else one LIST."""
+        cached = self.cache.warning_events() if self.cache is not None else None
+        if cached is not None:
+            return cached
+        # not counted in api_reads: a quiet mark keeps these versions and lists them again
         items, _ = self.kube.list(EVENTS, self.namespace, field_selector="type=Warning")
         return items
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import KubeError
-from .kube import JOBS, PIPELINERUNS, PODS, TASKRUNS, Expired, KubeClient, Resource
+from .kube import EVENTS, JOBS, PIPELINERUNS, PODS, TASKRUNS, Expired, KubeClient, Resource
 from .render import LABEL_MANAGED_BY, MANAGED_BY
 
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -53,7 +53,7 @@ class Informer:
     """LIST+WATCH of one resource in one namespace into a name → object map."""
 
     def __init__(self, kube: KubeClient, res: Resource, namespace: str, *, selector: str = SELECTOR,
-                 watch_timeout: int = 60, max_backoff: float = 30.0,
+                 fields: str = "", watch_timeout: int = 60, max_backoff: float = 30.0,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
                  on_relist: Callable[[dict[str, dict[str, Any]], dict[str, dict[str, Any]]], None] | None = None,
                  on_answer: Callable[[], None] | None = None, notify: Callable[[], None] | None = None,
@@ -62,6 +62,7 @@ class Informer:
         self.res = res
         self.namespace = namespace
         self.selector = selector
+        self.fields = fields  # a field selector as well (Events: only the Warnings)
         self.watch_timeout = watch_timeout
         self.max_backoff = max_backoff
         self.on_event = on_event  # (type, object) of every watch event, after the cache took it
@@ -169,7 +170,8 @@ class Informer:
         while not self._stop.is_set():
             try:
                 if not version:
-                    items, version = self.kube.list(self.res, self.namespace, label_selector=self.selector)
+                    items, version = self.kube.list(self.res, self.namespace, label_selector=self.selector or None,
+                                                    field_selector=self.fields or None)
                     self.on_answer()
                     before = self._replace(items)
                     if self.listed_once.is_set():
@@ -179,8 +181,9 @@ class Informer:
                     self.listed_once.set()
                     self.synced.set()
                     self.notify()
-                for event in self.kube.watch(self.res, self.namespace, label_selector=self.selector,
-                                             resource_version=version, timeout_seconds=self.watch_timeout):
+                for event in self.kube.watch(self.res, self.namespace, label_selector=self.selector or None,
+                                             field_selector=self.fields or None, resource_version=version,
+                                             timeout_seconds=self.watch_timeout):
                     if self._stop.is_set():
                         return
                     self.on_answer()
@@ -214,7 +217,8 @@ def _rv(obj: Mapping[str, Any]) -> int:
 
 
 class RunCache:
-    """Informers for our PipelineRuns, Jobs, TaskRuns and Pods in one namespace.
+    """Informers for our PipelineRuns, Jobs, TaskRuns and Pods in one namespace, and for its
+    Warning Events.
 
     ``on_run(type, run)`` sees every watch event of a run (PipelineRun, Job) and, after a
     relist, ``("RELISTED", run)`` for each run the relist shows and ``("DELETED", run)`` for
@@ -223,6 +227,7 @@ class RunCache:
 
     RUN_KINDS = (PIPELINERUNS, JOBS)
     CHILD_KINDS = (TASKRUNS, PODS)
+    RUN_AND_CHILD_PLURALS = tuple(r.plural for r in (*RUN_KINDS, *CHILD_KINDS))
 
     def __init__(self, kube: KubeClient, namespace: str, *, watch_timeout: int = 60, max_backoff: float = 30.0,
                  on_run: Callable[[str, dict[str, Any]], None] | None = None,
@@ -241,6 +246,12 @@ class RunCache:
                 kube, res, namespace, watch_timeout=watch_timeout, max_backoff=max_backoff, logger=logger,
                 on_event=self._run_event if runs else None, on_relist=self._relisted if runs else None,
                 on_answer=self._answered, notify=self._notify)
+        # the namespace's Warning Events (not labelled: selected by type), which say what keeps
+        # a run's pods from being created, scheduled or pulled; a cycle with runs Running reads
+        # them, and a LIST of them each cycle grows with everything else in the namespace
+        self.informers[EVENTS.plural] = Informer(
+            kube, EVENTS, namespace, selector="", fields="type=Warning", watch_timeout=watch_timeout,
+            max_backoff=max_backoff, logger=logger, on_answer=self._answered, notify=self._notify)
 
     def _notify(self) -> None:
         with self.changed:
@@ -291,6 +302,12 @@ class RunCache:
         for res in self.RUN_KINDS:
             out.update(self.informers[res.plural].items())
         return out
+
+    def warning_events(self) -> list[dict[str, Any]] | None:
+        """The namespace's Warning Events, or None when not synced (ask the API)."""
+        if not self.synced(EVENTS.plural):
+            return None
+        return list(self.informers[EVENTS.plural].items().values())
 
     def run(self, kind: str, name: str) -> dict[str, Any] | None:
         """The run if the cache holds it (None: not held, or not synced — ask the API)."""

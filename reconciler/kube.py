@@ -273,12 +273,15 @@ class KubeClient:
         self._request("DELETE", res.path(namespace, name), body=body)
 
     def watch(self, res: Resource, namespace: str | None = None, *, label_selector: str | None = None,
-              resource_version: str | None = None, timeout_seconds: int = 60) -> Iterator[WatchEvent]:
+              resource_version: str | None = None, timeout_seconds: int = 60,
+              field_selector: str | None = None) -> Iterator[WatchEvent]:
         """Events until the server closes the watch after ``timeout_seconds``."""
         query: list[tuple[str, Any]] = [("watch", "true"), ("timeoutSeconds", timeout_seconds),
                                         ("allowWatchBookmarks", "true")]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         if resource_version:
             query.append(("resourceVersion", resource_version))
         response = self._send("GET", res.path(namespace), query=query, stream=True,

@@ -45,7 +45,7 @@ RECONCILER_RULES = [
     ("kubernaut-workflows", "", "pods/log", "get", None),
     # list: one LIST of Warning Events per cycle (why a run's pods never start) and the count
     # of an Event being repeated (aggregation); nothing watches Events
-    ("kubernaut-workflows", "", "events", "create patch list", None),
+    ("kubernaut-workflows", "", "events", "create patch list watch", None),
     ("kubernaut-system", "coordination.k8s.io", "leases", "get update", LEASE),
     ("kubernaut-system", "coordination.k8s.io", "leases", "create", None),  # create cannot be name-restricted
     ("kubernaut-system", "", "events", "create patch", None),

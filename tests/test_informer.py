@@ -187,3 +187,36 @@ def test_the_cluster_has_a_generation_only_while_every_watch_is_synced(wired: Wi
     again = wired.cluster.generation()
     assert again is not None and again != generation  # relisted: whatever the cycle read is stale
     assert KubeCluster(env.kube, NS).generation() is None  # no cache: nothing proves the cluster unchanged
+
+
+def _event(name: str, kind: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": NS},
+            "involvedObject": {"kind": "Pod", "name": "some-pod", "namespace": NS},
+            "reason": "FailedScheduling" if kind == "Warning" else "Scheduled", "message": "m", "type": kind}
+
+
+def test_the_warning_events_come_from_the_watch_and_only_the_warnings(wired: Wired) -> None:
+    """The Event informer selects type=Warning on the server (its LIST and its WATCH); the
+    cluster reads the Warnings from it without a request while it is synced."""
+    env = wired.env
+    assert wired.wait(lambda: wired.cache.synced("events"))
+    env.server.create_object("", "v1", "events", _event("normal.1", "Normal"))
+    env.server.create_object("", "v1", "events", _event("warning.1", "Warning"))
+    assert wired.wait(lambda: [e["metadata"]["name"] for e in wired.cache.warning_events() or []] == ["warning.1"])
+    asked = [r.query for r in env.server.requests if r.path.endswith("/events")]
+    assert asked and all(q.get("fieldSelector") == "type=Warning" for q in asked)  # the LIST and the watches
+    env.server.clear_requests()
+    assert [e["metadata"]["name"] for e in wired.cluster.warning_events()] == ["warning.1"]
+    assert [r for r in env.server.requests if not r.watch] == []
+
+
+def test_with_the_event_watch_down_the_cluster_lists_the_warnings(wired: Wired) -> None:
+    env = wired.env
+    blocked = env.server.inject(method="GET", path_regex="/events", status=503, times=None, watch=True)
+    assert wired.wait(lambda: blocked.hits >= 1 and not wired.cache.synced("events"))
+    env.server.create_object("", "v1", "events", _event("warning.2", "Warning"))
+    env.server.clear_requests()
+    assert [e["metadata"]["name"] for e in wired.cluster.warning_events()] == ["warning.2"]
+    assert [r.path.split("?")[0] for r in env.server.requests if not r.watch] == [f"/api/v1/namespaces/{NS}/events"]
+    assert wired.cluster.generation() is not None  # runs and children still vouch for themselves
+    env.server.faults.clear()

@@ -2,8 +2,8 @@
 
 The service's wiring: a bare remote, the Git write-back, the fake API server over real HTTP,
 the cycle reading the watch-fed run cache, one fake clock for the reconciler and the
-simulated Tekton.  A skipped cycle fetches and asks the API server nothing per run (with runs
-Running: the one Warning-Event LIST); each test changes one input — a push, a watch event, a
+simulated Tekton.  A skipped cycle fetches and asks the API server nothing (the Warning
+Events are watched too; while that watch is down, one LIST of them); each test changes one input — a push, a watch event, a
 relist, a Warning Event, the clock passing a cooldown or a deadline, an edited status file,
 lost leadership, a failed write-back — and checks that the next cycle is a full one that
 acts on it.  Requests are counted on the fake server; no test depends on timings.
@@ -146,12 +146,33 @@ def test_a_quiet_repository_is_skipped_and_asks_the_api_server_nothing(quiet: Qu
     assert quiet.tip() == commits  # nothing written
 
 
-def test_runs_running_cost_one_event_list_when_quiet(quiet: Quiet) -> None:
+def test_runs_running_cost_no_request_when_quiet(quiet: Quiet) -> None:
+    """The Warning Events come from the watch cache too: a quiet cycle asks the API nothing."""
     quiet.start_running()
     quiet.settle()
     skipped, requests = quiet.requests(quiet.cycle)
     assert skipped.skipped and skipped.states["oom"].phase == "Running"
-    assert requests == [f"GET /api/v1/namespaces/{NS}/events"]
+    assert requests == []
+
+
+def test_with_the_event_watch_down_the_events_are_listed_and_still_end_the_skip(quiet: Quiet) -> None:
+    """Without a synced Event watch (RBAC without `watch` on events, an outage of that watch),
+    each quiet cycle lists the Warning Events once and compares their versions, as before."""
+    quiet.start_running()
+    env = quiet.env
+    blocked = env.server.inject(method="GET", path_regex="/events", status=403, times=None, watch=True)
+    assert quiet.wait(lambda: blocked.hits >= 1 and not quiet.follower.cache.synced("events"))
+    quiet.settle()
+    skipped, requests = quiet.requests(quiet.cycle)
+    assert skipped.skipped and requests == [f"GET /api/v1/namespaces/{NS}/events"]
+    run = run_name(TARGET)
+    env.server.create_object("", "v1", "events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{run}-pod.2", "namespace": NS},
+        "involvedObject": {"kind": "Pod", "name": f"{run}-apply-pod", "namespace": NS},
+        "reason": "FailedScheduling", "message": "0/3 nodes are available: 3 Insufficient memory.",
+        "type": "Warning", "lastTimestamp": "2099-01-01T00:00:00Z"})
+    assert not quiet.cycle().skipped
+    env.server.faults.clear()
 
 
 def test_a_watch_that_resumes_on_time_keeps_the_skip(quiet: Quiet) -> None:
@@ -205,8 +226,7 @@ def test_children_the_cache_cannot_see_are_asked_again(quiet: Quiet) -> None:
     run = run_name(TARGET)
     skipped, requests = quiet.requests(quiet.cycle)
     assert skipped.skipped
-    assert sorted(requests) == sorted([f"GET /api/v1/namespaces/{NS}/events",
-                                       f"GET /apis/tekton.dev/v1/namespaces/{NS}/taskruns"])
+    assert requests == [f"GET /apis/tekton.dev/v1/namespaces/{NS}/taskruns"]  # the events: from the cache
     owner = quiet.run()
     quiet.env.server.create_object("tekton.dev", "v1", "taskruns", {  # no managed-by label: not in the cache
         "apiVersion": "tekton.dev/v1", "kind": "TaskRun",
