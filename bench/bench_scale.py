@@ -337,8 +337,9 @@ def running(n: int, args: argparse.Namespace, world: World, server: FakeKubeServ
     names = {f"r{i:05d}" for i in range(n)}
     follow = timed(lambda: world.reconciler.observe_now(names), args.reps)
     row(n, f"{len(runs)} runs Running, no change: cycle", stats(times), "<= 300 ms at 10 000")
+    asked = sorted({f"{r.method} {r.path.split('?')[0]}" for r in server.requests if not r.watch})
     row(n, f"{len(runs)} runs Running: API requests per cycle", f"{min(counts)} / {statistics.median(counts):.0f} / "
-        f"{max(counts)}", "constant in N")
+        f"{max(counts)} ({', '.join(asked)})", "constant in N")
     row(n, f"{len(runs)} runs Running: follow job", f"{stats(follow)} "
         f"({'never skipped' if max(follow) < 5 else 'SKIPPED'} at a 5 s interval)", "never skipped")
     tekton.close()
