@@ -19,6 +19,10 @@ is still being written; contents are asked one object at a time for the same rea
 ``git cat-file`` re-scans the pack directory when an object is not found, so objects
 fetched after the process started are seen; the process is restarted when the cache is
 reopened or rebuilt (:meth:`close`).
+
+At most :data:`MAX_LIVE` readers keep a process at a time (a process has its own one
+cache; a test suite makes thousands of them): starting one more stops the one used least
+recently, unless it is reading right then.  A stopped reader starts again when asked.
 """
 
 from __future__ import annotations
@@ -26,10 +30,41 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 MAX_BATCH = 256  # ids per info round: ~60-byte replies stay far below a 64 KiB pipe buffer
+MAX_LIVE = 8  # readers holding a process (and its two pipes) at once, in this process
+
+_live: OrderedDict[int, weakref.ref[BatchReader]] = OrderedDict()  # least recently used first
+_live_lock = threading.Lock()
+
+
+def _used(reader: BatchReader) -> None:
+    """``reader`` (whose lock its caller holds) is the most recently used; over the bound, the
+    least recently used others stop their processes — each only if it is idle right now."""
+    victims: list[BatchReader] = []
+    with _live_lock:
+        _live[id(reader)] = weakref.ref(reader)
+        _live.move_to_end(id(reader))
+        while len(_live) > MAX_LIVE:
+            victim = _live.popitem(last=False)[1]()
+            if victim is not None and victim is not reader:
+                victims.append(victim)
+    for victim in victims:
+        if victim._lock.acquire(blocking=False):  # never waits: a busy reader is left alone
+            try:
+                victim._stop()
+            finally:
+                victim._lock.release()
+
+
+def live_readers() -> int:
+    """How many readers hold a process now."""
+    with _live_lock:
+        return sum(1 for ref in _live.values() if (r := ref()) is not None and r._proc is not None)
 
 
 class BatchReader:
@@ -49,12 +84,15 @@ class BatchReader:
                 ["git", "cat-file", "--batch-command", "--buffer"], cwd=self.cwd, env=self.env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             self.started += 1
+        _used(self)
         return self._proc
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        with _live_lock:
+            _live.pop(id(self), None)
         for stream in (proc.stdin, proc.stdout):
             try:
                 if stream is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitbatch import MAX_BATCH, BatchReader
+from reconciler.gitbatch import MAX_BATCH, MAX_LIVE, BatchReader, live_readers
 from tests.conftest import WorkRepo
 
 
@@ -106,3 +106,18 @@ def test_a_reader_on_a_directory_that_is_not_a_repository_finds_nothing(tmp_path
     assert reader.info(["HEAD"]) is None
     assert reader.contents(["0" * 40]) is None
     reader.close()
+
+
+def test_only_a_few_readers_keep_a_process(repo: WorkRepo) -> None:
+    """A process makes thousands of readers in a test run (one per cache): only the most
+    recently used MAX_LIVE keep a process and its pipes; a stopped one starts again."""
+    a = _blob(repo, "a.txt")
+    readers = [BatchReader(repo.path, {}) for _ in range(MAX_LIVE + 5)]
+    for reader in readers:
+        assert reader.info([a]) == {a: (a, "blob", 6)}
+    assert live_readers() <= MAX_LIVE
+    assert all(r._proc is None for r in readers[:5]) and all(r._proc is not None for r in readers[-MAX_LIVE:])
+    assert readers[0].contents([a]) == {a: b"alpha\n"} and readers[0].started == 2
+    for reader in readers:
+        reader.close()
+    assert live_readers() == 0
