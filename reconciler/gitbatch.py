@@ -61,6 +61,15 @@ def _used(reader: BatchReader) -> None:
                 victim._lock.release()
 
 
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+
+
 def live_readers() -> int:
     """How many readers hold a process now."""
     with _live_lock:
@@ -84,6 +93,10 @@ class BatchReader:
                 ["git", "cat-file", "--batch-command", "--buffer"], cwd=self.cwd, env=self.env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             self.started += 1
+            # a reader dropped without close() still ends its process: subprocess keeps a
+            # running child's Popen (and so its pipes) alive after it is dropped, and
+            # cat-file only exits when its input closes
+            weakref.finalize(self, _close_pipes, self._proc)
         _used(self)
         return self._proc
 
@@ -93,12 +106,7 @@ class BatchReader:
             return
         with _live_lock:
             _live.pop(id(self), None)
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        _close_pipes(proc)
         try:
             proc.wait(timeout=2)
         except subprocess.TimeoutExpired:

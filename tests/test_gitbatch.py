@@ -8,6 +8,7 @@ starts a new process for the next question.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -121,3 +122,16 @@ def test_only_a_few_readers_keep_a_process(repo: WorkRepo) -> None:
     for reader in readers:
         reader.close()
     assert live_readers() == 0
+
+
+def test_a_reader_dropped_without_close_ends_its_process(repo: WorkRepo) -> None:
+    """subprocess keeps a running child's Popen (and its pipes) alive after it is dropped, so
+    without a finalizer every dropped reader left a cat-file waiting on its input for good."""
+    reader = BatchReader(repo.path, {})
+    a = _blob(repo, "a.txt")
+    assert reader.info([a]) is not None
+    proc = reader._proc
+    assert proc is not None
+    del reader
+    gc.collect()
+    assert proc.wait(timeout=10) == 0  # its input closed: cat-file ended on its own
