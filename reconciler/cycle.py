@@ -820,6 +820,10 @@ class QuietMark:
     result: CycleResult
     # (run, versions of its children) for children read from the API server, not the cache
     live_children: tuple[tuple[dict[str, Any], tuple[tuple[str, str], ...]], ...] = ()
+    # the store's own states mapping, checked to hold exactly ``states`` when the mark was made;
+    # a store that replaces that mapping on every change (never mutates it) proves by identity
+    # that nothing changed since (a reference: it cannot be freed and its address reused)
+    held: object | None = None
 
 
 class Reconciler:
@@ -969,7 +973,7 @@ class Reconciler:
         if ctx.warning_events is not None:
             events = frozenset(_versions(ctx.warning_events))
         return QuietMark(ctx.revision, ctx.generation, events, dict(states), deadline, result,
-                         tuple(ctx.live_children.values()))
+                         tuple(ctx.live_children.values()), _held_token(store, states))
 
     def _still_quiet(self, ctx: CycleContext, mark: QuietMark, started: float) -> CycleResult | None:
         """After the fetch: the mark's result again when every input it names is the same."""
@@ -982,9 +986,11 @@ class Reconciler:
             return None
         if not self.fence():
             return None  # not the leader: the full pass stops before its first write, as ever
-        loaded = ctx.store.load()
-        if len(loaded) != len(mark.states) or any(loaded.get(n) is not s for n, s in mark.states.items()):
-            return None
+        token = getattr(ctx.store, "states_token", None)
+        if mark.held is None or token is None or token() is not mark.held:  # else: the very dict checked
+            loaded = ctx.store.load()
+            if len(loaded) != len(mark.states) or any(loaded.get(n) is not s for n, s in mark.states.items()):
+                return None
         if getattr(ctx.store, "pending", False):
             return None
         for run, versions in mark.live_children:  # what the cache cannot vouch for: asked again
@@ -1009,6 +1015,20 @@ class Reconciler:
                        locks_awaiting_writeback=0, ignored_status_files=dict(getattr(ctx.store, "ignored", {})),
                        cache_rebuilds=getattr(ctx.source, "cache_rebuilds", 0), created=0, adopted=0,
                        requeue=False, skipped=True)
+
+
+def _held_token(store: Any, states: dict[str, ExecutionState]) -> object | None:
+    """The store's states mapping when it holds exactly ``states`` (the same objects), else None.
+    The token is read before the states: a change in between leaves an old token that the next
+    pass will not find again."""
+    token = getattr(store, "states_token", None)
+    if token is None:
+        return None
+    held = token()
+    loaded = store.load()
+    if held is None or len(loaded) != len(states) or any(loaded.get(n) is not s for n, s in states.items()):
+        return None
+    return held  # type: ignore[no-any-return]
 
 
 @contextmanager

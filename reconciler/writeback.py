@@ -295,6 +295,12 @@ class GitStatusStore:
                 self._tip, self._tip_blobs = tip, self._list(tip)
             return dict(self._states)
 
+    def states_token(self) -> object | None:
+        """The mapping of recorded states itself (None before recovery), for identity checks
+        only: every change replaces it, nothing mutates it, so the same object means the same
+        states (the cycle's quiet mark).  Never modify it."""
+        return self._states
+
     def forget(self) -> None:
         """Drop what memory holds (on becoming leader: another replica may have written
         since); the next load recovers from the bot's commits on the remote."""

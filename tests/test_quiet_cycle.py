@@ -481,3 +481,18 @@ def test_a_state_the_store_holds_that_the_mark_did_not_see_ends_the_skip(env: En
         assert not result.skipped and result.states["oom"].message == written.message
     finally:
         follower.stop()
+
+
+def test_a_state_replaced_in_the_store_ends_the_skip(quiet: Quiet) -> None:
+    """The mark holds the store's very state objects: a state replaced by an equal copy (the
+    same revision, the same cache; no commit, nothing on the remote moves) is no longer the
+    object the mark checked, so the next pass runs in full and then settles again."""
+    quiet.start_running()
+    quiet.complete()
+    settled = quiet.settle()
+    assert quiet.cycle().skipped
+    states = quiet.store.load()
+    states["oom"] = replace(states["oom"])  # equal, not the same object
+    quiet.store.save(states, [], settled.revision)  # nothing to commit: the files are the same
+    assert not quiet.cycle().skipped
+    assert quiet.settle().skipped
