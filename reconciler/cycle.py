@@ -859,20 +859,22 @@ class Reconciler:
     def run_once(self, revision: str = "") -> CycleResult:
         """A full cycle: fetch (unless ``revision`` pins the commit), observe, release, start, record."""
         with self._lock:
-            with _long_lived(not self._started):
-                result = self._run(STEPS, None, revision)
-            self._started = True
+            result = self._full_pass(revision)
             if result.revision:
                 self.last_revision = result.revision
             return result
+
+    def _full_pass(self, revision: str) -> CycleResult:
+        with _long_lived(not self._started):  # the process's first full pass: see _long_lived
+            result = self._run(STEPS, None, revision)
+        self._started = True
+        return result
 
     def observe_now(self, names: set[str]) -> CycleResult:
         """Observe only ``names`` at the last reconciled revision (after a watch event)."""
         with self._lock:
             if not self.last_revision:
-                with _long_lived(not self._started):
-                    result = self._run(STEPS, None, "")
-                self._started = True
+                result = self._full_pass("")
                 self.last_revision = result.revision
                 return result
             result = self._run(FOLLOW_STEPS, names, self.last_revision)
@@ -987,10 +989,9 @@ class Reconciler:
         if not self.fence():
             return None  # not the leader: the full pass stops before its first write, as ever
         token = getattr(ctx.store, "states_token", None)
-        if mark.held is None or token is None or token() is not mark.held:  # else: the very dict checked
-            loaded = ctx.store.load()
-            if len(loaded) != len(mark.states) or any(loaded.get(n) is not s for n, s in mark.states.items()):
-                return None
+        held = mark.held is not None and token is not None and token() is mark.held  # the very dict checked
+        if not held and not _same_objects(ctx.store.load(), mark.states):
+            return None
         if getattr(ctx.store, "pending", False):
             return None
         for run, versions in mark.live_children:  # what the cache cannot vouch for: asked again
@@ -1025,10 +1026,14 @@ def _held_token(store: Any, states: dict[str, ExecutionState]) -> object | None:
     if token is None:
         return None
     held = token()
-    loaded = store.load()
-    if held is None or len(loaded) != len(states) or any(loaded.get(n) is not s for n, s in states.items()):
+    if held is None or not _same_objects(store.load(), states):
         return None
     return held  # type: ignore[no-any-return]
+
+
+def _same_objects(loaded: dict[str, ExecutionState], states: dict[str, ExecutionState]) -> bool:
+    """``loaded`` holds exactly the state objects of ``states`` (identity, not equality)."""
+    return len(loaded) == len(states) and all(loaded.get(n) is s for n, s in states.items())
 
 
 @contextmanager

@@ -468,11 +468,6 @@ class GitSource:
         if found:
             self._declared_found.add(found)
 
-    def _in_declared(self, name: str) -> bool:
-        root = f"{self.path}/" if self.path else ""
-        return name.startswith((f"{root}executions/", f"{root}workflows/")) or name in (
-            f"{root}executions", f"{root}workflows")
-
     def _step_from_loaded(self, commit: str) -> None:
         """The declared revision and file origins of ``commit`` carried forward from the
         commit loaded last, by one ``git log`` of the commits in between (the usual push: a
@@ -496,7 +491,9 @@ class GitSource:
             below = blocks[index + 1][0][0] if index + 1 < len(blocks) else base
             if len(header) != 3 or header[1] != below:
                 return
-        touching = [(header[0], int(header[2]), [n for n in names if self._in_declared(n)])
+        tops = self._declared_paths()  # what ``git log -- <tops>`` would list: each, and below
+        under = tuple(f"{top}/" for top in tops)
+        touching = [(header[0], int(header[2]), [n for n in names if n in tops or n.startswith(under)])
                     for header, names in blocks]
         touching = [block for block in touching if block[2]]
         if not touching:
@@ -647,8 +644,9 @@ class GitSource:
         return files
 
     def _ensure_commit(self, commit: str) -> None:
-        known = self._reader().info([f"{commit}^{{commit}}"])
-        if known is not None and known[f"{commit}^{{commit}}"][1] == "commit":
+        peeled = f"{commit}^{{commit}}"
+        known = self._reader().info([peeled])
+        if known is not None and known[peeled][1] == "commit":
             return
         for attempt in range(2):
             try:
