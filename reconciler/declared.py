@@ -715,6 +715,21 @@ def _loop_order(component: list[str], graph: Mapping[str, list[str]]) -> list[st
     return order
 
 
+_TIMEOUTS: dict[str, tuple[str, int]] = {}  # declared timeout -> (canonical, seconds): a few values
+
+
+def _timeout(raw: str) -> tuple[str, int]:
+    """The canonical form and seconds of a declared timeout (ValueError if bad), remembered:
+    50 000 executions declare a handful of distinct timeouts."""
+    known = _TIMEOUTS.get(raw)
+    if known is None:
+        seconds = names.parse_duration(raw)
+        known = (names.format_duration(seconds), seconds)
+        if len(_TIMEOUTS) < 1024:
+            _TIMEOUTS[raw] = known
+    return known
+
+
 def _resolve(
     execution: WorkflowExecution, file: str, params: list[tuple[str, str]],
     found: tuple[str, str, str], origin: FileOrigin | None, known_hash: str | None = None,
@@ -723,8 +738,7 @@ def _resolve(
     before by this same code — a persistent parse store keeps it)."""
     image, engine, pipeline = found
     config = execution.spec.execution_config
-    timeout = config.timeout or DEFAULT_TIMEOUT
-    seconds = names.parse_duration(timeout)
+    timeout, seconds = _timeout(config.timeout or DEFAULT_TIMEOUT)
     return ResolvedExecution(
         name=execution.metadata.name,
         file=file,
@@ -737,7 +751,7 @@ def _resolve(
         target=execution.spec.target_resource,
         parameters=tuple(params),
         service_account=config.service_account_name or DEFAULT_SERVICE_ACCOUNT,
-        timeout=names.format_duration(seconds),
+        timeout=timeout,
         timeout_seconds=seconds,
         suspend=execution.spec.suspend,
         spec_hash=known_hash if known_hash is not None else spec_hash(execution, params),
