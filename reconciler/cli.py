@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from . import __version__, logs
+from . import __version__, gitcmd, logs
 from .errors import ConfigError, GitError, Problem, ReconcilerError, TemplateError
 from .names import DEFAULT_NAMESPACE, parse_duration
 from .safetext import safe_block, safe_line, safe_lines
@@ -124,9 +124,8 @@ def open_source(repo: str, branch: str, sub_path: str | None, cache_dir: Path | 
     local = Path(repo).expanduser()
     if "://" not in repo and local.is_dir():
         try:
-            top = subprocess.run(
-                ["git", "rev-parse", "--show-toplevel"], cwd=local, capture_output=True,
-                text=True, check=True,
+            top = gitcmd.run(
+                ["rev-parse", "--show-toplevel"], cwd=local, text=True, check=True,
             ).stdout.strip()
         except (subprocess.CalledProcessError, OSError):
             top = ""
@@ -356,9 +355,9 @@ def _note_uncommitted(source: GitSource, head_commit: str) -> None:
     if not source.is_local:
         return
     try:
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=all", "--", source.path or "."],
-            cwd=source.fetch_url, capture_output=True, text=True, check=True).stdout
+        changed = gitcmd.run(
+            ["status", "--porcelain", "--untracked-files=all", "--", source.path or "."],
+            cwd=source.fetch_url, text=True, check=True).stdout
     except (subprocess.CalledProcessError, OSError):
         return  # a bare repository: no work tree, nothing uncommitted
     count = len([line for line in changed.splitlines() if line.strip()])

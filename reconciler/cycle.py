@@ -33,13 +33,20 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import compress
 from operator import is_not
-from typing import Any, Protocol
-
-import git
+from typing import Any
 
 from .cluster import Cluster, DryRunCluster
 from .declared import Declaration, ResolvedExecution
-from .errors import AlreadyExists, GitError, Invalid, KubeError, NotLeader, ReconcilerError, TemplateError
+from .errors import (
+    AlreadyExists,
+    GitCommandFailed,
+    GitError,
+    Invalid,
+    KubeError,
+    NotLeader,
+    ReconcilerError,
+    TemplateError,
+)
 from .failures import FailureDetails, FailureReason, RunContext, externally_deleted, rejected_by_api
 from .gate import CONCURRENCY, WINDOW, Block, Gate
 from .gitsource import GitSource
@@ -64,55 +71,9 @@ from .render import ANNOTATION_REVISION, ANNOTATION_SPEC_HASH, Renderer
 from .runstatus import format_time, human_duration, observe_job, observe_pipelinerun
 from .status import ExecutionState, RunRef, drop_condition, set_condition, with_summary
 from .statushistory import Committer, recorded_states
+from .transitions import MemoryStatusStore, StatusStore, Transition
 
 LOCK_HELD = "LockHeld"
-
-
-@dataclass(frozen=True)
-class Transition:
-    name: str
-    from_phase: str
-    to_phase: str
-    reason: str
-    message: str
-    target: str
-    run: str
-
-
-class StatusStore(Protocol):
-    # True: load() is the whole truth (recovered from the bot's own commits); False: the
-    # cycle adds what the history of status/ in Git recorded (statushistory)
-    authoritative: bool
-
-    def load(self) -> dict[str, ExecutionState]: ...
-    def refresh(self) -> None: ...
-    def durable(self, name: str, state: ExecutionState) -> bool: ...
-    def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None: ...
-
-
-class MemoryStatusStore:
-    """Keeps states between cycles of one process (``sync --once``, tests); what it saved
-    is as durable as it gets."""
-
-    authoritative = False
-
-    def __init__(self) -> None:
-        self.states: dict[str, ExecutionState] = {}
-        self.recorded: dict[str, ExecutionState] = {}  # what the Git history holds (set each cycle)
-        self.saves = 0
-
-    def load(self) -> dict[str, ExecutionState]:
-        return dict(self.states)
-
-    def refresh(self) -> None:
-        return None
-
-    def durable(self, name: str, state: ExecutionState) -> bool:
-        return state in (self.states.get(name), self.recorded.get(name))
-
-    def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None:
-        self.states = dict(states)
-        self.saves += 1
 
 
 @dataclass
@@ -331,7 +292,7 @@ def _deleted_while_running(ctx: CycleContext) -> None:
         try:
             ctx.source._git().merge_base("--is-ancestor", revision, ctx.revision)
             then = ctx.source.load(revision).find(info.execution)
-        except (git.GitCommandError, ReconcilerError, ValueError):
+        except (GitCommandFailed, ReconcilerError, ValueError):
             continue  # not from the tracked branch: not ours to cancel
         if then is None or then.spec_hash != spec_hash:
             continue

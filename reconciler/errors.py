@@ -14,6 +14,7 @@ the reconcile loop applies.
     ├── ValidationFailed        one or more Problems in declared documents
     ├── TemplateError           a template is missing, broken or renders invalid YAML
     ├── GitError                fetch/clone/read failures, unknown revisions
+    ├── GitCommandFailed        one git command failed (the Git adapter's report, for its callers)
     ├── ConfigError             bad reconciler configuration or CLI usage
     └── KubeError               the Kubernetes API refused or failed a request
         ├── NotFound
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -84,6 +86,21 @@ class GitError(ReconcilerError):
 
 class UnknownRevision(GitError):
     retryable = False
+
+
+class GitCommandFailed(ReconcilerError):
+    """A git command that failed, as the Git adapter (``gitcmd``) reports it: git's own
+    ``stderr``/``stdout``/exit ``status``, for the caller to judge (a rejected push, a
+    missing object, a damaged cache) and to turn into a :class:`GitError` for people."""
+
+    reason = "GitError"
+    retryable = True
+
+    def __init__(self, message: str, *, stderr: Any = "", stdout: Any = "", status: Any = None):
+        super().__init__(message)
+        self.stderr = stderr
+        self.stdout = stdout
+        self.status = status
 
 
 class ConfigError(ReconcilerError):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from . import gitcmd
 from .config import RouteRule
 from .delivery import Event, Outcome, classify_http
 from .outbound import Request, Response
@@ -180,12 +181,12 @@ def merge_commit(git_dir: Path, commit: str, tip: str, env: Mapping[str, str] | 
         return ""
     run_env = {**os.environ, **(env or {})}
     try:
-        out = subprocess.run(["git", "rev-list", "--first-parent", "--ancestry-path", "--reverse",
-                              f"{commit}..{tip}"], cwd=git_dir, capture_output=True, text=True, env=run_env,
+        out = gitcmd.run(["rev-list", "--first-parent", "--ancestry-path", "--reverse",
+                              f"{commit}..{tip}"], cwd=git_dir, text=True, env=run_env,
                              timeout=30, check=True).stdout.split()
         if not out:
             return ""
-        parent = subprocess.run(["git", "rev-parse", f"{out[0]}^1"], cwd=git_dir, capture_output=True, text=True,
+        parent = gitcmd.run(["rev-parse", f"{out[0]}^1"], cwd=git_dir, text=True,
                                 env=run_env, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""

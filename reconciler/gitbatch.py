@@ -35,6 +35,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from . import gitcmd
+
 MAX_BATCH = 256  # ids per info round: ~60-byte replies stay far below a 64 KiB pipe buffer
 MAX_LIVE = 8  # readers holding a process (and its two pipes) at once, in this process
 
@@ -89,9 +91,8 @@ class BatchReader:
     def _process(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._stop()
-            self._proc = subprocess.Popen(
-                ["git", "cat-file", "--batch-command", "--buffer"], cwd=self.cwd, env=self.env,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self._proc = gitcmd.spawn(["cat-file", "--batch-command", "--buffer"], cwd=self.cwd, env=self.env,
+                                      stderr=subprocess.DEVNULL)
             self.started += 1
             # a reader dropped without close() still ends its process: subprocess keeps a
             # running child's Popen (and so its pipes) alive after it is dropped, and

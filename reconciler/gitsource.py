@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import threading
 import uuid
 from collections import OrderedDict
@@ -39,10 +38,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-import git
-
+from . import gitcmd
 from .declared import Declaration, FileOrigin, classify, gc_paused
-from .errors import ConfigError, GitError, UnknownRevision
+from .errors import ConfigError, GitCommandFailed, GitError, UnknownRevision
 from .gitbatch import BatchReader
 from .parsecache import ParseCache
 from .parsestore import ParseStore
@@ -195,7 +193,7 @@ class GitSource:
         self.fetch_url = str(local.resolve()) if self.is_local else url
         key = hashlib.sha256(self.fetch_url.encode()).hexdigest()[:16]
         self.cache_path = (cache_dir or default_cache_dir()) / f"{key}.git"
-        self._repo: git.Repo | None = None
+        self._repo: gitcmd.Repository | None = None
         self._declarations: OrderedDict[str, Declaration] = OrderedDict()
         self._statuses: dict[str, tuple[dict[str, StatusRecord], dict[str, str]]] = {}
         self._load_lock = threading.RLock()
@@ -226,20 +224,18 @@ class GitSource:
     def display_url(self) -> str:
         return redact_url(self.url)
 
-    def _git(self) -> git.Git:
+    def _git(self) -> gitcmd.Commands:
         return self._open().git
 
-    def _open(self) -> git.Repo:
+    def _open(self) -> gitcmd.Repository:
         if self._repo is not None and not (self.cache_path / "HEAD").exists():
             self._forget_repo()  # the cache directory was removed (or rebuilt) under us
         if self._repo is None:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                if (self.cache_path / "HEAD").exists():
-                    self._repo = git.Repo(self.cache_path)
-                else:
-                    self._repo = git.Repo.init(self.cache_path, bare=True)
-            except (git.GitError, OSError) as e:
+                self._repo = gitcmd.open_repository(self.cache_path,
+                                                    init_bare=not (self.cache_path / "HEAD").exists())
+            except (GitCommandFailed, OSError) as e:
                 raise GitError(f"cannot open cache repository {self.cache_path}: {e}") from e
             self._repo.git.update_environment(**{"GIT_TERMINAL_PROMPT": "0", **self.env})
             self._generation = self._read_generation()
@@ -281,7 +277,7 @@ class GitSource:
 
         return secrets_of(self.env)
 
-    def _error(self, what: str, error: git.GitCommandError) -> GitError:
+    def _error(self, what: str, error: GitCommandFailed) -> GitError:
         """``what: <git's cleaned stderr>`` as a GitError — a CacheDamaged when git's
         words point at the cache rather than the remote."""
         text = _clean_stderr(error, self.url, self._secrets())
@@ -321,8 +317,8 @@ class GitSource:
         reachable objects, then a full read of any object the error names."""
         env = {**os.environ, **self.env}
         try:
-            fsck = subprocess.run(["git", "fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
-                                  cwd=self.cache_path, capture_output=True, text=True, env=env, check=False)
+            fsck = gitcmd.run(["fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+                                  cwd=self.cache_path, text=True, env=env, check=False)
         except OSError:
             return True  # the cache directory itself is gone
         if fsck.returncode != 0:
@@ -330,8 +326,7 @@ class GitSource:
             error.cause = f"{error.cause} (fsck: {found[0] if found else 'failed'})"
             return True
         for sha in sorted(set(re.findall(r"\b[0-9a-f]{40}\b", error.cause))):
-            read = subprocess.run(["git", "cat-file", "-p", sha], cwd=self.cache_path, capture_output=True,
-                                  env=env, check=False)
+            read = gitcmd.run(["cat-file", "-p", sha], cwd=self.cache_path, env=env, check=False)
             if read.returncode != 0:
                 return True
         self.log.info("git error looked like cache damage but the cache checks out; not rebuilding",
@@ -353,9 +348,9 @@ class GitSource:
             try:
                 if self.cache_path.exists():
                     os.replace(self.cache_path, aside)
-                git.Repo.init(self.cache_path, bare=True).close()
+                gitcmd.open_repository(self.cache_path, init_bare=True).close()
                 (self.cache_path / _GENERATION).write_text(uuid.uuid4().hex + "\n")
-            except (OSError, git.GitError) as e:
+            except (OSError, GitCommandFailed) as e:
                 raise GitError(f"cannot rebuild the damaged cache {self.cache_path}: {e}") from e
             finally:
                 shutil.rmtree(aside, ignore_errors=True)
@@ -376,7 +371,7 @@ class GitSource:
             try:
                 _, _, stderr = self._git().fetch("--quiet", "--prune", "--no-tags", "--", self.fetch_url,
                                                  *refspecs, with_extended_output=True)
-            except git.GitCommandError as e:
+            except GitCommandFailed as e:
                 raise self._error(f"fetch from {self.display_url} failed", e) from e
         if _SHALLOW in stderr:
             raise GitError(
@@ -394,7 +389,7 @@ class GitSource:
         self.fetches += 1
         try:
             return str(self._git().rev_parse("--verify", "--quiet", f"refs/heads/{self.branch}^{{commit}}"))
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             if _suspect(str(e.stderr or "")):
                 raise self._error(f"cannot read branch {self.branch!r} in the cache", e) from e
             raise UnknownRevision(
@@ -429,7 +424,7 @@ class GitSource:
             for candidate in candidates:
                 try:
                     return str(self._git().rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}"))
-                except git.GitCommandError as e:
+                except GitCommandFailed as e:
                     if _suspect(str(e.stderr or "")):
                         raise self._error(f"cannot resolve {rev!r} in the cache", e) from e
                     continue
@@ -453,7 +448,7 @@ class GitSource:
             return known
         try:
             found = self._git().log("-1", "--format=%H", commit, "--", *self._declared_paths())
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise self._error(f"cannot read history at {commit[:12]}", e) from e
         self._remember_declared(commit, str(found).strip())
         return self._declared_of[commit]
@@ -482,7 +477,7 @@ class GitSource:
         try:
             log = self._git().log("--format=%x01%H %P %ct", "--name-only", "--no-renames", "-z",
                                   f"--max-count={_STEP_MAX + 1}", f"{base}..{commit}")
-        except git.GitCommandError:
+        except GitCommandFailed:
             return
         blocks = _log_blocks(log)  # newest first
         if not blocks or len(blocks) > _STEP_MAX or blocks[0][0][0] != commit:
@@ -562,7 +557,7 @@ class GitSource:
     def _full_listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
         try:
             listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", *self._where(roles))
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise self._error(f"cannot list {self.path or '/'} at {commit[:12]}", e) from e
         wanted: dict[str, tuple[str, int]] = {}
         for entry in listing.split("\0"):
@@ -586,7 +581,7 @@ class GitSource:
         try:
             out = self._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", previous[0], commit,
                                         "--", *self._where(roles))
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise self._error(f"cannot compare {previous[0][:12]} with {commit[:12]}", e) from e
         fields = out.split("\0")
         changes: list[tuple[str, str, str, str]] = []  # (status, mode, sha, path)
@@ -621,8 +616,8 @@ class GitSource:
             if known is not None:
                 return {sha: size for sha, (_, kind, size) in known.items() if kind == "blob"}
         try:
-            proc = subprocess.run(["git", "cat-file", "--batch-check"], input="".join(f"{s}\n" for s in shas).encode(),
-                                  capture_output=True, cwd=self.cache_path, check=False, env={**os.environ, **self.env})
+            proc = gitcmd.run(["cat-file", "--batch-check"], input="".join(f"{s}\n" for s in shas).encode(),
+                                  cwd=self.cache_path, check=False, env={**os.environ, **self.env})
         except OSError as e:
             raise GitError(f"cannot read objects from the cache: {e}") from e
         sizes: dict[str, int] = {}
@@ -652,7 +647,7 @@ class GitSource:
             try:
                 self._git().cat_file("-e", f"{commit}^{{commit}}")
                 return
-            except git.GitCommandError as e:
+            except GitCommandFailed as e:
                 if _suspect(str(e.stderr or "")):
                     raise self._error(f"cannot read commit {commit[:12]} in the cache", e) from e
                 if attempt == 0:
@@ -674,10 +669,8 @@ class GitSource:
                 return {path: read[sha] for path, sha in shas.items()}
         request = "".join(f"{sha}\n" for sha in unique).encode()
         try:
-            proc = subprocess.run(
-                ["git", "cat-file", "--batch"], input=request, capture_output=True,
-                cwd=self.cache_path, check=False, env={**os.environ, **self.env},
-            )
+            proc = gitcmd.run(["cat-file", "--batch"], input=request, cwd=self.cache_path, check=False,
+                              env={**os.environ, **self.env})
         except OSError as e:
             raise GitError(f"cannot read objects from the cache: {e}") from e
         stderr = proc.stderr.decode(errors="replace").strip()
@@ -726,7 +719,7 @@ class GitSource:
         what = f"{since}..{commit}" if since else commit
         try:
             log = self._git().log("--format=%x01%H %ct", "--name-only", "--no-renames", "-z", what, "--", *specs)
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise self._error(f"cannot read history at {commit[:12]}", e) from e
         return [(header[0], int(header[1]), names) for header, names in _log_blocks(log)]
 
@@ -752,7 +745,7 @@ class GitSource:
         base, origins, count = previous
         try:
             chain = str(self._git().rev_list("--parents", f"{base}..{commit}")).split("\n")
-        except git.GitCommandError:
+        except GitCommandFailed:
             return None
         links = [line.split() for line in chain if line.strip()]
         if not links or any(len(link) != 2 for link in links):
@@ -834,7 +827,7 @@ def _log_blocks(log: str) -> list[tuple[list[str], list[str]]]:
     return out
 
 
-def _clean_stderr(error: git.GitCommandError, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+def _clean_stderr(error: GitCommandFailed, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     """git's stderr, shortened, with every credential redacted (``url`` and ``secrets``
     literally, then anything that looks like one) — safe for errors, logs and status."""
     text = (error.stderr or str(error)).strip().replace("stderr:", "").strip(" '\n")

@@ -20,7 +20,6 @@ usage or Git problem, exit 2), each naming the field.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from . import names
+from . import gitcmd, names
 from .declared import YAML_SUFFIXES, Declaration, load_declaration
 from .errors import Problem
 from .model import API_VERSION, FailureReasonName, WorkflowDefinition
@@ -213,7 +212,7 @@ def write(result: Scaffold) -> None:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    done = gitcmd.run(args, cwd=cwd, text=True)
     if done.returncode != 0:
         raise ScaffoldError(f"git {args[0]}: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout.strip()
@@ -222,10 +221,9 @@ def _git(cwd: Path, *args: str) -> str:
 def check_branch(root: Path, branch: str) -> None:
     """Before anything is written: a work tree, a valid and unused branch name."""
     _git(root, "rev-parse", "--show-toplevel")
-    if subprocess.run(["git", "check-ref-format", "--branch", branch], cwd=root, capture_output=True).returncode:
+    if gitcmd.run(["check-ref-format", "--branch", branch], cwd=root).returncode:
         raise ScaffoldError(f"--branch: {branch!r} is not a valid branch name")
-    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=root,
-                      capture_output=True).returncode == 0:
+    if gitcmd.run(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=root).returncode == 0:
         raise ScaffoldError(f"--branch: {branch} already exists")
 
 

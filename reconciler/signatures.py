@@ -42,10 +42,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import git
-
+from . import gitcmd
 from .declared import Declaration
-from .errors import ConfigError, GitError
+from .errors import ConfigError, GitCommandFailed, GitError
 from .gitsource import GitSource
 
 _SHA = re.compile(r"[0-9a-f]{40}", re.ASCII)  # a whole value: fullmatch
@@ -151,7 +150,7 @@ class SignatureVerifier:
         try:
             found = self.source._git().log("--first-parent", "-1", "--format=%H", head, "--",
                                            ":(top)", f":(top,exclude){status}")
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise GitError(f"cannot read history at {head[:12]}: {e.stderr or e}") from e
         return str(found).strip() or head
 
@@ -162,7 +161,7 @@ class SignatureVerifier:
         try:
             log = self.source._git().log("--first-parent", "--diff-merges=first-parent", "--no-renames",
                                          "--format=%x01%H", "--name-only", "-z", head, "--", executions)
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise GitError(f"cannot read history at {head[:12]}: {e.stderr or e}") from e
         changes: dict[str, str] = {}
         for block in str(log).split("\x01"):
@@ -177,10 +176,10 @@ class SignatureVerifier:
     def _run_log(self, shas: list[str]) -> dict[str, Verification]:
         self.source._git()  # make sure the cache repository exists
         try:
-            proc = subprocess.run(
-                ["git", "log", "--no-walk=unsorted", "--format=%x01%H%x00%G?%x00%GK%x00%GS%x00%GF%x00%GP",
+            proc = gitcmd.run(
+                ["log", "--no-walk=unsorted", "--format=%x01%H%x00%G?%x00%GK%x00%GS%x00%GF%x00%GP",
                  *shas, "--"],
-                capture_output=True, cwd=self.source.cache_path, env=self._env(), check=True, timeout=_TIMEOUT,
+                cwd=self.source.cache_path, env=self._env(), check=True, timeout=_TIMEOUT,
             )
         except subprocess.CalledProcessError as e:
             stderr = e.stderr.decode(errors="replace").strip()[:300]

@@ -19,10 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import git
-
 from .declared import gc_paused
-from .errors import GitError
+from .errors import GitCommandFailed, GitError
 from .gitsource import GitSource, _clean_stderr
 from .status import ExecutionState, from_document
 from .statusdoc import valid_execution_name
@@ -67,7 +65,7 @@ def _recorded_states(source: GitSource, commit: str, prefix: str, committer: Com
     try:
         text = source._git().log("--format=%x01%H%x00%cn%x00%ce", "--raw", "--no-abbrev", "--no-renames", "-z",
                                  "--diff-filter=AM", commit, "--", directory)
-    except git.GitCommandError as e:
+    except GitCommandFailed as e:
         raise GitError(f"cannot read the history of {directory}/ at {commit[:12]}: "
                        f"{_clean_stderr(e, source.url)}") from e
     candidates: dict[str, list[tuple[str, str]]] = {}  # path → (commit, blob) by the bot, newest first

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from . import logs
+from . import gitcmd, logs
 from .config import load_config
 from .safetext import safe_line
 from .service import Service
@@ -92,7 +91,7 @@ def packaged_examples() -> Path | None:
 def _git(cwd: Path, *args: str) -> str:
     env_args = ["-c", f"user.name={USER[0]}", "-c", f"user.email={USER[1]}", "-c", "commit.gpgsign=false",
                 "-c", "init.defaultBranch=main"]
-    done = subprocess.run(["git", *env_args, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    done = gitcmd.run([*env_args, *args], cwd=cwd, text=True, check=False)
     if done.returncode != 0:
         raise TestdriveError(f"git {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout

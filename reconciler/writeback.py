@@ -37,16 +37,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import git
 import yaml
 
-from .cycle import Transition
+from . import gitcmd
 from .declared import gc_paused
-from .errors import GitError, NotLeader
+from .errors import GitCommandFailed, GitError, NotLeader
 from .gitsource import GitSource, _clean_stderr
 from .status import ExecutionState, from_document, progress_rank
 from .statusdoc import read_status_document, status_path, valid_execution_name
 from .statushistory import Committer, recorded_states
+from .transitions import Transition
 
 _Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -243,7 +243,7 @@ class GitStatusStore:
     def _full_list(self, tip: str, directory: str) -> list[tuple[str, str, str, str]]:
         try:
             listing = self.source._git().ls_tree("-z", tip, "--", f"{directory}/")
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise GitError(f"cannot list {directory}/ at {tip[:12]}: {_clean_stderr(e, self.source.url)}") from e
         out = []
         for entry in listing.split("\0"):
@@ -261,7 +261,7 @@ class GitStatusStore:
         try:
             out = str(self.source._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", old, tip,
                                                    "--", f"{directory}/"))
-        except git.GitCommandError:
+        except GitCommandFailed:
             return None  # e.g. the old tip is gone after a rebuilt cache: list it all
         fields = out.split("\0")
         changes = []
@@ -395,7 +395,7 @@ class GitStatusStore:
             try:
                 self.source._git().push("--quiet", "--porcelain", "--", self.source.fetch_url,
                                         f"{commit}:refs/heads/{self.branch}")
-            except git.GitCommandError as e:
+            except GitCommandFailed as e:
                 # rejected (someone pushed meanwhile) or the remote is unreachable: fetch the
                 # new tip, rebuild the same files on it, try again — never force
                 text = _clean_stderr(e, self.source.url)
@@ -454,7 +454,7 @@ class GitStatusStore:
         # theirs is further on, or both are terminal: terminal is final, the first outcome stands
         try:
             committer = str(self.source._git().log("-1", "--format=%cn%x00%ce", self._tip, "--", path))
-        except git.GitCommandError:
+        except GitCommandFailed:
             return False
         if committer != f"{self.identity.name}\0{self.identity.email}":
             return False  # a hand edit: restored to the truth
@@ -470,7 +470,7 @@ class GitStatusStore:
         args += [parent, commit] if parent else ["--root", commit]
         try:
             out = str(self.source._git().diff_tree(*args))
-        except git.GitCommandError as e:
+        except GitCommandFailed as e:
             raise GitError(f"cannot check the status commit: {_clean_stderr(e, self.source.url)}") from e
         fields = [f for f in out.split("\0") if f]
         if not parent and fields and fields[0] == commit:
@@ -507,9 +507,9 @@ class GitStatusStore:
         out += b"\nget-mark :1\ndone\n"  # the commit's id on stdout: no rev-parse afterwards
         env = {**os.environ, **self.source.env}
         try:
-            done = subprocess.run(["git", "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done",
+            done = gitcmd.run(["-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done",
                                    "--force"], input=bytes(out),
-                                  cwd=self.source.cache_path, check=True, capture_output=True, env=env)
+                                  cwd=self.source.cache_path, check=True, env=env)
         except subprocess.CalledProcessError as e:
             raise GitError(f"cannot build the status commit: {e.stderr.decode(errors='replace')[:300]}") from e
         commit = done.stdout.decode(errors="replace").strip()

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from reconciler.cluster import KubeCluster
-from reconciler.cycle import CycleResult, MemoryStatusStore, Reconciler
+from reconciler.cycle import CycleResult, Reconciler
 from reconciler.gate import Gate
 from reconciler.gitsource import GitSource
 from reconciler.kube import KubeClient, RetryPolicy
 from reconciler.lifecycle import Settings
 from reconciler.simulator import FakeKubeServer, JobSimulator, TektonSimulator
+from reconciler.transitions import MemoryStatusStore
 from tests.conftest import CATALOG, IMAGE, WorkRepo, execution_yaml
 from tests.fakekube_client import new_api_client
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.cluster import KubeCluster
-from reconciler.cycle import MemoryStatusStore, Reconciler
+from reconciler.cycle import Reconciler
 from reconciler.errors import Invalid, NotFound
 from reconciler.gitsource import GitSource
 from reconciler.lifecycle import Settings
@@ -30,6 +30,7 @@ from reconciler.names import run_name
 from reconciler.render import Renderer, builtin_templates_dir
 from reconciler.simulator import FakeKubeServer
 from reconciler.simulator.schema import tekton_schema
+from reconciler.transitions import MemoryStatusStore
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 from tests.harness import NS, T0, TARGET, Env, declare, state
 

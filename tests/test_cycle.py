@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-from reconciler.cycle import MemoryStatusStore
 from reconciler.names import run_name
 from reconciler.runstatus import format_time
+from reconciler.transitions import MemoryStatusStore
 from tests.conftest import execution_yaml
 from tests.harness import NS, TARGET, Env, declare, state
 

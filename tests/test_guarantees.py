@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from reconciler.cluster import KubeCluster
-from reconciler.cycle import LOCK_HELD, CycleResult, MemoryStatusStore, Reconciler
+from reconciler.cycle import LOCK_HELD, CycleResult, Reconciler
 from reconciler.errors import GitError, NotLeader
 from reconciler.gitsource import GitSource
 from reconciler.kube import PIPELINERUNS, KubeClient, RetryPolicy
@@ -25,6 +25,7 @@ from reconciler.metrics import Metrics
 from reconciler.names import run_name
 from reconciler.status import Condition, ExecutionState, RunRef, from_document
 from reconciler.statusdoc import check_status_document, status_path
+from reconciler.transitions import MemoryStatusStore
 from reconciler.writeback import GitStatusStore, Identity, status_yaml
 from tests.conftest import execution_yaml, git, push_as_human
 from tests.harness import NS, TARGET, Env

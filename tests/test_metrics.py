@@ -7,10 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.cycle import CycleResult, Transition
+from reconciler.cycle import CycleResult
 from reconciler.declared import Declaration
 from reconciler.metrics import HEALTHS, PHASES, SYNCS, WORKFLOW_BUCKETS, Metrics, workflow_id
 from reconciler.status import ExecutionState, RunRef
+from reconciler.transitions import Transition
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 WF = "increase-memory-limit@1.2.0"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.cycle import Transition
 from reconciler.errors import GitError
 from reconciler.gitsource import GitSource
 from reconciler.status import ExecutionState
+from reconciler.transitions import Transition
 from reconciler.writeback import GitStatusStore, Identity
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 
