@@ -22,7 +22,7 @@ from .errors import Invalid, KubeError, NotFound
 from .informer import RunCache
 from .kube import EVENTS, JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS, KubeClient
 from .render import LABEL_MANAGED_BY, MANAGED_BY, RenderedRun
-from .runstatus import format_time
+from .runvocab import format_time
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 

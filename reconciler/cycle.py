@@ -47,7 +47,7 @@ from .errors import (
     ReconcilerError,
     TemplateError,
 )
-from .failures import FailureDetails, FailureReason, RunContext, externally_deleted, rejected_by_api
+from .failures import externally_deleted, rejected_by_api
 from .gate import CONCURRENCY, WINDOW, Block, Gate
 from .gitsource import GitSource
 from .lifecycle import (
@@ -68,7 +68,8 @@ from .lifecycle import (
 )
 from .logevidence import explaining_line, with_step_message
 from .render import ANNOTATION_REVISION, ANNOTATION_SPEC_HASH, Renderer
-from .runstatus import format_time, human_duration, observe_job, observe_pipelinerun
+from .runstatus import observe_job, observe_pipelinerun
+from .runvocab import FailureDetails, FailureReason, RunContext, format_time, human_duration
 from .status import ExecutionState, RunRef, drop_condition, set_condition, with_summary
 from .statushistory import Committer, recorded_states
 from .transitions import MemoryStatusStore, StatusStore, Transition

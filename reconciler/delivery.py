@@ -59,7 +59,7 @@ from .config import RouteRule
 from .errors import ConfigError
 from .gitsource import redact_text
 from .outbound import Request, Response, send
-from .runstatus import format_time
+from .runvocab import format_time
 from .status import ExecutionState
 
 if TYPE_CHECKING:

@@ -10,6 +10,8 @@ had started (so may have changed the cluster), and a summary ending in a concret
 Structured signals come first (condition reasons, ``terminated.reason``/``exitCode``,
 ``waiting.reason``); message text is only a fallback, matched on word boundaries so that
 "room" is never "OOM". Pure: no I/O, no clock, no kubernetes client; same input, same output.
+The summary's words and recommendation are :mod:`reconciler.failures_summary`'s; the reason
+vocabulary and payload access are :mod:`reconciler.runvocab`'s.
 
 Reason strings are Tekton's own (tektoncd/pipeline, v1 API):
   pkg/apis/pipeline/v1/pipelinerun_types.go  PipelineRunReason* (PipelineRunTimeout, Cancelled,
@@ -32,14 +34,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
-from reconciler.runstatus import (
-    CANCELLED_BY_ANNOTATION,
+from .failures_summary import SERVICE_ACCOUNT, Hints, failure_details
+from .runvocab import (
+    FailureDetails,
+    FailureReason,
     Obj,
-    camel_dict,
+    RunContext,
     canceller,
     child_runs,
     container_started,
@@ -48,7 +51,6 @@ from reconciler.runstatus import (
     failing_step,
     find_condition,
     first_time,
-    human_duration,
     mappings,
     parse_time,
     squash,
@@ -57,11 +59,7 @@ from reconciler.runstatus import (
 )
 
 __all__ = [
-    "CANCELLED_BY_ANNOTATION",
     "Blocker",
-    "FailureDetails",
-    "FailureReason",
-    "RunContext",
     "blocking_event",
     "classify_job",
     "classify_pipelinerun",
@@ -71,52 +69,7 @@ __all__ = [
     "rejected_by_api",
 ]
 
-
-class FailureReason(str, Enum):
-    OOMKilled = "OOMKilled"
-    DeadlineExceeded = "DeadlineExceeded"
-    Forbidden = "Forbidden"
-    ResourceExhausted = "ResourceExhausted"
-    ConfigurationError = "ConfigurationError"
-    ImagePullBackOff = "ImagePullBackOff"
-    TaskFailed = "TaskFailed"
-    Cancelled = "Cancelled"
-    ExternallyDeleted = "ExternallyDeleted"
-    Unknown = "Unknown"
-
-
 R = FailureReason
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What the reconciler knows about the execution behind a run (for the summary)."""
-
-    workflow_id: str
-    workflow_version: str
-    target_resource: str
-    execution_name: str
-    engine: Literal["tekton", "job"] = "tekton"
-
-
-@dataclass(frozen=True)
-class FailureDetails:
-    failed_task_index: int | None
-    failed_task_name: str | None
-    failed_step_name: str | None
-    reason: str
-    message: str
-    exit_code: int | None
-    failed_at: datetime | None
-    execution_time_before_failure: timedelta | None
-    natural_language_summary: str
-    was_execution_failure: bool
-
-    def to_status_dict(self) -> dict[str, Any]:
-        """``status.failureDetails``: failedTaskIndex, failedTaskName, failedStepName, reason,
-        message, exitCode, failedAt (RFC3339), executionTimeBeforeFailure (Go duration),
-        naturalLanguageSummary, wasExecutionFailure; None values left out."""
-        return camel_dict(self)
 
 
 # --- signals ----------------------------------------------------------------------------
@@ -177,16 +130,6 @@ _TEXT_RULES: tuple[tuple[FailureReason, re.Pattern[str]], ...] = tuple(
         (R.ConfigurationError, r"\bCreateContainerConfigError\b|\bmissing (?:some )?parameters\b"
                                r"|\b(?:configmaps?|secrets?) \"[^\"]+\" not found\b"),
     ))
-_RBAC = re.compile(r'cannot (?P<verb>[\w-]+) resource "(?P<res>[^"]+)"'
-                   r'(?: in API group "(?P<group>[^"]*)")?(?: in the namespace "(?P<ns>[^"]+)")?')
-_SA = re.compile(r"system:serviceaccount:(?P<ns>[^:\s\"]+):(?P<name>[^:\s\"]+)")
-_QUOTA = re.compile(r"exceeded quota: (?P<quota>[\w.-]+)")
-_IMAGE = re.compile(r'pull(?:ing)? (?:the )?image \\?"(?P<image>[^"\\]+)\\?"')
-_PARAMS = re.compile(r"parameters?: \[(?P<names>[^\]]+)\]")
-_ADMISSION = re.compile(r"\bviolates PodSecurity\b|\badmission webhook\b|\bdenied the request\b")
-_WITHIN = re.compile(r'within "(?P<timeout>[^"]+)"')
-_UNKNOWN_FIELD = re.compile(r'unknown field \\?"(?P<field>[^"\\]+)\\?"')
-_SERVICE_ACCOUNT = re.compile(r'\bserviceaccounts? \\?"(?P<name>[^"\\]+)\\?" not found')
 _EXITED = re.compile(r'"(?P<container>[^"]+)" exited with code (?P<code>\d+)')
 
 
@@ -242,7 +185,7 @@ def event_blocker(event: Obj) -> Blocker | None:
     if reason == "FailedScheduling":
         return Blocker(R.ResourceExhausted, message, squash(message, 200))
     if reason in ("FailedCreate", "FailedCreatePodSandBox"):
-        if m := _SERVICE_ACCOUNT.search(message):
+        if m := SERVICE_ACCOUNT.search(message):
             return Blocker(R.ConfigurationError, message, f"serviceaccount {m['name']} not found")
         if m := re.search(r"exceeded quota:.*", message):
             return Blocker(R.ResourceExhausted, message, squash(m.group(0), 200))
@@ -338,7 +281,7 @@ def classify_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
     step_name = None if whole_run else text(dig(step, "name")) or None
     namespace = (text(dig(tr, "metadata", "namespace"))
                  or text(dig(pipelinerun, "metadata", "namespace")) or "kubernaut-workflows")
-    return _details(
+    return failure_details(
         context, reason, message, ran=ran, exit_code=exit_code,
         index=None if whole_run or not child else child.index,
         task=None if whole_run or not child else child.task, step=step_name,
@@ -347,7 +290,7 @@ def classify_pipelinerun(pipelinerun: Obj, taskruns: Sequence[Obj],
                              dig(pipelinerun, "status", "completionTime"),
                              cond.get("lastTransitionTime")),
         start=parse_time(dig(pipelinerun, "status", "startTime")),
-        hints=_Hints(namespace, text(dig(tr, "status", "podName")),
+        hints=Hints(namespace, text(dig(tr, "status", "podName")),
                      text(dig(step, "container")) or (f"step-{step_name}" if step_name else ""),
                      "pipelinerun", text(dig(pipelinerun, "metadata", "name")),
                      cancelled_by))
@@ -398,14 +341,14 @@ def classify_job(job: Obj, pods: Sequence[Obj], context: RunContext, *,
         reason = classify_text(*texts, j_msg) or (
             R.TaskFailed if dig(job, "status", "failed") else R.Unknown)
         message = next(iter(texts), j_msg)
-    return _details(
+    return failure_details(
         context, reason, message or j_msg, ran=ran, exit_code=exit_code, index=0,
         task="workflow", step=name if cstat else None,
         failed_at=first_time(dig(state, "terminated", "finishedAt"),
                              cond.get("lastTransitionTime"),
                              dig(job, "status", "completionTime")),
         start=parse_time(dig(job, "status", "startTime")),
-        hints=_Hints(text(dig(job, "metadata", "namespace")) or "kubernaut-workflows",
+        hints=Hints(text(dig(job, "metadata", "namespace")) or "kubernaut-workflows",
                      text(dig(pod, "metadata", "name")), name, "job",
                      text(dig(job, "metadata", "name")),
                      canceller(job) if reason is R.Cancelled else ""))
@@ -415,9 +358,9 @@ def rejected_by_api(context: RunContext, message: str, now: datetime) -> Failure
     """The API server refused to create the run (422 Invalid, or 400 from strict field
     validation: an unknown field in a custom template): nothing ran."""
     kind = "PipelineRun" if context.engine == "tekton" else "Job"
-    return _details(context, R.ConfigurationError, f"the API server rejected the {kind}: {message}",
+    return failure_details(context, R.ConfigurationError, f"the API server rejected the {kind}: {message}",
                     ran=False, exit_code=None, index=None, task=None, step=None, failed_at=now,
-                    start=None, hints=_Hints("", "", "", kind.lower(), ""))
+                    start=None, hints=Hints("", "", "", kind.lower(), ""))
 
 
 def externally_deleted(context: RunContext, started_at: datetime | None,
@@ -426,132 +369,6 @@ def externally_deleted(context: RunContext, started_at: datetime | None,
     kind = "PipelineRun" if context.engine == "tekton" else "Job"
     message = (f"the {kind} of execution {context.execution_name} was deleted outside the "
                "reconciler while it was running")
-    return _details(context, R.ExternallyDeleted, message, ran=started_at is not None,
+    return failure_details(context, R.ExternallyDeleted, message, ran=started_at is not None,
                     exit_code=None, index=None, task=None, step=None, failed_at=now,
-                    start=started_at, hints=_Hints("", "", "", kind.lower(), ""))
-
-
-# --- words ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Hints:
-    namespace: str
-    pod: str
-    container: str
-    kind: str
-    run: str
-    cancelled_by: str = ""
-
-
-def _details(ctx: RunContext, reason: FailureReason, message: str, *, ran: bool | None,
-             exit_code: int | None, index: int | None, task: str | None, step: str | None,
-             failed_at: datetime | None, start: datetime | None,
-             hints: _Hints) -> FailureDetails:
-    elapsed = max(failed_at - start, timedelta(0)) if failed_at and start else None
-    # Did the workflow run (so may have changed the cluster)? A step exited or started: yes.
-    # Unknown (a child we were not shown): the pre-start reasons say no, the rest may have.
-    # ExternallyDeleted is reported as not an execution failure (SPEC §4.8) whatever ran.
-    was = reason is not R.ExternallyDeleted and (
-        reason in (R.TaskFailed, R.OOMKilled) or bool(ran)
-        or (ran is None and reason not in (R.ConfigurationError, R.ImagePullBackOff,
-                                           R.ResourceExhausted)))
-    where = [f'in task "{task}" (index {index})' if task else "",
-             f'step "{step}"' if step and task else f'in step "{step}"' if step else "",
-             f"after {human_duration(elapsed)}" if elapsed is not None else ""]
-    clauses = ", ".join(w for w in where if w)
-    code = f" (exit code {exit_code})" if exit_code is not None else ""
-    detail = f": {squash(message, 300).rstrip('.')}" if message else ""
-    detail += "" if detail.endswith("…") else "."
-    target = ctx.target_resource
-    if reason is R.ExternallyDeleted:
-        change = (f"It had been running for {human_duration(elapsed)}, so it may have changed "
-                  f"the cluster; check {target}." if elapsed is not None else
-                  f"Whether it changed the cluster before deletion is unknown; check {target}.")
-    elif was:
-        change = ("The workflow had started executing, so it may have changed the cluster; "
-                  f"check the current state of {target} before retrying.")
-    else:
-        change = "The workflow never started executing, so it did not change the cluster."
-    summary = (f"Execution {ctx.execution_name} of workflow {ctx.workflow_id}@"
-               f"{ctx.workflow_version} on {target} failed{f' {clauses},' if clauses else ''} with "
-               f"{reason.value}{code}{detail} {change} Recommendation: "
-               f"{_recommend(reason, ctx, message, hints, task, step)}")
-    return FailureDetails(
-        failed_task_index=index, failed_task_name=task, failed_step_name=step,
-        reason=reason.value, message=squash(message, 1024), exit_code=exit_code,
-        failed_at=failed_at, execution_time_before_failure=elapsed,
-        natural_language_summary=summary, was_execution_failure=was)
-
-
-def _recommend(reason: FailureReason, ctx: RunContext, msg: str, h: _Hints,
-               task: str | None, step: str | None) -> str:
-    wf, again = f"{ctx.workflow_id}@{ctx.workflow_version}", "then declare a new execution."
-    where = f'step "{step}"' if step else "the failing step"
-    ns = f' in namespace "{h.namespace}"' if h.namespace else ""
-    if reason is R.OOMKilled:
-        return (f"raise the memory limit of {where} (computeResources.limits.memory) in the "
-                f"workflow bundle of {wf}, or reduce its working set; {again}")
-    if reason is R.DeadlineExceeded:
-        now = f" (currently {m['timeout']})" if (m := _WITHIN.search(msg)) else ""
-        limit = (f'the timeout of task "{task}" in the workflow bundle{now}' if
-                 msg.startswith("TaskRun ") and task else f"spec.executionConfig.timeout{now}")
-        if not (task or step):
-            return (f"nothing had started when the time ran out: find what held the run back "
-                    f"with `kubectl describe {h.kind} -n {h.namespace} {h.run}` (bundle "
-                    f"resolution, scheduling, admission), or raise {limit}; {again}")
-        return (f"raise {limit} or investigate why {where} was slow; changes made before the "
-                f"timeout may already be applied to {ctx.target_resource}, so check it first; "
-                f"{again}")
-    if reason is R.Forbidden:
-        who = (f'ServiceAccount "{m["ns"]}/{m["name"]}"' if (m := _SA.search(msg)) else
-               "the runner ServiceAccount (spec.executionConfig.serviceAccountName)")
-        if rbac := _RBAC.search(msg):
-            scope = f' in namespace "{rbac["ns"]}"' if rbac["ns"] else " (cluster-wide)"
-            return (f'grant verb "{rbac["verb"]}" on resource "{rbac["res"]}" (API group '
-                    f'"{rbac["group"] or ""}"){scope} to {who} with a Role/ClusterRole and '
-                    f"binding; {again}")
-        if _ADMISSION.search(msg):
-            return ("change the workflow bundle so its pods satisfy the admission policy the "
-                    "message names (or have that policy changed for the execution namespace); "
-                    f"{again}")
-        return f"grant {who} the permission the message says is missing; {again}"
-    if reason is R.ImagePullBackOff:
-        image = f'"{m["image"]}"' if (m := _IMAGE.search(msg)) else "the workflow image"
-        return (f"check that {image} exists with that reference/digest (workflowRef."
-                "containerImage or the catalog entry) and that the runner ServiceAccount's "
-                f"pull credentials (imagePullSecrets) can read it; {again}")
-    if reason is R.ResourceExhausted:
-        if m := _QUOTA.search(msg):
-            return f'free quota or raise ResourceQuota "{m["quota"]}"{ns}; {again}'
-        if "insufficient" in msg.lower():
-            return f"free node capacity or lower the workflow's resource requests; {again}"
-        return f"free quota or raise the ResourceQuota{ns}; {again}"
-    if reason is R.ConfigurationError:
-        if m := _UNKNOWN_FIELD.search(msg):
-            return (f'remove or correct field "{m["field"]}" in the run template (--templates or '
-                    "templates/): the API server's schema does not declare it, and a cluster "
-                    f"without strict validation would silently drop it; {again}")
-        if m := _SERVICE_ACCOUNT.search(msg):
-            return (f'create ServiceAccount "{m["name"]}"{ns} (with the RBAC its workflow needs) '
-                    "or name an existing one in spec.executionConfig.serviceAccountName; "
-                    f"{again}")
-        if m := _PARAMS.search(msg):
-            return (f"fix parameter(s) {m['names']} in the execution's spec.parameters (or the "
-                    f"parameters the catalog declares for {wf}); {again}")
-        return ("fix the reference or value the message names (spec.parameters, workflowRef."
-                f"pipelineName/containerImage, or the catalog entry for {wf}); {again}")
-    if reason is R.TaskFailed:
-        label = "tekton.dev/pipelineRun" if h.kind == "pipelinerun" else "job-name"
-        logs = (f"kubectl logs -n {h.namespace} {h.pod} -c {h.container or 'workflow'}" if h.pod
-                else f"kubectl logs -n {h.namespace} -l {label}={h.run} --all-containers")
-        return (f"inspect the step logs with `{logs}` and fix the underlying error before "
-                "declaring a new execution.")
-    if reason is R.Cancelled:
-        who = (f"It was cancelled: {h.cancelled_by}." if h.cancelled_by else
-               "The run does not record who cancelled it.")
-        return f"{who} If that was not intended, declare a new execution to run it again."
-    if reason is R.ExternallyDeleted:
-        return ("the run was deleted outside the reconciler, which does not retry on its own; "
-                "declare a new execution to retry.")
-    return (f"inspect the run with `kubectl describe {h.kind} -n {h.namespace} {h.run}` and its "
-            f"pod logs and fix the cause; {again}")
+                    start=started_at, hints=Hints("", "", "", kind.lower(), ""))

@@ -19,9 +19,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .declared import ResolvedExecution
-from .failures import FailureDetails
 from .render import ANNOTATION_SPEC_HASH, LABEL_EXECUTION, LABEL_MANAGED_BY, LABEL_WORKFLOW, MANAGED_BY
-from .runstatus import RunObservation, format_time, parse_time
+from .runstatus import RunObservation
+from .runvocab import FailureDetails, format_time, parse_time
 from .status import ExecutionState, RunRef, drop_condition, set_condition
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .runstatus import format_duration, format_time, parse_time
+from .runvocab import format_duration, format_time, parse_time
 
 API_VERSION = "kubernaut.ai/v1alpha1"
 KIND = "WorkflowExecutionStatus"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import GitError
 from .names import format_duration
 from .plan import chain_condition
-from .runstatus import format_time
+from .runvocab import format_time
 from .status import HEALTH_ORDER, ExecutionState, repository_health, with_summary
 from .statusdoc import read_status_document
 

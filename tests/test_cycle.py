@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from reconciler.names import run_name
-from reconciler.runstatus import format_time
+from reconciler.runvocab import format_time
 from reconciler.transitions import MemoryStatusStore
 from tests.conftest import execution_yaml
 from tests.harness import NS, TARGET, Env, declare, state

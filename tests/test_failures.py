@@ -15,14 +15,12 @@ import pytest
 import yaml
 
 from reconciler.failures import (
-    CANCELLED_BY_ANNOTATION,
-    FailureDetails,
-    FailureReason,
     classify_job,
     classify_pipelinerun,
     classify_text,
     externally_deleted,
 )
+from reconciler.runvocab import CANCELLED_BY_ANNOTATION, FailureDetails, FailureReason
 from tests.tekton_payloads import CTX, JOB_CTX, PAYLOADS, load  # noqa: F401
 
 UTC = timezone.utc

@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.declared import ResolvedExecution, load_declaration
 from reconciler.lifecycle import Act, RunInfo, Settings, decide_start, mark_spec_change, release_due, run_info
-from reconciler.runstatus import format_time
+from reconciler.runvocab import format_time
 from reconciler.status import (
     ExecutionState,
     RunRef,

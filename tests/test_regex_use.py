@@ -38,6 +38,8 @@ _INLINE_IGNORECASE = re.compile(r"\(\?[a-zA-Z]*i[a-zA-Z]*\)", re.ASCII)
 ALLOWED: dict[tuple[str, str], str] = {
     ("failures.py", "*"): "classifies free-text Tekton/Kubernetes messages (word-boundary searches, "
                           "IGNORECASE on English words); never validates declared input",
+    ("failures_summary.py", "*"): "picks names out of free-text failure messages (RBAC verb/resource, "
+                                  "quota, image, parameters) for the recommendation; never validates input",
     ("runstatus.py", "*"): "reads counts out of Tekton's free-text condition messages",
     ("logevidence.py", "*"): "redaction of log text: Unicode \\s/\\S widen what is redacted, never narrow it",
     ("render.py", "call:_NEEDS_ESCAPE.search"): "finds any character that needs escaping: a search by design",

@@ -12,14 +12,11 @@ from reconciler.runstatus import (
     ExecutionStatus,
     Phase,
     RunObservation,
-    format_duration,
-    format_time,
-    human_duration,
     observe_job,
     observe_pipelinerun,
-    parse_time,
     task_counts,
 )
+from reconciler.runvocab import format_duration, format_time, human_duration, parse_time
 from tests.tekton_payloads import CTX, JOB_CTX, PAYLOADS, load  # noqa: F401
 
 UTC = timezone.utc
