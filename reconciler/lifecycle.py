@@ -8,7 +8,8 @@ already claimed this cycle, the time — and asks this module what to do.  The a
 
 Locks need no extra storage: the run's name is derived from the target, so a run object
 *is* the lock; its labels say which execution holds it, its completion time starts the
-cooldown, and deleting it (after terminal + cooldown) releases it.
+cooldown, and deleting it (after terminal + cooldown) releases it.  Where a chain's
+predecessors stand (SPEC §3a) is :mod:`reconciler.lifecycle_chains`'s to say.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .declared import ResolvedExecution
+from .lifecycle_chains import NOT_MET, WAITING, chain_exempt, dependency_verdict, outcome
 from .render import ANNOTATION_SPEC_HASH, LABEL_EXECUTION, LABEL_MANAGED_BY, LABEL_WORKFLOW, MANAGED_BY
 from .runstatus import RunObservation
 from .runvocab import FailureDetails, format_time, parse_time
@@ -128,69 +130,7 @@ def _skipped(state: ExecutionState, reason: str, message: str, now: datetime, **
                    completion_time=now, conditions=drop_condition(state.conditions, "Suspended"))
 
 
-WAITING = "WaitingForDependency"
-NOT_MET = "DependencyNotMet"
 BREAKER = "ConsecutiveFailures"
-
-
-@dataclass(frozen=True)
-class DependencyVerdict:
-    """Where an execution's chain stands: ``ready``, or waiting on ``waiting``, or never
-    (``not_met`` names the execution whose outcome rules it out, ``message`` says how)."""
-
-    ready: bool
-    waiting: tuple[str, ...] = ()
-    not_met: str = ""
-    message: str = ""
-
-
-def _outcome(state: ExecutionState) -> str:
-    reason = state.failure_details.get("reason") or state.reason
-    return f"{state.phase} ({reason})" if reason and reason != state.phase else state.phase
-
-
-def dependency_verdict(execution: ResolvedExecution, states: Mapping[str, ExecutionState]) -> DependencyVerdict:
-    """SPEC §3a: ``after`` needs each named execution ``Completed``; ``onFailureOf`` needs
-    it ``Failed`` (for one of ``onFailureReasons`` when given).  An outcome that rules the
-    execution out wins over one still pending: it can then never start."""
-    spec = execution.document.spec
-    waiting: list[str] = []
-    for name in spec.after:
-        before = states.get(name)
-        if before is None or not before.terminal:
-            waiting.append(name)
-        elif before.phase != "Completed":
-            return DependencyVerdict(False, not_met=name, message=(
-                f"{name} ended {_outcome(before)}; this execution runs only after it completes (spec.after)"))
-    primary = spec.on_failure_of
-    if primary:
-        before = states.get(primary)
-        if before is None or not before.terminal:
-            waiting.append(primary)
-        elif before.phase != "Failed":
-            return DependencyVerdict(False, not_met=primary, message=(
-                f"{primary} ended {_outcome(before)}; this fallback runs only if it fails (spec.onFailureOf)"))
-        else:
-            reason = str(before.failure_details.get("reason") or before.reason)
-            if spec.on_failure_reasons and reason not in spec.on_failure_reasons:
-                return DependencyVerdict(False, not_met=primary, message=(
-                    f"{primary} failed with {reason}, not {' or '.join(spec.on_failure_reasons)}; this "
-                    "fallback runs only for those (spec.onFailureReasons)"))
-    if waiting:
-        return DependencyVerdict(False, waiting=tuple(waiting), message=_waiting_message(execution, waiting))
-    return DependencyVerdict(True)
-
-
-def _waiting_message(execution: ResolvedExecution, waiting: list[str]) -> str:
-    spec = execution.document.spec
-    parts = []
-    after = [n for n in waiting if n in spec.after]
-    if after:
-        parts.append(f"waiting for {', '.join(after)} to complete")
-    if spec.on_failure_of in waiting:
-        reasons = f" ({' or '.join(spec.on_failure_reasons)})" if spec.on_failure_reasons else ""
-        parts.append(f"runs only if {spec.on_failure_of} fails{reasons}")
-    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -229,13 +169,6 @@ def breaker_verdict(workflow_id: str, target: str, states: Mapping[str, Executio
     until = newest + settings.breaker_period
     return BreakerVerdict(now < until, tuple(s.name for s in failures), until)
 
-
-def _chain_exempt(execution: ResolvedExecution, holder: str, states: Mapping[str, ExecutionState]) -> bool:
-    """SPEC §3a: a predecessor's lock and cooldown do not block its dependent on the same
-    target once the predecessor is terminal (the chain is one remediation)."""
-    before = states.get(holder)
-    return (holder in execution.document.spec.dependencies and before is not None and before.terminal
-            and before.target == execution.target)
 
 
 def decide_start(
@@ -283,8 +216,8 @@ def decide_start(
             return Decision(_skipped(state, BREAKER, message, now, conflictingExecution=breaker.failures[0],
                                      breakerUntil=until))
     if run is not None:
-        if run.managed and run.terminal and _chain_exempt(execution, run.execution, known):
-            message = (f"{run.execution} ended {_outcome(known[run.execution])}; releasing its lock on "
+        if run.managed and run.terminal and chain_exempt(execution, run.execution, known):
+            message = (f"{run.execution} ended {outcome(known[run.execution])}; releasing its lock on "
                        f"{execution.target} ({run.name}) for this dependent")
             return Decision(_pending(state, "LockReleasing", message, now, conflictingExecution=run.execution),
                             act=Act.RELEASE)
@@ -315,7 +248,7 @@ def decide_start(
         return Decision(_pending(state, "LockReleasing", message, now,
                                  conflictingExecution=run.execution))
     holder = claimed.get(execution.target)
-    if holder is not None and holder != execution.name and not _chain_exempt(execution, holder, known):
+    if holder is not None and holder != execution.name and not chain_exempt(execution, holder, known):
         message = f"target {execution.target} is busy: execution {holder} claimed it first"
         return Decision(_skipped(state, "ResourceBusy", message, now, conflictingExecution=holder))
     return Decision(_pending(state, "Creating", f"creating {execution.engine} run {execution.run_name}", now),

@@ -178,7 +178,7 @@ def states_from(decl: Declaration) -> dict[str, ExecutionState]:
 def _chain_entry(execution: ResolvedExecution, recorded: Mapping[str, ExecutionState]) -> PlanEntry | None:
     """A dependent that waits (its predecessors have not ended) or will be skipped (one ended
     the wrong way); None when its condition is met and it is planned like any other."""
-    from .lifecycle import NOT_MET, WAITING, dependency_verdict  # the run lifecycle (and Jinja): chains only
+    from .lifecycle_chains import NOT_MET, WAITING, dependency_verdict  # the run lifecycle (and Jinja): chains only
 
     verdict = dependency_verdict(execution, recorded)
     if verdict.not_met:

@@ -28,8 +28,8 @@ from reconciler.lifecycle import (
     Settings,
     breaker_verdict,
     decide_start,
-    dependency_verdict,
 )
+from reconciler.lifecycle_chains import dependency_verdict
 from reconciler.names import run_name
 from reconciler.policy import Policy
 from reconciler.status import ExecutionState, RunRef
