@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from reconciler.cluster import KubeCluster
-from reconciler.cycle import LOCK_HELD, CycleResult, Reconciler
+from reconciler.cycle import CycleResult, Reconciler
+from reconciler.cycle_context import LOCK_HELD
 from reconciler.errors import GitError, NotLeader
 from reconciler.gitsource import GitSource
 from reconciler.kube import PIPELINERUNS, KubeClient, RetryPolicy
