@@ -94,7 +94,7 @@ def measure(repo: Path, cache: Path) -> dict[str, float]:
     t1 = time.perf_counter()
     snapshot = source.snapshot(commit)
     t2 = time.perf_counter()
-    from reconciler.declared import load_declaration
+    from reconciler.declared_assemble import load_declaration
 
     decl = load_declaration(snapshot.files, origins=snapshot.origins)
     t3 = time.perf_counter()

@@ -229,7 +229,8 @@ def render_check(reps: int) -> None:
     """Render + check of one manifest (point 6), against the same check through ``yaml.load``."""
     import yaml
 
-    from reconciler.declared import _load_catalog, _parse_execution
+    from reconciler.declared_catalog import _load_catalog
+    from reconciler.declared_parse import _parse_execution
     from reconciler.render import Renderer
 
     catalog = _load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)

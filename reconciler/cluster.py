@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from .errors import Invalid, KubeError, NotFound
 from .informer import RunCache
-from .kube import EVENTS, JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS, KubeClient
+from .kube import KubeClient
+from .kube_api import EVENTS, JOBS, PIPELINERUNS, PODS, RUN_RESOURCES, TASKRUNS
 from .render import LABEL_MANAGED_BY, MANAGED_BY, RenderedRun
 from .runvocab import format_time
 

@@ -24,7 +24,8 @@ from .config import Config, read_secret
 from .errors import ConfigError, KubeError, NotFound, ReconcilerError
 from .gitauth import git_environment
 from .gitsource import GitSource, redact_url
-from .kube import (
+from .kube import KubeClient
+from .kube_api import (
     CONFIGMAPS,
     CRDS,
     EVENTS,
@@ -35,7 +36,6 @@ from .kube import (
     PODS,
     SERVICEACCOUNTS,
     TASKRUNS,
-    KubeClient,
     Resource,
 )
 from .notify import check_sinks

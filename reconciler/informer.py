@@ -38,7 +38,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import KubeError
-from .kube import EVENTS, JOBS, PIPELINERUNS, PODS, TASKRUNS, Expired, KubeClient, Resource
+from .kube import KubeClient
+from .kube_api import EVENTS, JOBS, PIPELINERUNS, PODS, TASKRUNS, Expired, Resource
 from .render import LABEL_MANAGED_BY, MANAGED_BY
 
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"

@@ -12,7 +12,8 @@ Writes are sent with ``fieldValidation=Strict``: a field the server's schema doe
 (a typo in a custom template) refuses the request, naming the field, instead of being
 dropped with a 201.  Every ``Warning`` header the server sends (deprecations, dropped
 fields on reads through older servers) is logged with the request and the execution it
-concerns.
+concerns.  The resources, their paths and how an error status becomes one of the project's
+errors are :mod:`reconciler.kube_api`'s (no client there).
 
 ``pods/log`` is asked for as ``text/plain`` *or* JSON: an error then arrives as a Status
 (404 pod gone, 400 container not started), not as 406 NotAcceptable.
@@ -29,7 +30,6 @@ import json
 import logging
 import os
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -43,60 +43,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
-from .errors import (
-    AlreadyExists,
-    ConfigError,
-    Conflict,
-    Forbidden,
-    Invalid,
-    KubeError,
-    NotFound,
-    NotLeader,
-    Unavailable,
-)
-
-
-@dataclass(frozen=True)
-class Resource:
-    group: str  # "" for the core API
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
-            if sub:
-                base += f"/{sub}"
-        return base
-
-
-PIPELINERUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
-TASKRUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
-JOBS = Resource("batch", "v1", "jobs", "Job")
-PODS = Resource("", "v1", "pods", "Pod")
-EVENTS = Resource("", "v1", "events", "Event")
-LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
-RUN_RESOURCES = {"PipelineRun": PIPELINERUNS, "Job": JOBS}
-# read by ``reconciler doctor`` only
-NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
-SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
-CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
-CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-                namespaced=False)
+from .errors import AlreadyExists, ConfigError, KubeError, NotFound, NotLeader, Unavailable
+from .kube_api import EVENTS, PODS, Expired, Resource, WatchEvent, api_warnings, error_from_status
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STRICT = frozenset({"POST", "PUT", "PATCH"})  # sent with fieldValidation=Strict
-_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _PATCH_TYPES = {
     "merge": "application/merge-patch+json",
     "json": "application/json-patch+json",
@@ -109,18 +60,6 @@ class RetryPolicy:
     attempts: int = 4
     base_delay: float = 0.2
     max_delay: float = 5.0
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
-    object: dict[str, Any]
-
-
-class Expired(KubeError):
-    """A watch's resourceVersion is too old (410 Gone): list again, then watch."""
-
-    reason = "Expired"
 
 
 def load_api_client(context: str | None = None, kubeconfig: str | None = None) -> k8s.ApiClient:
@@ -186,13 +125,13 @@ class KubeClient:
                                          _request_timeout=timeout or self.request_timeout)
         except ApiException as e:
             self._log_warnings(method, path, e.headers, context)
-            raise _from_status(method, path, e.status or 0, e.body, e.headers) from e
+            raise error_from_status(method, path, e.status or 0, e.body, e.headers) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise Unavailable(f"{method} {path}: API server unreachable: {type(e).__name__}") from e
         self._log_warnings(method, path, response.headers, context)
         if response.status >= 400:
             raw = response.read()
-            raise _from_status(method, path, response.status, raw, response.headers)
+            raise error_from_status(method, path, response.status, raw, response.headers)
         if stream:
             return response.response
         raw = response.read()
@@ -295,7 +234,7 @@ class KubeClient:
                     status = event.get("object") or {}
                     if status.get("code") == 410:
                         raise Expired(status.get("message", "resourceVersion too old"), status=410)
-                    raise _from_status("GET", res.path(namespace), int(status.get("code") or 500),
+                    raise error_from_status("GET", res.path(namespace), int(status.get("code") or 500),
                                        json.dumps(status).encode(), {})
                 yield WatchEvent(event.get("type", ""), event.get("object") or {})
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
@@ -355,71 +294,3 @@ class KubeClient:
                 "lastTimestamp": body.get("lastTimestamp"), "message": body.get("message")})
         except KubeError as e:  # a Conflict: another replica counted the same repeat meanwhile
             self.log.warning("could not record event", extra={"error": str(e), "event": name})
-
-
-_WARNING = re.compile(r'\s*([0-9]{3})\s+\S+\s+"((?:[^"\\]|\\.)*)"', re.ASCII)
-
-
-def api_warnings(headers: Any) -> list[str]:
-    """The texts of the ``Warning`` headers of an answer (RFC 7234: ``299 - "text"``)."""
-    if not headers:
-        return []
-    getlist = getattr(headers, "getlist", None)
-    values = getlist("Warning") if getlist else [headers.get("Warning")] if headers.get("Warning") else []
-    out: list[str] = []
-    for value in values:
-        found = [re.sub(r"\\(.)", r"\1", m.group(2)) for m in _WARNING.finditer(str(value))]
-        out.extend(found or [str(value)])
-    return out
-
-
-def _from_status(method: str, path: str, status: int, raw: Any, headers: Any) -> KubeError:
-    try:
-        body = json.loads(raw) if raw else {}
-    except (ValueError, TypeError):
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    message = str(body.get("message") or f"HTTP {status}")
-    api_reason = str(body.get("reason") or "")
-    where = f"{method} {path}"
-    if status == 404:
-        return NotFound(f"{where}: {message}", status=status, api_reason=api_reason)
-    if status == 409 and api_reason == "AlreadyExists":
-        return AlreadyExists(f"{where}: {message}", status=status, api_reason=api_reason)
-    if status == 409:
-        return Conflict(f"{where}: {message}", status=status, api_reason=api_reason)
-    if status == 403:
-        verb = _VERBS.get(method, method.lower())
-        parts = path.strip("/").split("/")
-        resource = _resource_of(parts)
-        return Forbidden(
-            f"forbidden: the reconciler may not {verb} {resource}: {message} — grant this verb on "
-            "this resource to the reconciler's ServiceAccount (see deploy/)",
-            verb=verb, resource=resource, status=status, api_reason=api_reason)
-    if status in (400, 422):
-        return Invalid(f"{where}: {message}", status=status, api_reason=api_reason)
-    if status == 410:
-        return Expired(f"{where}: {message}", status=status, api_reason=api_reason)
-    if status == 429 or status >= 500 or status == 0:
-        retry_after = None
-        try:
-            value = headers.get("Retry-After") if headers else None
-            retry_after = float(value) if value is not None else None
-        except (TypeError, ValueError):
-            retry_after = None
-        return Unavailable(f"{where}: {message} (HTTP {status})", retry_after=retry_after, status=status,
-                           api_reason=api_reason)
-    return KubeError(f"{where}: {message}", status=status, api_reason=api_reason)
-
-
-def _resource_of(parts: list[str]) -> str:
-    """'pipelineruns.tekton.dev' from an API path."""
-    if parts[:1] == ["api"]:
-        group, rest = "", parts[2:]
-    else:
-        group, rest = parts[1] if len(parts) > 1 else "", parts[3:]
-    if rest[:1] == ["namespaces"] and len(rest) >= 3:
-        rest = rest[2:]
-    plural = rest[0] if rest else "?"
-    return f"{plural}.{group}" if group else plural

@@ -42,7 +42,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import AlreadyExists, Conflict, KubeError
-from .kube import LEASES, KubeClient
+from .kube import KubeClient
+from .kube_api import LEASES
 
 _RECORD_FIELDS = ("holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions")
 

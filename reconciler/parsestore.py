@@ -42,16 +42,35 @@ _BATCH = 500  # keys per SELECT (well below SQLite's variable limit)
 
 
 def _digest_of_code() -> str:
-    """sha256 of the source of the modules whose rules decide a parse result."""
+    """sha256 of the source of the modules whose rules decide a parse result: the checks
+    of an execution file, the catalog and a status document (and what they use: the
+    schema, names, YAML loading, problems), and the codecs of the rows written for them.
+    What is built later from a result (an execution's state, from a checked status
+    document, by :mod:`reconciler.status`) decides nothing stored, so it is not here."""
     import pydantic
     import pydantic_core
     import yaml
 
-    from . import declared, errors, model, names, parsecache, schema_errors, status, statusdoc, yamldoc
+    from . import (
+        declared,
+        declared_assemble,
+        declared_catalog,
+        declared_parse,
+        errors,
+        model,
+        names,
+        parsecache,
+        parsecache_rows,
+        parsecache_status,
+        schema_errors,
+        statusdoc,
+        yamldoc,
+    )
 
     h = hashlib.sha256(f"schema {SCHEMA}\0{sys.version}\0{pydantic.VERSION}\0{pydantic_core.__version__}\0"
                        f"{yaml.__version__}\0{getattr(yaml, '__with_libyaml__', False)}\0".encode())
-    for module in (declared, errors, model, names, parsecache, schema_errors, status, statusdoc, yamldoc,
+    for module in (declared, declared_assemble, declared_catalog, declared_parse, errors, model, names,
+                   parsecache, parsecache_rows, parsecache_status, schema_errors, statusdoc, yamldoc,
                    sys.modules[__name__]):
         file = getattr(module, "__file__", None)
         h.update(module.__name__.encode() + b"\0")

@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from . import gitcmd, names
-from .declared import YAML_SUFFIXES, Declaration, load_declaration
+from .declared import YAML_SUFFIXES, Declaration
+from .declared_assemble import load_declaration
 from .errors import Problem
 from .model import API_VERSION, FailureReasonName, WorkflowDefinition
 from .plan import Plan, plan_declaration

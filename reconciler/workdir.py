@@ -24,7 +24,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .declared import YAML_SUFFIXES, Declaration, classify, load_declaration
+from .declared import YAML_SUFFIXES, Declaration, classify
+from .declared_assemble import load_declaration
 from .errors import ConfigError, Problem
 from .yamldoc import DEFAULT_MAX_BYTES
 

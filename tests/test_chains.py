@@ -20,7 +20,8 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.declared import ResolvedExecution, load_declaration
+from reconciler.declared import ResolvedExecution
+from reconciler.declared_assemble import load_declaration
 from reconciler.gate import Gate
 from reconciler.lifecycle import (
     Act,

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from reconciler import views
 from reconciler.cli import main
-from reconciler.declared import load_declaration
+from reconciler.declared_assemble import load_declaration
 from reconciler.gitsource import GitSource
 from reconciler.plan import plan_change, plan_declaration, states_from
 from reconciler.report import chunks, plan_text, plan_text_lines

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.declared import load_declaration
+from reconciler.declared_assemble import load_declaration
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.render import Renderer
 from tests.conftest import CATALOG, execution_yaml

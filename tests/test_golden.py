@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.declared import Declaration, load_declaration
+from reconciler.declared import Declaration
+from reconciler.declared_assemble import load_declaration
 from reconciler.render import Renderer
 from tests.conftest import EXAMPLES
 from tests.test_render import assert_valid_pipelinerun

@@ -20,7 +20,8 @@ from reconciler.cycle import CycleResult, Reconciler
 from reconciler.cycle_context import LOCK_HELD
 from reconciler.errors import GitError, NotLeader
 from reconciler.gitsource import GitSource
-from reconciler.kube import PIPELINERUNS, KubeClient, RetryPolicy
+from reconciler.kube import KubeClient, RetryPolicy
+from reconciler.kube_api import PIPELINERUNS
 from reconciler.lifecycle import Settings
 from reconciler.metrics import Metrics
 from reconciler.names import run_name

@@ -23,11 +23,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from reconciler import names
-from reconciler.declared import (
-    MAX_PROBLEMS_PER_FILE,
-    _parameter_values,
-    load_declaration,
-)
+from reconciler.declared import MAX_PROBLEMS_PER_FILE
+from reconciler.declared_assemble import load_declaration
+from reconciler.declared_parse import _parameter_values
 from reconciler.model import WorkflowExecution
 from reconciler.plan import Action, plan_declaration
 from reconciler.schema_errors import translate

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.declared import Declaration, load_declaration
+from reconciler.declared import Declaration
+from reconciler.declared_assemble import load_declaration
 from reconciler.gitsource import GitSource
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 

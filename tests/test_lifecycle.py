@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.declared import ResolvedExecution, load_declaration
+from reconciler.declared import ResolvedExecution
+from reconciler.declared_assemble import load_declaration
 from reconciler.lifecycle import Act, RunInfo, Settings, decide_start, mark_spec_change, release_due, run_info
 from reconciler.runvocab import format_time
 from reconciler.status import (

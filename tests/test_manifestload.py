@@ -16,7 +16,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler import declared
+from reconciler.declared_catalog import _load_catalog
+from reconciler.declared_parse import _parse_execution
 from reconciler.manifestload import load_manifest
 from reconciler.render import Renderer, builtin_templates_dir
 from tests.conftest import CATALOG, execution_yaml
@@ -81,8 +82,8 @@ def test_the_errors_are_pyyamls(text: str) -> None:
 
 
 def test_every_builtin_template_renders_to_the_same_data() -> None:
-    catalog = declared._load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
-    parsed = declared._parse_execution("executions/x.yaml", execution_yaml(
+    catalog = _load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
+    parsed = _parse_execution("executions/x.yaml", execution_yaml(
         "fast-load", params="{NAMESPACE: payments, MEMORY_LIMIT: \"0755\", CONTAINER: yes}").encode(),
         catalog, True, None, 10**6)
     assert parsed.resolved is not None, parsed.problems

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.declared import ResolvedExecution, load_declaration
+from reconciler.declared import ResolvedExecution
+from reconciler.declared_assemble import load_declaration
 from reconciler.errors import ConfigError
 from reconciler.policy import (
     OVERRIDE_LABEL,

@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler.declared import ResolvedExecution, load_declaration
+from reconciler.declared import ResolvedExecution
+from reconciler.declared_assemble import load_declaration
 from reconciler.errors import TemplateError
 from reconciler.render import Renderer, builtin_templates_dir, yaml_scalar
 from tests.conftest import CATALOG, IMAGE, execution_yaml

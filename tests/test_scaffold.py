@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.declared import load_declaration
+from reconciler.declared_assemble import load_declaration
 from reconciler.scaffold import Request, read_root, unique_name
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.declared import spec_hash
+from reconciler.declared_parse import spec_hash
 from reconciler.model import _SHARED_MODELS, WorkflowExecution, share_fields_sets
 from reconciler.render import Renderer
 from tests.test_render import resolve
