@@ -37,243 +37,34 @@ built this way — the rules, in the order they apply:
   before it died.  Only the leader sends: leadership is checked before every request.
 * **Secrets** (tokens, the Slack URL, the HMAC key) are read from their files when a
   request is built, never stored in the queue file, and redacted from every error.
+
+This module owns the :class:`Notifier` (the queues, their workers, when to save); the event and
+its routing are :mod:`reconciler.delivery_event`'s, what a sink is and what its answers mean
+:mod:`reconciler.delivery_sink`'s, the queue's bound and file :mod:`reconciler.delivery_queue`'s.
 """
 
 from __future__ import annotations
 
-import email.utils
-import fnmatch
-import hashlib
-import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .config import RouteRule
+from .delivery_event import Event, changed_at, event_id, make_event, matches
+from .delivery_queue import Shown, admit, read_state, write_state
+from .delivery_sink import Outcome, Sink, backoff
 from .errors import ConfigError
 from .gitsource import redact_text
 from .outbound import Request, Response, send
-from .runvocab import format_time
 from .status import ExecutionState
 
 if TYPE_CHECKING:
     from .cycle import CycleResult
     from .metrics import Metrics
 
-STATE_VERSION = 1
-RATE_LIMIT_CAP = 3600.0
 LAST_RECORDS_CAP = 20_000  # per sink: executions whose last queued id is remembered
-
-
-# -- what happened ------------------------------------------------------------------------
-
-def event_id(execution: str, phase: str, reason: str) -> str:
-    """The delivery id of a transition: the same transition always has the same id."""
-    return hashlib.sha256(f"{execution}\0{phase}\0{reason}".encode()).hexdigest()[:24]
-
-
-@dataclass(frozen=True)
-class Event:
-    """One durable transition of one execution, with what every sink needs (JSON-friendly)."""
-
-    id: str
-    execution: str
-    from_phase: str
-    phase: str
-    reason: str
-    message: str = ""
-    run: str = ""
-    target: str = ""
-    namespace: str = ""
-    workflow: str = ""  # id@version
-    labels: dict[str, str] = field(default_factory=dict)
-    file: str = ""
-    commit: str = ""  # the commit that declared it
-    revision: str = ""  # the tracked branch's tip when it was seen
-    was_execution_failure: bool | None = None
-    failed_task: str = ""
-    failed_step: str = ""
-    summary: str = ""  # the failure's natural-language summary
-    conflicting: str = ""  # the execution holding the target (ResourceBusy)
-    status: dict[str, Any] = field(default_factory=dict)  # the full status document's "status"
-
-    @property
-    def workflow_id(self) -> str:
-        return self.workflow.partition("@")[0]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Event:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
-
-
-def make_event(name: str, state: ExecutionState, *, from_phase: str, labels: Mapping[str, str], file: str,
-               commit: str, revision: str) -> Event:
-    doc = state.to_document()["status"]
-    failure = state.failure_details
-    ran = failure.get("wasExecutionFailure")
-    namespace = state.target.split("/")[0] if state.target.count("/") == 2 else ""
-    return Event(
-        id=event_id(name, state.phase, state.reason), execution=name, from_phase=from_phase, phase=state.phase,
-        reason=state.reason, message=state.message, run=state.execution_ref.name if state.execution_ref else "",
-        target=state.target, namespace=namespace, workflow=state.workflow, labels=dict(labels), file=file,
-        commit=commit, revision=revision, was_execution_failure=ran if isinstance(ran, bool) else None,
-        failed_task=str(failure.get("failedTaskName") or ""), failed_step=str(failure.get("failedStepName") or ""),
-        summary=str(failure.get("naturalLanguageSummary") or ""),
-        conflicting=str(state.skip_details.get("conflictingExecution") or ""), status=doc)
-
-
-def changed_at(state: ExecutionState) -> datetime | None:
-    """The latest time the state records (start, completion, condition transitions, failure):
-    when it last changed, as far as the status can tell."""
-    times = [t for t in (state.start_time, state.completion_time) if t is not None]
-    times += [c.last_transition_time for c in state.conditions]
-    return max(times) if times else None
-
-
-def matches(rules: Sequence[RouteRule], event: Event) -> bool:
-    """A sink takes the event when any rule matches (every transition when it has none)."""
-    return not rules or any(_rule_matches(rule, event) for rule in rules)
-
-
-def _rule_matches(rule: RouteRule, event: Event) -> bool:
-    def globbed(patterns: list[str], value: str) -> bool:
-        return not patterns or any(fnmatch.fnmatchcase(value, p) for p in patterns)
-
-    return ((not rule.phases or event.phase in rule.phases) and globbed(rule.reasons, event.reason)
-            and globbed(rule.workflows, event.workflow_id) and globbed(rule.namespaces, event.namespace)
-            and all(event.labels.get(k) == v for k, v in rule.labels.items()))
-
-
-# -- what an answer means -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: Literal["delivered", "retry", "drop"]
-    delay: float = 0.0  # seconds before the next attempt (retry)
-    why: str = ""
-
-
-def backoff(attempt: int, *, base: float, cap: float) -> float:
-    """Exponential: base, 2·base, 4·base … up to cap (attempt counts from 1)."""
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))
-
-
-def rate_limit_delay(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds a rate-limit answer asks us to wait: ``Retry-After`` (seconds or an HTTP
-    date), else ``X-RateLimit-Reset``/``RateLimit-Reset`` (Unix time) when nothing remains;
-    None when the answer says nothing.  Capped at an hour."""
-    retry_after = headers.get("retry-after", "").strip()
-    if retry_after:
-        if retry_after.isdigit():
-            return min(RATE_LIMIT_CAP, float(retry_after))
-        try:
-            when = email.utils.parsedate_to_datetime(retry_after)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return min(RATE_LIMIT_CAP, max(0.0, when.timestamp() - now))
-    remaining = headers.get("x-ratelimit-remaining", headers.get("ratelimit-remaining", "")).strip()
-    reset = headers.get("x-ratelimit-reset", headers.get("ratelimit-reset", "")).strip()
-    if remaining == "0" and reset.isdigit():
-        return min(RATE_LIMIT_CAP, max(1.0, float(reset) - now + 1.0))
-    return None
-
-
-def classify_http(response: Response, attempt: int, now: float, *, base: float, cap: float,
-                  rate_limited: bool = False) -> Outcome:
-    """The common meaning of an HTTP answer (sinks add their own cases first)."""
-    status = response.status
-    if status is None:
-        return Outcome("retry", backoff(attempt, base=base, cap=cap), response.error or "no answer")
-    if 200 <= status < 300:
-        return Outcome("delivered")
-    why = f"HTTP {status}" + (f": {_snippet(response)}" if response.body else "")
-    if status == 429 or rate_limited:
-        told = rate_limit_delay(response.headers, now)
-        return Outcome("retry", told if told is not None else backoff(attempt, base=base, cap=cap),
-                       f"rate limited ({why})")
-    if status in (401, 403):  # credentials: a rotated Secret heals it, keep the queue
-        return Outcome("retry", backoff(attempt, base=base, cap=cap), f"credentials refused ({why})")
-    if status in (408, 409, 425) or status >= 500:
-        return Outcome("retry", backoff(attempt, base=base, cap=cap), why)
-    if 300 <= status < 400:
-        return Outcome("drop", 0.0, f"{why}: redirects are not followed (credentials would travel); "
-                                    "configure the final URL")
-    return Outcome("drop", 0.0, why)
-
-
-def _snippet(response: Response) -> str:
-    text = response.text(200)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return " ".join(text.split())[:200]
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return str(data["message"])[:200]
-    return " ".join(text.split())[:200]
-
-
-# -- the queue ------------------------------------------------------------------------------
-
-def admit(queue: list[dict[str, Any]], item: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
-                                                                                   list[dict[str, Any]]]:
-    """Append ``item``; when that exceeds ``limit``, drop the oldest item superseded by a
-    newer one for the same execution, else the oldest.  Returns (queue, dropped)."""
-    queue = [*queue, item]
-    dropped: list[dict[str, Any]] = []
-    while len(queue) > limit:
-        newest: dict[str, int] = {}
-        for index, queued in enumerate(queue):
-            newest[queued["event"]["execution"]] = index
-        victim = next((i for i, q in enumerate(queue) if newest[q["event"]["execution"]] != i), 0)
-        dropped.append(queue.pop(victim))
-    return queue, dropped
-
-
-class Sink(Protocol):
-    """One destination.  ``targets`` are the places one event goes (a forge: the declaring
-    commit and the merge commit; others: one); ``request`` reads its secret when called."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def rules(self) -> Sequence[RouteRule]: ...
-
-    def targets(self, event: Event) -> list[str]: ...
-    def request(self, event: Event, target: str, link: str) -> Request: ...
-    def classify(self, response: Response, attempt: int, now: float, *, base: float, cap: float) -> Outcome: ...
-    def secrets(self) -> list[str]: ...
-
-
-@dataclass
-class Shown:
-    """The last delivery of one execution to one sink, for the dashboard."""
-
-    sink: str
-    kind: str
-    phase: str
-    reason: str
-    result: str  # queued | retrying | delivered | dropped
-    at: float
-    error: str = ""
-    attempts: int = 0
-
-    def to_view(self) -> dict[str, Any]:
-        return {"sink": self.sink, "kind": self.kind, "phase": self.phase, "reason": self.reason,
-                "result": self.result, "attempts": self.attempts, "error": self.error,
-                "at": format_time(datetime.fromtimestamp(self.at, timezone.utc).replace(microsecond=0))}
 
 
 class Notifier:
@@ -281,9 +72,8 @@ class Notifier:
 
     def __init__(self, sinks: Sequence[Sink], *, state_file: Path | None,
                  durable: Callable[[str, ExecutionState], bool], is_leader: Callable[[], bool] = lambda: True,
-                 metrics: Metrics | None = None,
-                 public_url: str = "", queue_size: int = 500, replay_window: float = 600.0,
-                 timeout: float = 10.0, base_delay: float = 1.0, max_delay: float = 300.0,
+                 metrics: Metrics | None = None, public_url: str = "", queue_size: int = 500,
+                 replay_window: float = 600.0, timeout: float = 10.0, base_delay: float = 1.0, max_delay: float = 300.0,
                  clock: Callable[[], float] = time.time, logger: logging.Logger | None = None,
                  transport: Callable[[Request, float], Response] = send):
         self.sinks = list(sinks)
@@ -324,14 +114,7 @@ class Notifier:
         if self.state_file is None or not self.state_file.exists():
             return
         try:
-            data = json.loads(self.state_file.read_text())
-            if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-                raise ValueError("unknown format")
-            for name in self._queues:
-                self._queues[name] = [q for q in data.get("queue", {}).get(name, [])
-                                      if isinstance(q, dict) and isinstance(q.get("event"), dict)]
-                self._last[name] = {k: v for k, v in data.get("last", {}).get(name, {}).items() if isinstance(v, dict)}
-            self._leader_at = self._saved_leader_at = float(data.get("leaderAt", 0.0))
+            self._leader_at = self._saved_leader_at = read_state(self.state_file, self._queues, self._last)
         except (OSError, ValueError, TypeError, AttributeError) as e:
             self.log.warning("delivery state unreadable; starting empty", extra={
                 "file": str(self.state_file), "error": str(e)[:200]})
@@ -340,15 +123,8 @@ class Notifier:
         """Atomically (tmp + rename); called with the lock held."""
         if self.state_file is None:
             return
-        data = {"version": STATE_VERSION, "leaderAt": self._leader_at, "queue": self._queues, "last": self._last}
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as handle:
-                json.dump(data, handle, separators=(",", ":"), sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.state_file)
+            write_state(self.state_file, self._leader_at, self._queues, self._last)
             self._saved_leader_at = self._leader_at
         except OSError as e:
             self._warn("save", "delivery state not saved (kept in memory)", str(e))
@@ -612,7 +388,3 @@ class Notifier:
         level = logging.DEBUG if self._warned.get(what) == error else logging.WARNING
         self._warned[what] = error
         self.log.log(level, message, extra={**extra, "error": error})
-
-
-def secret_values(values: Iterable[str | None]) -> list[str]:
-    return [v for v in values if v]

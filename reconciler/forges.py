@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Literal
 
 from . import gitcmd
-from .config import RouteRule
-from .delivery import Event, Outcome, classify_http
+from .config_model import RouteRule
+from .delivery_event import Event
+from .delivery_sink import Outcome, classify_http
 from .outbound import Request, Response
 
 Kind = Literal["github", "gitlab", "gitea"]

@@ -34,10 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ForgeSink, RouteRule, SlackSink, WebhookSink, read_secret, seconds
-from .delivery import Event, Notifier, Outcome, Sink, classify_http
+from .config_model import Config, ForgeSink, RouteRule, SlackSink, WebhookSink, seconds
+from .delivery import Notifier
+from .delivery_event import Event
+from .delivery_sink import Outcome, Sink, classify_http
 from .errors import ConfigError
 from .forges import ForgeStatuses, ForgeTarget, check_request, default_api_url, default_repository, merge_commit
+from .gitauth import read_secret
 from .gitsource import redact_text, redact_url
 from .outbound import Request, Response, send
 

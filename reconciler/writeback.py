@@ -21,25 +21,19 @@ The status files are the audit trail, so the rules are strict:
   is checked before it is pushed: it may touch ``status/<name>.yaml`` of the expected
   names and nothing else (a hostile name can never add, delete or rename another file);
 * every push attempt, retries included, checks leadership right before it is sent.
+
+The bytes, the commit (fast-import), its check and the listing of ``status/`` are
+:mod:`reconciler.writeback_git`'s; this module is the store and its push/retry loop.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import random
-import re
-import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import yaml
-
-from . import gitcmd
 from .declared import gc_paused
 from .errors import GitCommandFailed, GitError, NotLeader
 from .gitsource import GitSource, _clean_stderr
@@ -47,66 +41,21 @@ from .status import ExecutionState, from_document, progress_rank
 from .statusdoc import read_status_document, status_path, valid_execution_name
 from .statushistory import Committer, recorded_states
 from .transitions import Transition
-
-_Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+from .writeback_git import (
+    blob_id,
+    build_commit,
+    check_commit,
+    commit_message,
+    list_status_tree,
+    status_tree_changes,
+    status_yaml,
+)
 
 
 @dataclass(frozen=True)
 class Identity:
     name: str = "kubernaut-reconciler"
     email: str = "kubernaut-reconciler@users.noreply.invalid"
-
-
-def status_yaml(state: ExecutionState) -> bytes:
-    """The canonical bytes of a status file: the same state always gives the same bytes."""
-    header = "# Written by kubernaut-gitops-reconciler. Do not edit: changes are overwritten.\n"
-    body: str = yaml.dump(state.to_document(), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                          default_flow_style=False, width=2**31 - 1)
-    return (header + body).encode("utf-8")
-
-
-def blob_id(data: bytes) -> str:
-    """The id Git gives these bytes as a blob (``git hash-object``), computed locally."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-_SAFE_PATH = re.compile(r"[A-Za-z0-9._/-]+", re.ASCII)
-
-
-def _quote_path(path: str) -> str:
-    """A quoted path for the fast-import stream. Only plain path characters are allowed:
-    names are validated DNS-1123 labels and the prefix is a checked sub-path, so anything
-    else is a bug that must not reach the stream."""
-    if not _SAFE_PATH.fullmatch(path) or ".." in path.split("/"):
-        raise GitError(f"refusing to write the path {path!r}")
-    return f'"{path}"'
-
-
-def commit_message(changed: list[str], transitions: list[Transition], revision: str,
-                   restored: frozenset[str] = frozenset()) -> str:
-    by_name = {t.name: t for t in transitions}
-    lines = []
-    for name in changed:
-        t = by_name.get(name)
-        if t is None and name in restored:
-            lines.append(f"- {name}: status restored (the file on the branch was edited or deleted "
-                         "outside the reconciler)")
-        elif t is None:
-            lines.append(f"- {name}: status updated")
-        else:
-            arrow = f"{t.from_phase or 'new'} → {t.to_phase}"
-            run = f", run {t.run}" if t.run else ""
-            lines.append(f"- {name}: {arrow} ({t.reason or t.to_phase}{run})")
-    if len(changed) == 1:
-        name = changed[0]
-        verb = by_name[name].to_phase if name in by_name else "restore" if name in restored else "update"
-        subject = f"status: {verb} {name}"
-    else:
-        subject = f"status: {len(changed)} executions changed"
-    return (f"{subject}\n\n" + "\n".join(lines) + "\n\n"
-            f"Reconciled-Revision: {revision}\nExecutions-Changed: {len(changed)}\n")
-
-
 
 
 class GitStatusStore:
@@ -195,12 +144,12 @@ class GitStatusStore:
         listed = self._listed
         entries: list[tuple[str, str, str, str]] | None = None  # (status, mode, sha, path)
         if listed is not None and listed[0]:
-            entries = self._changes(listed[0], tip, directory)
+            entries = status_tree_changes(self.source, listed[0], tip, directory)
         if entries is not None and listed is not None:
             blobs, ignored = dict(listed[1]), dict(listed[2])
         else:
             blobs, ignored = {}, {}
-            entries = self._full_list(tip, directory)
+            entries = list_status_tree(self.source, tip, directory)
         for status, mode, sha, path in entries:
             file = path[len(directory) + 1:]
             name = file[:-5] if file.endswith(".yaml") else ""
@@ -239,41 +188,6 @@ class GitStatusStore:
                     self.log.warning("status file ignored", extra={"file": path, "error": why})
         self.ignored = dict(sorted(ignored.items()))
         return blobs
-
-    def _full_list(self, tip: str, directory: str) -> list[tuple[str, str, str, str]]:
-        try:
-            listing = self.source._git().ls_tree("-z", tip, "--", f"{directory}/")
-        except GitCommandFailed as e:
-            raise GitError(f"cannot list {directory}/ at {tip[:12]}: {_clean_stderr(e, self.source.url)}") from e
-        out = []
-        for entry in listing.split("\0"):
-            if not entry:
-                continue
-            meta, path = entry.split("\t", 1)
-            mode, _, sha = meta.split()
-            out.append(("A", mode, sha, path))
-        return out
-
-    def _changes(self, old: str, tip: str, directory: str) -> list[tuple[str, str, str, str]] | None:
-        """What changed directly under ``directory`` between two tips (one ``diff-tree``);
-        None when a full listing is simpler — many changes, or any below a subdirectory
-        (``ls-tree`` lists a subdirectory itself, as one entry)."""
-        try:
-            out = str(self.source._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", old, tip,
-                                                   "--", f"{directory}/"))
-        except GitCommandFailed:
-            return None  # e.g. the old tip is gone after a rebuilt cache: list it all
-        fields = out.split("\0")
-        changes = []
-        for i in range(0, len(fields) - 1, 2):
-            meta, path = fields[i], fields[i + 1]
-            if not meta.startswith(":"):
-                continue
-            _, new_mode, _, new_sha, status = meta[1:].split()
-            if path.rsplit("/", 1)[0] != directory:
-                return None  # not a direct child: never guess, list it all
-            changes.append((status[:1], new_mode, new_sha, path))
-        return changes if len(changes) <= 5000 else None
 
     def load(self) -> dict[str, ExecutionState]:
         """The recorded states: recovered from the bot's commits once, then kept in memory.
@@ -387,9 +301,10 @@ class GitStatusStore:
                 return
             restored = frozenset(n for n in todo if self._known.get(n) == wanted[n][1])
             files = {status_path(self._prefix, n): wanted[n][0] or b"" for n in todo}
-            commit = self._commit(tip, files, commit_message(todo, transitions, revision, restored))
+            commit = build_commit(self.source, self.branch, self.identity.name, self.identity.email, tip, files,
+                                  commit_message(todo, transitions, revision, restored))
             self._pushed_from = tip
-            self._check_commit(tip, commit, set(files))
+            check_commit(self.source, tip, commit, set(files))
             if not self.fence():
                 raise NotLeader("leadership lost: status push not sent")
             try:
@@ -464,55 +379,6 @@ class GitStatusStore:
             self._states = {**self._states, name: theirs}  # copy on write: load() reads without the lock
         return True
 
-    def _check_commit(self, parent: str, commit: str, expected: set[str]) -> None:
-        """Before anything is pushed: the commit changes exactly the expected status files."""
-        args = ["-r", "-z", "--no-renames", "--name-status"]
-        args += [parent, commit] if parent else ["--root", commit]
-        try:
-            out = str(self.source._git().diff_tree(*args))
-        except GitCommandFailed as e:
-            raise GitError(f"cannot check the status commit: {_clean_stderr(e, self.source.url)}") from e
-        fields = [f for f in out.split("\0") if f]
-        if not parent and fields and fields[0] == commit:
-            fields = fields[1:]
-        touched = dict(zip(fields[1::2], fields[0::2], strict=False))
-        if set(touched) != expected or any(kind not in ("A", "M") for kind in touched.values()):
-            raise GitError(f"refusing to push a status commit that touches {sorted(touched)[:5]} "
-                           f"instead of {sorted(expected)[:5]}")
-
     def _backoff(self, attempt: int) -> None:
         delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         self.sleep(delay * (0.5 + random.random()))
-
-    def _commit(self, parent: str, files: dict[str, bytes], message: str) -> str:
-        """A commit of ``files`` on top of ``parent`` built with git fast-import (no work tree).
-
-        The objects stay in the small pack fast-import writes (``unpackLimit=0``): unpacked,
-        every status commit left the whole ``status/`` tree (390 KB at 10 000 files) as a
-        loose object and took 10-15 ms longer; as a pack it is a delta of a few bytes, and
-        ``gc --auto`` after a fetch folds the packs together as usual."""
-        when = f"{int(time.time())} +0000"
-        who = f"{self.identity.name} <{self.identity.email}>"
-        if any(c in who for c in "\n\0") or who.count("<") != 1 or who.count(">") != 1:
-            raise GitError("the commit identity holds characters a commit header cannot")
-        out = bytearray()
-        ref = f"refs/kgr/status-out/{self.branch}"
-        msg = message.encode("utf-8")
-        out += f"commit {ref}\nmark :1\nauthor {who} {when}\ncommitter {who} {when}\ndata {len(msg)}\n".encode()
-        out += msg + b"\n"
-        if parent:
-            out += f"from {parent}\n".encode()
-        for path, data in sorted(files.items()):
-            out += f"M 100644 inline {_quote_path(path)}\ndata {len(data)}\n".encode() + data + b"\n"
-        out += b"\nget-mark :1\ndone\n"  # the commit's id on stdout: no rev-parse afterwards
-        env = {**os.environ, **self.source.env}
-        try:
-            done = gitcmd.run(["-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done",
-                                   "--force"], input=bytes(out),
-                                  cwd=self.source.cache_path, check=True, env=env)
-        except subprocess.CalledProcessError as e:
-            raise GitError(f"cannot build the status commit: {e.stderr.decode(errors='replace')[:300]}") from e
-        commit = done.stdout.decode(errors="replace").strip()
-        if len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
-            raise GitError(f"cannot build the status commit: fast-import answered {commit[:80]!r}")
-        return commit

@@ -24,7 +24,7 @@ from reconciler.gitsource import GitSource
 from reconciler.plan import plan_change, plan_declaration, states_from
 from reconciler.report import chunks, plan_text, plan_text_lines
 from reconciler.status import ExecutionState, RunRef
-from reconciler.writeback import status_yaml
+from reconciler.writeback_git import status_yaml
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)

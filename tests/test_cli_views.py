@@ -15,7 +15,7 @@ from reconciler.cli import main
 from reconciler.names import run_name
 from reconciler.simulator import FakeKubeServer
 from reconciler.status import ExecutionState, RunRef
-from reconciler.writeback import status_yaml
+from reconciler.writeback_git import status_yaml
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)

@@ -19,16 +19,10 @@ import pytest
 
 from reconciler.cycle import CycleResult
 from reconciler.declared import Declaration
-from reconciler.delivery import (
-    Event,
-    Notifier,
-    admit,
-    backoff,
-    changed_at,
-    classify_http,
-    event_id,
-    rate_limit_delay,
-)
+from reconciler.delivery import Notifier
+from reconciler.delivery_event import Event, changed_at, event_id
+from reconciler.delivery_queue import admit
+from reconciler.delivery_sink import backoff, classify_http, rate_limit_delay
 from reconciler.forges import ForgeStatuses, ForgeTarget
 from reconciler.gitsource import GitSource
 from reconciler.metrics import Metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import load_config
-from reconciler.delivery import Event, event_id
+from reconciler.delivery_event import Event, event_id
 from reconciler.forges import (
     ForgeStatuses,
     ForgeTarget,

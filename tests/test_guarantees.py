@@ -28,7 +28,8 @@ from reconciler.names import run_name
 from reconciler.status import Condition, ExecutionState, RunRef, from_document
 from reconciler.statusdoc import check_status_document, status_path
 from reconciler.transitions import MemoryStatusStore
-from reconciler.writeback import GitStatusStore, Identity, status_yaml
+from reconciler.writeback import GitStatusStore, Identity
+from reconciler.writeback_git import status_yaml
 from tests.conftest import execution_yaml, git, push_as_human
 from tests.harness import NS, TARGET, Env
 

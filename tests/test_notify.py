@@ -15,8 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from reconciler.config import RouteRule, describe, load_config
-from reconciler.delivery import Event, event_id, matches
+from reconciler.config import describe, load_config
+from reconciler.config_model import RouteRule
+from reconciler.delivery_event import Event, event_id, matches
 from reconciler.errors import ConfigError
 from reconciler.names import run_name
 from reconciler.notify import SlackNotifications, WebhookNotifications, slack_message, verify, webhook_request
