@@ -19,39 +19,38 @@ again — logged as a warning and counted in ``cache_rebuilds`` — and the oper
 retried, without a restart.  A network failure never looks like that, so an outage never
 costs a re-clone.  Whatever git prints passes through :func:`redact_text` first: no
 credential from a URL, a header or the environment reaches an error, a log or a status.
+
+This module owns :class:`GitSource` and the rules of git's words — which mean a damaged
+cache, which must not be shown, what a revision and a sub-path may be; the layers below
+it are the bare cache (:mod:`reconciler.gitsource_cache`), reading a commit
+(:mod:`reconciler.gitsource_read`) and history and the load
+(:mod:`reconciler.gitsource_history`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import re
-import shutil
 import threading
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
 
 from . import gitcmd
-from .declared import Declaration, FileOrigin, classify, gc_paused
+from .declared import Declaration, FileOrigin
 from .errors import ConfigError, GitCommandFailed, GitError, UnknownRevision
 from .gitbatch import BatchReader
+from .gitsource_cache import _SOURCE_HEAD, CacheDamaged
+from .gitsource_history import GitHistory, Snapshot
+from .gitsource_read import _FEW
 from .parsecache import ParseCache
 from .parsestore import ParseStore
 from .statusdoc import StatusRecord
 from .yamldoc import DEFAULT_MAX_BYTES
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-_SOURCE_HEAD = "refs/kgr/source-HEAD"
 _REV_SUFFIX = re.compile(r"^(.*?)((?:[~^][0-9]*)*)$")
-_GENERATION = "kgr-generation"  # a file in the cache: changes each time the cache is rebuilt
-T = TypeVar("T")
 
 # What git prints when the *local* object database or refs are damaged (a deleted or
 # truncated pack, a corrupt loose object, a ref to a missing object, a broken pack index).
@@ -68,9 +67,6 @@ _DAMAGE = re.compile("|".join([
     r"packfile \S+ does not match index", r"unable to parse object", r"could not read [0-9a-f]{40}",
     r"broken link from", r"not a git repository", r"unable to open object pack directory",
 ]), re.IGNORECASE)
-_SHALLOW = "shallow roots are not allowed to be updated"
-_STEP_MAX = 200  # commits a load carries the declared revision and origins across in one log
-_FEW = 64  # objects read through the long-lived reader; more go through one ``cat-file --batch``
 
 
 def check_sub_path(path: str) -> str:
@@ -90,19 +86,6 @@ def check_sub_path(path: str) -> str:
         raise ConfigError(f"{shown}: contains '..' and could leave the repository; give the directory "
                           "relative to the repository root without '..'")
     return "/".join(parts)
-
-
-class CacheDamaged(GitError):
-    """A git command failed in a way that points at a damaged cache (``cause``: why).
-
-    Raised inside GitSource and handled there (the cache is rebuilt and the operation
-    retried); it only escapes when the damage is not confirmed locally or survives a
-    rebuild, and then it is an ordinary, retryable GitError."""
-
-    def __init__(self, message: str, cause: str, *, certain: bool = False):
-        super().__init__(message)
-        self.cause = cause
-        self.certain = certain  # no local check needed (an object a tree names is missing)
 
 
 def _suspect(stderr: str) -> str:
@@ -158,17 +141,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "kubernaut-reconciler"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """The declared files under the watched path at one commit."""
+class GitSource(GitHistory):
+    """A watched repository: URL or local path, tracked branch, sub-path, cache directory.
 
-    commit: str
-    files: dict[str, bytes | int]  # content, or the size of a file too large to read
-    origins: dict[str, FileOrigin] = field(default_factory=dict)
-
-
-class GitSource:
-    """A watched repository: URL or local path, tracked branch, sub-path, cache directory."""
+    Its layers: the bare cache (:class:`~reconciler.gitsource_cache.GitCache`), reading a
+    commit (:class:`~reconciler.gitsource_read.GitReading`), history and the load
+    (:class:`~reconciler.gitsource_history.GitHistory`); what depends on git's words —
+    whether they mean a damaged cache, which credentials they must not show — is here."""
 
     def __init__(
         self,
@@ -218,59 +197,11 @@ class GitSource:
         self._loaded: str = ""  # the commit load() read last: the next one is read as a step from it
         self.stepped = 0  # loads whose revision and origins were carried from the last one (one log)
 
-    # -- low level ---------------------------------------------------------------------
+    # -- git's words ---------------------------------------------------------------------
 
     @property
     def display_url(self) -> str:
         return redact_url(self.url)
-
-    def _git(self) -> gitcmd.Commands:
-        return self._open().git
-
-    def _open(self) -> gitcmd.Repository:
-        if self._repo is not None and not (self.cache_path / "HEAD").exists():
-            self._forget_repo()  # the cache directory was removed (or rebuilt) under us
-        if self._repo is None:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._repo = gitcmd.open_repository(self.cache_path,
-                                                    init_bare=not (self.cache_path / "HEAD").exists())
-            except (GitCommandFailed, OSError) as e:
-                raise GitError(f"cannot open cache repository {self.cache_path}: {e}") from e
-            self._repo.git.update_environment(**{"GIT_TERMINAL_PROMPT": "0", **self.env})
-            self._generation = self._read_generation()
-        return self._repo
-
-    def _reader(self) -> BatchReader:
-        self._open()  # the cache exists and is the one the reader should read
-        if self._batch is None:
-            self._batch = BatchReader(self.cache_path, {"GIT_TERMINAL_PROMPT": "0", **self.env})
-        return self._batch
-
-    def _forget_repo(self) -> None:
-        if self._repo is not None:
-            self._repo.close()
-        if self._batch is not None:
-            self._batch.close()
-            self._batch = None
-        self._repo = None
-        self._refs_fresh = False
-
-    def _read_generation(self) -> str:
-        try:
-            return (self.cache_path / _GENERATION).read_text().strip()
-        except OSError:
-            return ""
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{self.cache_path}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _secrets(self) -> list[str]:
         from .gitauth import secrets_of  # gitauth imports config: keep this module light
@@ -284,33 +215,6 @@ class GitSource:
         message = f"{what}: {text}"
         cause = _suspect(str(error.stderr or ""))
         return CacheDamaged(message, redact_text(cause, self._secrets())[:300]) if cause else GitError(message)
-
-    # -- self-healing cache ---------------------------------------------------------------
-
-    def _healing(self, operation: Callable[[], T]) -> T:
-        """Run ``operation``; if it fails because the cache is damaged, rebuild the cache
-        from the remote and run it again — at most one rebuild per call, so a remote that
-        is itself broken is not cloned again and again.  Nested calls leave it to the
-        outermost one."""
-        if getattr(self._healing_now, "active", False):
-            return operation()
-        self._healing_now.active = True
-        rebuilt = False
-        try:
-            for _ in range(3):  # reopen (another sharer rebuilt it), rebuild, give up
-                try:
-                    return operation()
-                except CacheDamaged as e:
-                    if rebuilt:
-                        self.log.error("git cache still failing after a rebuild; the remote may be damaged",
-                                       extra={"cache": str(self.cache_path), "cause": e.cause})
-                        raise
-                    if not e.certain and not self._confirm_damage(e):
-                        raise
-                    rebuilt = self._recover(e.cause)
-            return operation()
-        finally:
-            self._healing_now.active = False
 
     def _confirm_damage(self, error: CacheDamaged) -> bool:
         """Whether the cache is really damaged, checked without the network: fsck of the
@@ -333,51 +237,6 @@ class GitSource:
                       extra={"cache": str(self.cache_path), "cause": error.cause})
         return False
 
-    def _recover(self, cause: str) -> bool:
-        """Rebuild the damaged cache (True), or only reopen it when another GitSource or
-        thread sharing it has rebuilt it since this one opened it (False)."""
-        with self._locked():
-            if self._repo is not None and self._read_generation() != self._generation:
-                self._forget_repo()
-                return False
-            self.log.warning("git cache damaged; rebuilding it from the remote",
-                             extra={"cache": str(self.cache_path), "cause": cause,
-                                    "repository": self.display_url})
-            self._forget_repo()
-            aside = self.cache_path.with_name(f"{self.cache_path.name}.damaged-{uuid.uuid4().hex[:8]}")
-            try:
-                if self.cache_path.exists():
-                    os.replace(self.cache_path, aside)
-                gitcmd.open_repository(self.cache_path, init_bare=True).close()
-                (self.cache_path / _GENERATION).write_text(uuid.uuid4().hex + "\n")
-            except (OSError, GitCommandFailed) as e:
-                raise GitError(f"cannot rebuild the damaged cache {self.cache_path}: {e}") from e
-            finally:
-                shutil.rmtree(aside, ignore_errors=True)
-            self.cache_rebuilds += 1  # parsed declarations stay valid: they are keyed by commit id
-            self._statuses = {}  # but whether a commit is in the new cache is asked again
-            self._listings = {}
-            self._origins_at = None
-            self._loaded = ""
-        return True
-
-    # -- fetching ------------------------------------------------------------------------
-
-    def _fetch(self, *refspecs: str) -> None:
-        self._healing(lambda: self._fetch_once(refspecs))
-
-    def _fetch_once(self, refspecs: tuple[str, ...]) -> None:
-        with self._locked():
-            try:
-                _, _, stderr = self._git().fetch("--quiet", "--prune", "--no-tags", "--", self.fetch_url,
-                                                 *refspecs, with_extended_output=True)
-            except GitCommandFailed as e:
-                raise self._error(f"fetch from {self.display_url} failed", e) from e
-        if _SHALLOW in stderr:
-            raise GitError(
-                f"{self.display_url} is a shallow clone (made with --depth): the reconciler needs the "
-                "whole history of the branch. Run `git fetch --unshallow` in it, or clone without --depth.")
-
     # -- revisions ---------------------------------------------------------------------
 
     def fetch(self) -> str:
@@ -395,14 +254,6 @@ class GitSource:
             raise UnknownRevision(
                 f"branch {self.branch!r} not found in {self.display_url}"
             ) from e
-
-    def fetch_all(self) -> None:
-        """Fetch every branch and tag (and, for a local path, its HEAD and remote-tracking
-        refs) so ``resolve`` can take any revision a user types."""
-        specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
-        if self.is_local:
-            specs += ["+refs/remotes/*:refs/remotes/*", f"+HEAD:{_SOURCE_HEAD}"]
-        self._fetch(*specs)
 
     def resolve(self, rev: str) -> str:
         """A commit id for a branch, tag, remote-tracking ref, HEAD or sha (with ~N/^N)."""
@@ -434,225 +285,12 @@ class GitSource:
 
     # -- reading -----------------------------------------------------------------------
 
-    def declared_revision(self, commit: str) -> str:
-        """The last commit at or before ``commit`` that changed executions/ or workflows/.
-
-        Status commits do not move it: this is what ``observedRevision`` records and what
-        parsing is cached by, so writing status never looks like new work (no feedback loop).
-        """
-        return self._healing(lambda: self._declared_revision(commit))
-
-    def _declared_revision(self, commit: str) -> str:
-        known = self._declared_of.get(commit)
-        if known is not None:  # a commit's history never changes
-            return known
-        try:
-            found = self._git().log("-1", "--format=%H", commit, "--", *self._declared_paths())
-        except GitCommandFailed as e:
-            raise self._error(f"cannot read history at {commit[:12]}", e) from e
-        self._remember_declared(commit, str(found).strip())
-        return self._declared_of[commit]
-
-    def _remember_declared(self, commit: str, found: str) -> None:
-        """``commit``'s declared revision is ``found`` (the last commit that changed
-        executions/ or workflows/), or ``commit`` itself when none ever did."""
-        if len(self._declared_of) > 256:
-            self._declared_of.clear()
-            self._declared_found.clear()
-        self._declared_of[commit] = found or commit
-        if found:
-            self._declared_found.add(found)
-
-    def _step_from_loaded(self, commit: str) -> None:
-        """The declared revision and file origins of ``commit`` carried forward from the
-        commit loaded last, by one ``git log`` of the commits in between (the usual push: a
-        few commits on top).  It answers what ``git log -1 -- executions workflows`` and
-        :meth:`_origins_since` would (for a linear run of commits they list the same
-        commits and names) with one process instead of three.  Anything else — a merge, a
-        rewritten branch, a long run — leaves the caches alone and the full reads run."""
-        base = self._loaded
-        base_declared = self._declared_of.get(base) if base else None
-        if base_declared is None or base == commit or commit in self._declared_of:
-            return
-        try:
-            log = self._git().log("--format=%x01%H %P %ct", "--name-only", "--no-renames", "-z",
-                                  f"--max-count={_STEP_MAX + 1}", f"{base}..{commit}")
-        except GitCommandFailed:
-            return
-        blocks = _log_blocks(log)  # newest first
-        if not blocks or len(blocks) > _STEP_MAX or blocks[0][0][0] != commit:
-            return
-        for index, (header, _) in enumerate(blocks):  # one parent each, chained, down to base
-            below = blocks[index + 1][0][0] if index + 1 < len(blocks) else base
-            if len(header) != 3 or header[1] != below:
-                return
-        tops = self._declared_paths()  # what ``git log -- <tops>`` would list: each, and below
-        under = tuple(f"{top}/" for top in tops)
-        touching = [(header[0], int(header[2]), [n for n in names if n in tops or n.startswith(under)])
-                    for header, names in blocks]
-        touching = [block for block in touching if block[2]]
-        if not touching:
-            if base_declared not in self._declared_found:
-                return  # nothing was ever declared: the revision is the commit itself, ask git
-            self._remember_declared(commit, base_declared)
-            self.stepped += 1
-            return
-        self._remember_declared(commit, touching[0][0])
-        self.stepped += 1
-        if self._origins_at is not None and self._origins_at[0] == base_declared:
-            origins, count = self._carried(self._origins_at[1], self._origins_at[2], touching)
-            self._origins_at = (touching[0][0], origins, count)
-
-    def _declared_paths(self) -> list[str]:
-        root = f"{self.path}/" if self.path else ""
-        return [f"{root}executions", f"{root}workflows"]
-
     def snapshot(self, commit: str, roles: frozenset[str] | None = None) -> Snapshot:
         """The declared files under the watched path at ``commit``, with their history.
         ``roles`` limits it to some of execution/workflow/status."""
         if not _SHA.match(commit):
             raise UnknownRevision(f"{commit!r} is not a commit id")
         return self._healing(lambda: self._snapshot(commit, roles))
-
-    def _snapshot(self, commit: str, roles: frozenset[str] | None) -> Snapshot:
-        self._ensure_commit(commit)
-        wanted = self._listing(commit, roles)
-        files: dict[str, bytes | int] = dict(self._read_sized(wanted))
-        wants_history = roles is None or bool(roles & {"execution", "workflow"})
-        return Snapshot(commit, files, self._origins(commit, self.path) if wants_history else {})
-
-    def _listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
-        """path → (blob id, size) of the declared files under the watched path at ``commit``
-        (nothing is read).  The first listing is one ``ls-tree``; the next ones are the last
-        listing plus a ``diff-tree`` against its commit, so a new commit costs what it changed.
-        The result is shared: callers must not modify it."""
-        key = frozenset(roles) if roles else frozenset()
-        previous = self._listings.get(key)
-        if previous is not None and previous[0] == commit:
-            return previous[1]
-        listed = self._listing_since(previous, commit, roles) if previous is not None else None
-        if listed is None:
-            listed = self._full_listing(commit, roles)
-        self._listings[key] = (commit, listed)
-        return listed
-
-    def _where(self, roles: frozenset[str] | None) -> list[str]:
-        root = self.path
-        tops = {"execution": "executions", "workflow": "workflows", "status": "status"}
-        return [f"{root}/{tops[r]}" if root else tops[r] for r in sorted(roles)] if roles else [root or "."]
-
-    def _role(self, path: str) -> str | None:
-        role = self._roles.get(path, "?")
-        if role == "?":
-            if len(self._roles) > 200_000:
-                self._roles.clear()
-            role = self._roles[path] = classify(path, self.path)
-        return role
-
-    def _wanted(self, roles: frozenset[str] | None, mode: str, kind: str, path: str) -> bool:
-        role = self._role(path)
-        # submodules and symlinks are never followed
-        return kind == "blob" and mode != "120000" and role is not None and (roles is None or role in roles)
-
-    def _full_listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
-        try:
-            listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", *self._where(roles))
-        except GitCommandFailed as e:
-            raise self._error(f"cannot list {self.path or '/'} at {commit[:12]}", e) from e
-        wanted: dict[str, tuple[str, int]] = {}
-        for entry in listing.split("\0"):
-            if not entry:
-                continue
-            meta, path = entry.split("\t", 1)
-            mode, kind, sha, size = meta.split()
-            if not self._wanted(roles, mode, kind, path):
-                continue
-            if not size.isdigit():  # ls-tree says "BAD" when the blob cannot be read
-                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
-                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
-            wanted[path] = (sha, int(size))
-        return wanted
-
-    def _listing_since(self, previous: tuple[str, dict[str, tuple[str, int]]], commit: str,
-                       roles: frozenset[str] | None) -> dict[str, tuple[str, int]] | None:
-        """``previous`` (a commit and its listing) brought to ``commit`` by one ``diff-tree``
-        (and one ``cat-file --batch-check`` for the sizes of what it changed); None when a
-        full listing is simpler (many changes)."""
-        try:
-            out = self._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", previous[0], commit,
-                                        "--", *self._where(roles))
-        except GitCommandFailed as e:
-            raise self._error(f"cannot compare {previous[0][:12]} with {commit[:12]}", e) from e
-        fields = out.split("\0")
-        changes: list[tuple[str, str, str, str]] = []  # (status, mode, sha, path)
-        for i in range(0, len(fields) - 1, 2):
-            meta, path = fields[i], fields[i + 1]
-            if not meta.startswith(":"):
-                continue
-            _, new_mode, _, new_sha, status = meta[1:].split()
-            changes.append((status, new_mode, new_sha, path))
-        if len(changes) > 2000:
-            return None
-        listed = dict(previous[1])
-        sizes = self._sizes([sha for status, _, sha, _ in changes if status != "D"])
-        for status, mode, sha, path in changes:
-            listed.pop(path, None)
-            kind = "commit" if mode == "160000" else "blob"
-            if status == "D" or not self._wanted(roles, mode, kind, path):
-                continue
-            size = sizes.get(sha)
-            if size is None:
-                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
-                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
-            listed[path] = (sha, size)
-        return listed
-
-    def _sizes(self, shas: list[str]) -> dict[str, int]:
-        """blob id → size, through one ``git cat-file --batch-check`` (absent: unreadable)."""
-        if not shas:
-            return {}
-        if len(shas) <= _FEW:
-            known = self._reader().info(shas)
-            if known is not None:
-                return {sha: size for sha, (_, kind, size) in known.items() if kind == "blob"}
-        try:
-            proc = gitcmd.run(["cat-file", "--batch-check"], input="".join(f"{s}\n" for s in shas).encode(),
-                                  cwd=self.cache_path, check=False, env={**os.environ, **self.env})
-        except OSError as e:
-            raise GitError(f"cannot read objects from the cache: {e}") from e
-        sizes: dict[str, int] = {}
-        for line in proc.stdout.decode(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[1] == "blob" and parts[2].isdigit():
-                sizes[parts[0]] = int(parts[2])
-        return sizes
-
-    def _read_sized(self, wanted: Mapping[str, tuple[str, int]]) -> dict[str, bytes | int]:
-        """The contents of ``wanted`` (path → (blob id, size)); a file larger than the limit
-        is given as its size, unread."""
-        files: dict[str, bytes | int] = {}
-        small = {p: sha for p, (sha, size) in wanted.items() if size <= self.max_file_bytes}
-        for path, (_, size) in wanted.items():
-            if path not in small:
-                files[path] = size
-        files.update(self._read_blobs(small))
-        return files
-
-    def _ensure_commit(self, commit: str) -> None:
-        peeled = f"{commit}^{{commit}}"
-        known = self._reader().info([peeled])
-        if known is not None and known[peeled][1] == "commit":
-            return
-        for attempt in range(2):
-            try:
-                self._git().cat_file("-e", f"{commit}^{{commit}}")
-                return
-            except GitCommandFailed as e:
-                if _suspect(str(e.stderr or "")):
-                    raise self._error(f"cannot read commit {commit[:12]} in the cache", e) from e
-                if attempt == 0:
-                    self.fetch_all()
-        raise UnknownRevision(f"commit {commit[:12]} not found in {self.display_url}")
 
     def _read_blobs(self, shas: dict[str, str]) -> dict[str, bytes]:
         """The contents of ``shas`` (path → blob id) through one ``git cat-file --batch``.
@@ -696,135 +334,6 @@ class GitSource:
             blobs[sha] = out[start:start + size]
             pos = start + size + 1
         return {path: blobs[sha] for path, sha in shas.items()}
-
-    def _origins(self, commit: str, root: str) -> dict[str, FileOrigin]:
-        """For every declared file: the commit that last changed it and the one that added it.
-
-        The first call reads the whole history of executions/ and workflows/ (one ``git log``);
-        later ones, when the new commit only adds a linear run of commits to the one before
-        (the usual push), read just those commits and carry the rest forward — the same result
-        as reading it all, at the cost of what was pushed."""
-        previous = self._origins_at
-        if previous is not None and previous[0] == commit:
-            return previous[1]
-        found = self._origins_since(previous, commit, root) if previous is not None else None
-        if found is None:
-            found = self._origins_full(commit, root)
-        self._origins_at = (commit, found[0], found[1])
-        return found[0]
-
-    def _origin_log(self, commit: str, root: str, since: str = "") -> list[tuple[str, int, list[str]]]:
-        """(commit, time, paths) of each commit touching the declared paths, newest first."""
-        specs = [f"{root}/executions" if root else "executions", f"{root}/workflows" if root else "workflows"]
-        what = f"{since}..{commit}" if since else commit
-        try:
-            log = self._git().log("--format=%x01%H %ct", "--name-only", "--no-renames", "-z", what, "--", *specs)
-        except GitCommandFailed as e:
-            raise self._error(f"cannot read history at {commit[:12]}", e) from e
-        return [(header[0], int(header[1]), names) for header, names in _log_blocks(log)]
-
-    def _origins_full(self, commit: str, root: str) -> tuple[dict[str, FileOrigin], int]:
-        blocks = self._origin_log(commit, root)
-        last: dict[str, tuple[str, int, int]] = {}
-        first: dict[str, tuple[str, int, int]] = {}
-        for index, (sha, ts, names) in enumerate(blocks):  # newest first
-            stamp = (sha, ts, len(blocks) - index)
-            for name in names:
-                last.setdefault(name, stamp)
-                first[name] = stamp
-        origins = {
-            path: FileOrigin(last[path][0], last[path][1], first[path][0], first[path][1], first[path][2])
-            for path in last
-        }
-        return origins, len(blocks)
-
-    def _origins_since(self, previous: tuple[str, dict[str, FileOrigin], int], commit: str,
-                       root: str) -> tuple[dict[str, FileOrigin], int] | None:
-        """``previous`` carried forward to ``commit``; None unless ``commit`` descends from it
-        by a linear run of commits (a merge may reorder history: read it all then)."""
-        base, origins, count = previous
-        try:
-            chain = str(self._git().rev_list("--parents", f"{base}..{commit}")).split("\n")
-        except GitCommandFailed:
-            return None
-        links = [line.split() for line in chain if line.strip()]
-        if not links or any(len(link) != 2 for link in links):
-            return None  # nothing new (not a descendant), or a merge or a root commit in the run
-        if any(links[i][1] != links[i + 1][0] for i in range(len(links) - 1)) or links[-1][1] != base:
-            return None
-        return self._carried(origins, count, self._origin_log(commit, root, since=base))
-
-    @staticmethod
-    def _carried(origins: dict[str, FileOrigin], count: int,
-                 blocks: list[tuple[str, int, list[str]]]) -> tuple[dict[str, FileOrigin], int]:
-        """``origins`` (after ``count`` commits) brought forward by ``blocks``: the
-        newer commits that touched declared files, newest first, with those files."""
-        updated = dict(origins)
-        total = count + len(blocks)
-        for index, (sha, ts, names) in enumerate(reversed(blocks)):  # oldest first
-            seq = count + index + 1
-            for name in names:
-                held = updated.get(name)
-                if held is None:
-                    updated[name] = FileOrigin(sha, ts, sha, ts, seq)
-                else:
-                    updated[name] = FileOrigin(sha, ts, held.introduced_commit, held.introduced_time,
-                                               held.introduced_seq)
-        return updated, total
-
-    def load(self, commit: str) -> Declaration:
-        with self._load_lock, gc_paused():  # the dashboard reads while a cycle runs
-            return self._healing(lambda: self._load(commit))
-
-    def _load(self, commit: str) -> Declaration:
-        """The validated declaration at ``commit``.
-
-        Executions and the catalog are assembled once per *declared* revision (a status-only
-        commit re-uses the previous result); status files are read at ``commit`` itself.
-        Either way only the blobs the :class:`ParseCache` does not hold are read and parsed.
-        """
-        if commit not in self._statuses:  # the commit loaded last is there: no git call at all
-            self._ensure_commit(commit)
-            self._step_from_loaded(commit)
-        declared = self.declared_revision(commit)
-        decl = self._declarations.get(declared)
-        if decl is None:
-            listing = self._listing(declared, frozenset({"execution", "workflow"}))
-            sizes = {path: size for path, (_, size) in listing.items()}
-            by_role: dict[str, dict[str, str]] = {"execution": {}, "workflow": {}}
-            for path, (sha, _) in listing.items():
-                by_role[self._role(path) or "execution"][path] = sha
-            self.parse_count += 1
-            decl = self.parsed.declaration(
-                by_role["execution"], by_role["workflow"],
-                lambda shas: self._read_sized({p: (sha, sizes[p]) for p, sha in shas.items()}),
-                self._origins(declared, self.path), self.max_file_bytes)
-            decl.revision = declared
-            self._declarations[declared] = decl
-            while len(self._declarations) > 4:
-                self._declarations.popitem(last=False)
-        else:
-            self._declarations.move_to_end(declared)
-        cached = self._statuses.get(commit)
-        if cached is None:
-            status = self._listing(commit, frozenset({"status"}))
-            cached = self.parsed.status_records(
-                {path: sha for path, (sha, _) in status.items()},
-                lambda shas: self._read_sized({p: status[p] for p in shas}))
-            self._statuses = {commit: cached}
-        out = replace(decl, statuses=cached[0], ignored_statuses=cached[1])
-        out.share_index(decl)
-        self._loaded = commit
-        return out
-
-
-def _log_blocks(log: str) -> list[tuple[list[str], list[str]]]:
-    """``git log --format=%x01<fields> --name-only -z`` as (header fields, file names) per commit."""
-    out = []
-    for block in (b for b in log.split("\x01") if b.strip("\0\n")):
-        header, _, names = block.partition("\0")
-        out.append((header.split(), [n.strip("\n") for n in names.split("\0") if n.strip("\n")]))
-    return out
 
 
 def _clean_stderr(error: GitCommandFailed, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
