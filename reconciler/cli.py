@@ -39,7 +39,7 @@ from .safetext import safe_block, safe_line, safe_lines
 # command to what it uses.
 if TYPE_CHECKING:
     from .cluster import Cluster
-    from .config import Config
+    from .config_model import Config
     from .cycle import CycleResult
     from .declared import Declaration
     from .gate import Gate

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Config, read_secret
+from .config_model import Config
 from .errors import ConfigError, KubeError, NotFound, ReconcilerError
-from .gitauth import git_environment
+from .gitauth import git_environment, read_secret
 from .gitsource import GitSource, redact_url
 from .kube import KubeClient
 from .kube_api import (

@@ -1,20 +1,13 @@
 """``reconciler run``: the always-on service, wired from its parts.
 
-    APScheduler ── reconcile job (poll interval, jittered, never two at once, coalesced)
-               └── follow job (every few seconds: observe running executions — the poll
-                   fallback for the watch)
+    APScheduler ── reconcile job and follow job (reconciler.service_jobs)
     RunFollower ── watch events → observe that execution now
     webhook     ── push to the tracked branch → run the reconcile job now
     Lease       ── only the leader runs jobs; every write is fenced on leadership
     HTTP        ── :8081 /healthz /readyz, :9090 /metrics, :8080 /webhook
+                   (readiness and the dashboard's data: reconciler.service_status)
 
-Readiness is honest: Git counts as reachable only while a *real* fetch succeeded within
-the grace period, the API server only while a real API call did (:class:`ApiWitness`).
-A follow-up pins the revision and fetches nothing, so it proves nothing about Git; when
-the last real check grows old between polls, the follow job makes one (a fetch, a list),
-so a long poll interval never reads as an outage and an outage never hides behind a
-running execution.  The ``git_reachable``/``kube_reachable`` gauges follow the same rule.
-
+This module builds the parts from the configuration, starts them and stops them.
 Webhooks accelerate; they are never the only path: the interval job always runs.  On
 SIGTERM the scheduler stops taking new work, the cycle in progress finishes (so its
 status is pushed), a pending write-back is retried once, the Lease is released so a
@@ -28,23 +21,20 @@ import math
 import re
 import signal
 import threading
-import time
-from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from starlette.types import ASGIApp
 
-from . import views
-from .cluster import Cluster, KubeCluster
-from .config import Config, read_secret, seconds
+from .cluster import KubeCluster
+from .config_model import Config, seconds
 from .cycle import CycleResult, Reconciler
 from .dashboard import dashboard_app
-from .errors import ConfigError, GitError, KubeError, ReconcilerError, Unavailable
+from .errors import ConfigError, ReconcilerError
 from .follow import RunFollower
 from .gate import Gate
-from .gitauth import git_environment
+from .gitauth import git_environment, read_secret
 from .gitsource import GitSource, redact_url
 from .httpserver import ServerThread, health_app, metrics_app, webhook_app
 from .kube import KubeClient, RetryPolicy, load_api_client
@@ -53,7 +43,9 @@ from .lifecycle import Settings
 from .metrics import Metrics
 from .notify import build_notifier
 from .notify import problems as notification_problems
-from .render import RenderedRun, Renderer
+from .render import Renderer
+from .service_jobs import HeapTrimmer, ServiceJobs
+from .service_status import ApiWitness, by_path
 from .signatures import SignaturePolicy, SignatureVerifier
 from .webhook import PushEvent
 from .writeback import GitStatusStore, Identity
@@ -75,130 +67,9 @@ def _address(value: str) -> tuple[str, int]:
     return (host or "0.0.0.0"), int(port)
 
 
-T = TypeVar("T")
+class Service(ServiceJobs):
+    """The reconciler service: its parts built from ``config``, started and stopped."""
 
-
-class ApiWitness:
-    """The reconciler's cluster, noting when the API server last answered a call.
-
-    An answer about an object (not found, conflict, invalid) is still an answer; no
-    connection, a 5xx/429, or refused credentials (401/403) is not.  ``step_log`` is not
-    witnessed: it swallows its own errors.
-    """
-
-    def __init__(self, inner: Cluster) -> None:
-        self.inner = inner
-        self.namespace = inner.namespace
-        self._last_ok = -math.inf  # time.monotonic() of the last answer to a call
-        self.last_error = ""
-
-    @property
-    def last_ok(self) -> float:
-        """The last answer: to a call, or on the watch-fed cache's LISTs and watches (a read
-        served from the cache is no answer by itself)."""
-        cache = getattr(self.inner, "cache", None)
-        return max(self._last_ok, cache.last_answer if cache is not None else -math.inf)
-
-    def generation(self) -> int | None:
-        """The inner cluster's watch-cache generation (see ``KubeCluster.generation``)."""
-        inner = getattr(self.inner, "generation", None)
-        return inner() if inner is not None else None
-
-    @property
-    def api_reads(self) -> int | None:
-        """The inner cluster's count of reads that went to the API server."""
-        return getattr(self.inner, "api_reads", None)
-
-    def _call(self, call: Callable[[], T], *, read: bool = False) -> T:
-        before = getattr(self.inner, "api_reads", None)
-        try:
-            result = call()
-        except KubeError as e:
-            if isinstance(e, Unavailable) or e.status in (401, 403):
-                self.last_error = str(e)[:300]
-            else:
-                self._last_ok, self.last_error = time.monotonic(), ""
-            raise
-        if not read or before is None or getattr(self.inner, "api_reads", None) != before:
-            self._last_ok, self.last_error = time.monotonic(), ""
-        return result
-
-    def list_runs(self) -> dict[str, dict[str, Any]]:
-        return self._call(self.inner.list_runs, read=True)
-
-    def probe(self) -> None:
-        """A read the API server answers (never the cache): readiness when nothing else asked."""
-        live = getattr(self.inner, "list_runs_live", self.inner.list_runs)
-        self._call(live)
-
-    def get_run(self, kind: str, name: str) -> dict[str, Any] | None:
-        return self._call(lambda: self.inner.get_run(kind, name), read=True)
-
-    def children(self, run: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return self._call(lambda: self.inner.children(run), read=True)
-
-    def create_run(self, rendered: RenderedRun) -> dict[str, Any]:
-        return self._call(lambda: self.inner.create_run(rendered))
-
-    def cancel_run(self, kind: str, name: str) -> None:
-        self._call(lambda: self.inner.cancel_run(kind, name))
-
-    def delete_run(self, kind: str, name: str, uid: str) -> None:
-        self._call(lambda: self.inner.delete_run(kind, name, uid))
-
-    def record_event(self, run: Mapping[str, Any] | None, reason: str, message: str,
-                     warning: bool = False) -> None:
-        self.inner.record_event(run, reason, message, warning)  # best effort, errors logged inside
-
-    def step_log(self, pod: str, container: str) -> str:
-        return self.inner.step_log(pod, container)
-
-    def warning_events(self) -> list[dict[str, Any]]:
-        return self._call(self.inner.warning_events)
-
-
-class HeapTrimmer:
-    """Gives the C heap's free pages back to the system after the first cycle, then at most
-    once per ``interval`` seconds of cycles.
-
-    The first cycle reads and parses everything (every execution and status file): megabytes
-    of short-lived buffers and objects that, once freed, glibc keeps mapped for reuse, so the
-    process's resident size stays at that start-up peak forever.  ``malloc_trim(0)`` releases
-    every free page of every malloc arena (what pymalloc and the data still hold is
-    untouched): at 10 000 executions ~8 MB after start-up.  It frees only memory that is
-    free, so nothing the process computes changes; where the C library has no
-    ``malloc_trim`` (musl, macOS) this does nothing."""
-
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
-        self.interval = interval
-        self.clock = clock
-        self.trims = 0
-        self._last = -math.inf
-        self._trim = _malloc_trim()
-
-    def after_cycle(self) -> None:
-        now = self.clock()
-        if self._trim is None or now - self._last < self.interval:
-            return
-        self._last = now
-        self._trim()
-        self.trims += 1
-
-
-def _malloc_trim() -> Callable[[], int] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none."""
-    import ctypes
-
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: int(trim(0))
-
-
-class Service:
     def __init__(self, config: Config, *, api_client: Any = None, identity: str | None = None,
                  logger: logging.Logger | None = None, readiness_grace: float | None = None,
                  follow_interval: float = FOLLOW_INTERVAL):
@@ -275,9 +146,6 @@ class Service:
 
     # -- leadership ----------------------------------------------------------------------
 
-    def is_leader(self) -> bool:
-        return self.elector is None or self.elector.is_leader
-
     def _started_leading(self) -> None:
         self.store.forget()  # what a standby read may be stale: recover from the remote
         self.notifier.catch_up()
@@ -289,127 +157,7 @@ class Service:
         self.metrics.set_leader(False)
         self.log.warning("lost leadership; standing by", extra={"identity": self.identity})
 
-    # -- jobs ----------------------------------------------------------------------------
-
-    def reconcile_job(self) -> CycleResult | None:
-        """One full cycle (then another at once if a push arrived meanwhile)."""
-        result: CycleResult | None = None
-        while not self._stopping.is_set() and self.is_leader():
-            self._again.clear()
-            result = self._cycle(self.reconciler.run_once)
-            if not self._again.is_set():
-                break
-        return result
-
-    def _cycle(self, run: Callable[[], CycleResult]) -> CycleResult:
-        commits = self.store.commits
-        failures = self.store.failures
-        result = run()
-        self.cycles += 1
-        if result.fetch_seconds is not None:  # a real fetch (a follow-up pins the revision: none)
-            fetched = bool(result.revision)  # the fetch step leaves it empty when the fetch failed
-            self._git_result(fetched, "" if fetched else next(
-                (e for e in result.errors if e.startswith("git:")), "; ".join(result.errors)))
-            self.metrics.record_fetch(result.fetch_seconds, fetched)
-        self.metrics.record_cycle(result)
-        if self.store.failures > failures:
-            self.metrics.record_writeback(False)
-        elif self.store.commits > commits:
-            self.metrics.record_writeback(True, self.store.commits - commits)
-        self.last_error = "; ".join(result.errors)[:500]
-        self.notifier.observe(result)  # only what the remote holds; never blocks, never raises
-        self.heap.after_cycle()
-        if result.requeue:  # a chain's predecessor ended: start its dependent now, not at the next poll
-            self.trigger()
-        self._ensure_follower()
-        with self.cycle_done:
-            self.last_result = result
-            self.cycle_done.notify_all()
-        return result
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Block until ``predicate()`` holds after some cycle or follow job (for operators'
-        tools and tests)."""
-        with self.cycle_done:
-            return self.cycle_done.wait_for(predicate, timeout)
-
-    def _notify(self) -> None:
-        with self.cycle_done:
-            self.cycle_done.notify_all()
-
-    def follow_job(self) -> None:
-        """Poll fallback for the watch: observe executions whose runs are in progress; then
-        refresh a readiness check that has grown old.  Errors are logged, never raised."""
-        if self._stopping.is_set() or not self.is_leader():
-            return
-        try:
-            # before the first cycle has ended there is nothing to follow up that it will not
-            # observe itself: loading every recorded state alongside its load (both at their
-            # largest then) only raised the process's high-water mark, which it keeps
-            running = {n for n, s in self.store.load().items() if s.phase == "Running"} if self.cycles else set()
-            if running:
-                self._cycle(lambda: self.reconciler.observe_now(running))
-        except ReconcilerError as e:
-            if isinstance(e, GitError):
-                self._git_result(False, str(e))
-            self.last_error = str(e)[:500]
-            self._warn("follow", "follow-up failed; the next cycle retries", str(e))
-        else:
-            self._warned.pop("follow", None)
-        self._probe()
-        self._notify()
-
-    def _warn(self, what: str, message: str, error: str) -> None:
-        """A warning the first time an error is seen, debug while it repeats."""
-        level = logging.DEBUG if self._warned.get(what) == error else logging.WARNING
-        self._warned[what] = error
-        self.log.log(level, message, extra={"error": error})
-
-    def _probe(self) -> None:
-        """A real fetch / API read when the last success is older than a third of the grace
-        period (and no attempt was made for as long): between polls, readiness stays true
-        only while it is."""
-        due = self.readiness_grace / 3
-        now = time.monotonic()
-        if now - max(self.last_git_ok, self._git_probe_at) >= due:
-            self._git_probe_at = now
-            started = time.perf_counter()
-            try:
-                self.source.fetch()
-                self._git_result(True, "")
-                self._warned.pop("git", None)
-            except GitError as e:
-                self._git_result(False, str(e))
-                self._warn("git", "git unreachable", str(e))
-            self.metrics.record_fetch(time.perf_counter() - started, not self.git_error)
-        if now - max(self.api_witness.last_ok, self._kube_probe_at) >= due:
-            self._kube_probe_at = now
-            try:
-                self.api_witness.probe()
-                self._warned.pop("kube", None)
-            except KubeError as e:
-                self._warn("kube", "kubernetes API unreachable", str(e))
-
-    def _git_result(self, ok: bool, error: str) -> None:
-        if ok:
-            self.last_git_ok, self.git_error = time.monotonic(), ""
-        else:
-            self.git_error = error[:300]
-
-    def _followed(self, name: str) -> None:
-        if not self._stopping.is_set() and self.is_leader():
-            self._cycle(lambda: self.reconciler.observe_now({name}))
-
-    def _ensure_follower(self) -> None:
-        if not self._follower_started:
-            self._follower_started = True
-            self.follower.start()
-
-    def trigger(self) -> None:
-        """Run the reconcile job now (or right after the one in progress)."""
-        self._again.set()
-        if self.scheduler.running:
-            self.scheduler.modify_job("reconcile", next_run_time=datetime.now(timezone.utc))
+    # -- webhook ---------------------------------------------------------------------------
 
     def on_push(self, event: PushEvent) -> bool:
         if event.deleted or event.branch != self.config.repository.branch:
@@ -420,36 +168,6 @@ class Service:
         self.log.info("push received; reconciling now", extra={"after": event.after, "delivery": event.delivery})
         self.trigger()
         return True
-
-    # -- health --------------------------------------------------------------------------
-
-    @property
-    def last_kube_ok(self) -> float:
-        """time.monotonic() of the last answer from the API server to the reconciler."""
-        return self.api_witness.last_ok
-
-    def git_reachable(self) -> bool:
-        """A real fetch succeeded within the grace period."""
-        return time.monotonic() - self.last_git_ok < self.readiness_grace
-
-    def kube_reachable(self) -> bool:
-        """A real API call was answered within the grace period."""
-        return time.monotonic() - self.api_witness.last_ok < self.readiness_grace
-
-    def ready(self) -> tuple[bool, str]:
-        grace = f"{self.readiness_grace:g}s"
-        if self.elector is not None and not self.is_leader():
-            # a standby is ready when it can reach the API server (it holds no work)
-            return (True, "standby") if self.cycles == 0 or self.kube_reachable() else (
-                False, "kubernetes API unreachable")
-        if self.cycles == 0:
-            return False, "no reconcile cycle has completed yet"
-        if not self.git_reachable():
-            return False, f"git unreachable: {self.git_error or f'no successful fetch in the last {grace}'}"
-        if not self.kube_reachable():
-            why = self.api_witness.last_error or f"no API call answered in the last {grace}"
-            return False, f"kubernetes API unreachable: {why}"
-        return True, "ok"
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -477,41 +195,6 @@ class Service:
             self.elector.start()
         else:
             self.metrics.set_leader(True)
-
-    # -- dashboard data (read-only; called from the HTTP thread pool) ----------------------
-
-    def _view(self) -> tuple[Any, dict[str, Any], str]:
-        revision = self.reconciler.last_revision
-        if not revision:
-            return None, {}, ""
-        return self.source.load(revision), self.store.load(), revision
-
-    def summary(self) -> dict[str, Any]:
-        decl, states, revision = self._view()
-        if decl is None:
-            return {"repository": redact_url(self.config.repository.url), "branch": self.config.repository.branch,
-                    "revision": "", "health": "Unknown", "phases": {}, "sync": {}, "generatedAt": "",
-                    "leader": self.is_leader()}
-        return views.summary(decl, states, repository=redact_url(self.config.repository.url),
-                             branch=self.config.repository.branch, revision=revision, leader=self.is_leader())
-
-    def executions(self) -> list[dict[str, Any]]:
-        decl, states, _ = self._view()
-        return views.rows(decl, states) if decl is not None else []
-
-    def execution(self, name: str) -> dict[str, Any] | None:
-        decl, states, revision = self._view()
-        if decl is None:
-            return None
-        # history up to our newest status commit, which may be newer than the last fetch
-        history_at = self.store.last_commit or revision
-        detail = views.detail(self.source, history_at, decl, states, name, self.reconciler.renderer)
-        if detail is not None:
-            detail["deliveries"] = self.notifier.deliveries(name)
-        return detail
-
-    def _secret_for(self, provider: str) -> bytes | None:
-        return self._webhook_secret.encode() if self._webhook_secret else None
 
     def stop(self) -> None:
         """Graceful: finish the cycle in progress, push pending status, release the Lease."""
@@ -555,19 +238,6 @@ class Service:
         while not done.wait(0.5):
             pass
         self.stop()
-
-
-def by_path(prefixes: dict[str, ASGIApp], default: ASGIApp) -> ASGIApp:
-    """One port, several apps: the webhook under /webhook, the dashboard everywhere else."""
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope.get("type") in ("http", "websocket") else ""
-        for prefix, target in prefixes.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                await target(scope, receive, send)
-                return
-        await default(scope, receive, send)
-
-    return app
 
 
 def build_gate(config: Config, source: GitSource) -> Gate | None:

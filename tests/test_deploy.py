@@ -20,7 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reconciler.config import Config, load_config
+from reconciler.config import load_config
+from reconciler.config_model import Config
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEPLOY = PROJECT / "deploy"

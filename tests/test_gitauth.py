@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import GitAuth
 from reconciler.errors import ConfigError, GitError
-from reconciler.gitauth import git_environment, secrets_of
+from reconciler.gitauth import GitAuth, git_environment, secrets_of
 from reconciler.gitsource import GitSource
 from reconciler.status import ExecutionState
 from reconciler.writeback import GitStatusStore

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from reconciler.config import load_config
-from reconciler.service import HeapTrimmer, Service
+from reconciler.service import Service
+from reconciler.service_jobs import HeapTrimmer
 from tests.conftest import WorkRepo, execution_yaml
 from tests.fakekube_client import new_api_client
 from tests.test_service import NS, World, service_world
