@@ -20,17 +20,26 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
-
-import git
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import GitCommandFailed
+
+if TYPE_CHECKING:
+    import git
 
 __all__ = ["Commands", "GitCommandFailed", "Repository", "open_repository", "run", "spawn"]
 
 
+def _gitpython() -> Any:
+    """GitPython, imported on first use: the commands that only run ``git`` (and the CLI's
+    start-up) never pay for it."""
+    import git
+
+    return git
+
+
 def _failed(error: git.GitError) -> GitCommandFailed:
-    if isinstance(error, git.GitCommandError):
+    if isinstance(error, _gitpython().GitCommandError):
         return GitCommandFailed(str(error), stderr=error.stderr, stdout=error.stdout, status=error.status)
     return GitCommandFailed(str(error))
 
@@ -49,7 +58,7 @@ class Commands:
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 return method(*args, **kwargs)
-            except git.GitError as e:
+            except _gitpython().GitError as e:
                 raise _failed(e) from e
 
         return call
@@ -74,6 +83,7 @@ class Repository:
 def open_repository(path: Path, *, init_bare: bool = False) -> Repository:
     """The repository at ``path`` (created bare first when ``init_bare``); GitCommandFailed
     when git cannot open or create it."""
+    git = _gitpython()
     try:
         return Repository(git.Repo.init(path, bare=True) if init_bare else git.Repo(path))
     except git.GitError as e:
