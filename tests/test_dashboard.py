@@ -20,14 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.dashboard import (
-    CONTENT_SECURITY_POLICY,
-    DashboardSource,
-    Filters,
-    dashboard_app,
-    script_json,
-    valid_name,
-)
+from reconciler.dashboard import CONTENT_SECURITY_POLICY, DashboardSource, dashboard_app
+from reconciler.dashboard_pages import Filters, script_json, valid_name
 from reconciler.httpserver import ServerThread
 
 SHA_DECLARED = "3f9c2a1b7d4e5f60718293a4b5c6d7e8f9012345"
