@@ -149,7 +149,6 @@ class ServiceJobs(ServiceStatus):
         self._probe()
         self._notify()
 
-
     def _followed(self, name: str) -> None:
         if not self._stopping.is_set() and self.is_leader():
             self._cycle(lambda: self.reconciler.observe_now({name}))

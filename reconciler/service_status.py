@@ -117,7 +117,6 @@ class ApiWitness:
         return self._call(self.inner.warning_events)
 
 
-
 class ServiceStatus:
     """Readiness and the read-only views of a running service (see the module docstring)."""
 
@@ -141,7 +140,6 @@ class ServiceStatus:
 
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.is_leader
-
 
     def _warn(self, what: str, message: str, error: str) -> None:
         """A warning the first time an error is seen, debug while it repeats."""
@@ -180,7 +178,6 @@ class ServiceStatus:
         else:
             self.git_error = error[:300]
 
-
     # -- health --------------------------------------------------------------------------
 
     @property
@@ -210,7 +207,6 @@ class ServiceStatus:
             why = self.api_witness.last_error or f"no API call answered in the last {grace}"
             return False, f"kubernetes API unreachable: {why}"
         return True, "ok"
-
 
     # -- dashboard data (read-only; called from the HTTP thread pool) ----------------------
 
@@ -246,7 +242,6 @@ class ServiceStatus:
 
     def _secret_for(self, provider: str) -> bytes | None:
         return self._webhook_secret.encode() if self._webhook_secret else None
-
 
 
 def by_path(prefixes: dict[str, ASGIApp], default: ASGIApp) -> ASGIApp:
