@@ -17,7 +17,8 @@ through the loop, each step real:
 Everything it prints carries ``[simulated]`` and the dashboard shows a "simulated" banner:
 nothing here touched a cluster.  Ctrl-C (SIGINT) or SIGTERM stops the service, the
 simulator and the HTTP servers and exits 0; everything lives in threads of this process,
-so nothing is left running.
+so nothing is left running.  What the simulated cluster holds and how a run is finished
+are :mod:`reconciler.testdrive_cluster`'s.
 """
 
 from __future__ import annotations
@@ -41,26 +42,23 @@ from .safetext import safe_line
 from .service import Service
 from .simulator import FakeKubeServer, JobSimulator, TektonSimulator
 from .simulator.schema import tekton_dir
+from .testdrive_cluster import (
+    DEFAULT_REASON,
+    EXECUTION_LABEL,
+    JOB_REASONS,
+    NAMESPACE,
+    TEKTON_REASONS,
+    WORKFLOW_LABEL,
+    finish_run,
+    list_runs,
+    still_running,
+    table_lines,
+)
 
 TAG = "[simulated]"
 BANNER = "Simulated cluster: reconciler testdrive — no Kubernetes cluster is involved"
-NAMESPACE = "kubernaut-workflows"
 BOT = {"name": "kubernaut-reconciler", "email": "kubernaut-reconciler@users.noreply.invalid"}
 USER = ("testdrive user", "testdrive@users.noreply.invalid")
-TEKTON_REASONS = ("exit", "oom", "forbidden", "task_timeout", "image_pull", "quota", "timeout", "config",
-                  "param_missing")
-JOB_REASONS = ("exit", "oom", "deadline", "image_pull")
-DEFAULT_REASON = "oom"
-WORKFLOW_LABEL = "kubernaut.ai/workflow-id"
-EXECUTION_LABEL = "kubernaut.ai/workflow-execution"
-
-EXPLAIN = {
-    "ResourceBusy": "the lock: another execution's run held the same target when this one was due",
-    "RecentlyRemediated": "the cooldown: the same workflow ran on this target less than execution.cooldown ago",
-    "WaitingForDependency": "a chain: it waits for its predecessor's outcome",
-    "DependencyNotMet": "a chain: its predecessor's outcome did not call for it",
-    "Suspended": "spec.suspend: true in Git; declared intent, nothing runs",
-}
 
 
 class TestdriveError(Exception):
@@ -219,10 +217,7 @@ class Testdrive:
     def runs(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(kind, plural, object) of every run in the simulated namespace."""
         assert self.server is not None
-        out = [("PipelineRun", "pipelineruns", o)
-               for o in self.server.list_objects("tekton.dev", "v1", "pipelineruns", NAMESPACE)]
-        out += [("Job", "jobs", o) for o in self.server.list_objects("batch", "v1", "jobs", NAMESPACE)]
-        return sorted(out, key=lambda r: str(r[2]["metadata"]["name"]))
+        return list_runs(self.server)
 
     def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> bool:
         assert self.service is not None
@@ -242,14 +237,8 @@ class Testdrive:
         return not self.stop.is_set()
 
     def table(self) -> None:
-        seen: set[str] = set()
-        for row in self.rows():
-            reason = f" ({row['reason']})" if row["reason"] else ""
-            self.say(f"  {row['name']:<48} {row['phase']:<10} {row['health']:<11}{reason}")
-            seen.add(str(row["reason"]))
-        for reason, meaning in EXPLAIN.items():
-            if reason in seen:
-                self.say(f"  {reason}: {meaning}")
+        for line in table_lines(self.rows()):
+            self.say(line)
 
     def git_log(self) -> None:
         self.say(f"$ git --git-dir {self.remote} log --oneline -5 main")
@@ -300,14 +289,7 @@ class Testdrive:
         return self.merge_new_execution()
 
     def running(self) -> list[tuple[str, str, dict[str, Any]]]:
-        def done(obj: dict[str, Any]) -> bool:
-            status = obj.get("status") or {}
-            if status.get("completionTime") or status.get("succeeded") or status.get("failed"):
-                return True
-            return any(c.get("type") in ("Succeeded", "Complete", "Failed") and c.get("status") in ("True", "False")
-                       and c.get("reason") not in ("Running", "Started", "Pending")
-                       for c in status.get("conditions") or [])
-        return [r for r in self.runs() if not done(r[2]) and r[2]["metadata"]["name"] not in self.finished]
+        return still_running(self.runs(), self.finished)
 
     def finish_running(self, failures: dict[str, str]) -> bool:
         """Finish every running run (repeatedly: a run waiting on a lock starts when one ends)."""
@@ -322,15 +304,7 @@ class Testdrive:
                 workflow, execution = labels.get(WORKFLOW_LABEL, ""), labels.get(EXECUTION_LABEL, name)
                 reason = failures.get(workflow)
                 self.finished.add(name)
-                if kind == "PipelineRun":
-                    if reason:
-                        self.tekton.fail(NAMESPACE, name, reason if reason in TEKTON_REASONS else "exit")
-                    else:
-                        self.tekton.succeed(NAMESPACE, name)
-                elif reason:
-                    self.jobs.fail(NAMESPACE, name, reason if reason in JOB_REASONS else "exit")
-                else:
-                    self.jobs.succeed(NAMESPACE, name)
+                finish_run(self.tekton, self.jobs, kind, name, reason)
                 self.say(f"  {kind} {name} ({execution}): {'failed: ' + reason if reason else 'succeeded'}")
             names = {str(o[2]["metadata"]["labels"].get(EXECUTION_LABEL, "")) for o in batch}
             if not self.wait(lambda names=names: all(self.phase_of(n) in ("Completed", "Failed") for n in names)  # type: ignore[misc]
