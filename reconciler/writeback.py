@@ -301,10 +301,9 @@ class GitStatusStore:
                 return
             restored = frozenset(n for n in todo if self._known.get(n) == wanted[n][1])
             files = {status_path(self._prefix, n): wanted[n][0] or b"" for n in todo}
-            commit = build_commit(self.source, self.branch, self.identity.name, self.identity.email, tip, files,
-                                  commit_message(todo, transitions, revision, restored))
+            commit = self._commit(tip, files, commit_message(todo, transitions, revision, restored))
             self._pushed_from = tip
-            check_commit(self.source, tip, commit, set(files))
+            self._check_commit(tip, commit, set(files))
             if not self.fence():
                 raise NotLeader("leadership lost: status push not sent")
             try:
@@ -378,6 +377,13 @@ class GitStatusStore:
         if self._states is not None and progress_rank(self._states.get(name, ours)) < progress_rank(theirs):
             self._states = {**self._states, name: theirs}  # copy on write: load() reads without the lock
         return True
+
+    def _commit(self, parent: str, files: dict[str, bytes], message: str) -> str:
+        """A commit of ``files`` on ``parent`` by this store's identity (:func:`build_commit`)."""
+        return build_commit(self.source, self.branch, self.identity.name, self.identity.email, parent, files, message)
+
+    def _check_commit(self, parent: str, commit: str, expected: set[str]) -> None:
+        check_commit(self.source, parent, commit, expected)  # before anything is pushed
 
     def _backoff(self, attempt: int) -> None:
         delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
