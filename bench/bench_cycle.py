@@ -25,14 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.cluster import KubeCluster  # noqa: E402
-from reconciler.cycle import Reconciler  # noqa: E402
-from reconciler.follow import RunFollower  # noqa: E402
-from reconciler.gitsource import GitSource  # noqa: E402
-from reconciler.kube import KubeClient  # noqa: E402
-from reconciler.lifecycle import Settings, decide_start, run_info  # noqa: E402
+from reconciler.record.transitions import MemoryStatusStore  # noqa: E402
+from reconciler.run.cluster import KubeCluster  # noqa: E402
+from reconciler.run.follow import RunFollower  # noqa: E402
+from reconciler.run.kube import KubeClient  # noqa: E402
+from reconciler.run.lifecycle import Settings, decide_start, run_info  # noqa: E402
+from reconciler.service.cycle import Reconciler  # noqa: E402
 from reconciler.simulator import FakeKubeServer, TektonSimulator  # noqa: E402
-from reconciler.transitions import MemoryStatusStore  # noqa: E402
+from reconciler.source.gitsource import GitSource  # noqa: E402
 from tests.conftest import CATALOG, WorkRepo, execution_yaml  # noqa: E402
 from tests.fakekube_client import new_api_client  # noqa: E402
 

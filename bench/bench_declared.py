@@ -85,8 +85,8 @@ def make_repo(path: Path, n: int) -> None:
 
 
 def measure(repo: Path, cache: Path) -> dict[str, float]:
-    from reconciler.gitsource import GitSource
-    from reconciler.render import Renderer
+    from reconciler.render.renderer import Renderer
+    from reconciler.source.gitsource import GitSource
 
     t0 = time.perf_counter()
     source = GitSource(str(repo), cache_dir=cache)
@@ -94,7 +94,7 @@ def measure(repo: Path, cache: Path) -> dict[str, float]:
     t1 = time.perf_counter()
     snapshot = source.snapshot(commit)
     t2 = time.perf_counter()
-    from reconciler.declared_assemble import load_declaration
+    from reconciler.declare.assemble import load_declaration
 
     decl = load_declaration(snapshot.files, origins=snapshot.origins)
     t3 = time.perf_counter()

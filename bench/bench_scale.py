@@ -48,15 +48,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.cluster import KubeCluster  # noqa: E402
-from reconciler.cycle import Reconciler  # noqa: E402
-from reconciler.follow import RunFollower  # noqa: E402
-from reconciler.gitsource import GitSource  # noqa: E402
-from reconciler.kube import KubeClient  # noqa: E402
-from reconciler.lifecycle import Settings  # noqa: E402
+from reconciler.record.status import ExecutionState, RunRef, with_summary  # noqa: E402
+from reconciler.record.writeback import GitStatusStore  # noqa: E402
+from reconciler.run.cluster import KubeCluster  # noqa: E402
+from reconciler.run.follow import RunFollower  # noqa: E402
+from reconciler.run.kube import KubeClient  # noqa: E402
+from reconciler.run.lifecycle import Settings  # noqa: E402
+from reconciler.service.cycle import Reconciler  # noqa: E402
 from reconciler.simulator import FakeKubeServer, TektonSimulator  # noqa: E402
-from reconciler.status import ExecutionState, RunRef, with_summary  # noqa: E402
-from reconciler.writeback import GitStatusStore  # noqa: E402
+from reconciler.source.gitsource import GitSource  # noqa: E402
 from tests.conftest import CATALOG, execution_yaml  # noqa: E402
 from tests.fakekube_client import new_api_client  # noqa: E402
 from tests.procs import Proc, eventually  # noqa: E402
@@ -195,7 +195,7 @@ def child(args: list[str], cwd: Path) -> tuple[float, float]:
 
 _FIRST_LOAD = ("import sys, time\n"
                "from pathlib import Path\n"
-               "from reconciler.gitsource import GitSource\n"
+               "from reconciler.source.gitsource import GitSource\n"
                "remote, cold, warm = sys.argv[1], Path(sys.argv[2]), sys.argv[3]\n"
                "GitSource(warm, cache_dir=cold / 'warm-up').load(GitSource(warm, cache_dir=cold / 'warm-up').fetch())\n"
                "commit = GitSource(remote, cache_dir=cold).fetch()\n"
@@ -229,9 +229,9 @@ def render_check(reps: int) -> None:
     """Render + check of one manifest (point 6), against the same check through ``yaml.load``."""
     import yaml
 
-    from reconciler.declared_catalog import _load_catalog
-    from reconciler.declared_parse import _parse_execution
-    from reconciler.render import Renderer
+    from reconciler.declare.catalog import _load_catalog
+    from reconciler.declare.execution_file import _parse_execution
+    from reconciler.render.renderer import Renderer
 
     catalog = _load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
     executions = [_parse_execution(f"executions/{name(i)}.yaml", execution_yaml(name(i), target=target(i)).encode(),

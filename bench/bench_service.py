@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
-from reconciler.config import load_config  # noqa: E402
-from reconciler.gitsource import GitSource  # noqa: E402
-from reconciler.names import run_name  # noqa: E402
-from reconciler.service import Service  # noqa: E402
+from reconciler.declare.names import run_name  # noqa: E402
+from reconciler.record.status import ExecutionState  # noqa: E402
+from reconciler.record.writeback import GitStatusStore  # noqa: E402
+from reconciler.service.app import Service  # noqa: E402
+from reconciler.service.config import load_config  # noqa: E402
 from reconciler.simulator import FakeKubeServer, TektonSimulator  # noqa: E402
-from reconciler.status import ExecutionState  # noqa: E402
-from reconciler.writeback import GitStatusStore  # noqa: E402
+from reconciler.source.gitsource import GitSource  # noqa: E402
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git  # noqa: E402
 from tests.fakekube_client import new_api_client  # noqa: E402
 

@@ -7,14 +7,14 @@ which printing a version needs.  The line is the one ``click.version_option`` pr
 
 import sys
 
-from . import __version__
+from reconciler import __version__
 
 
 def run() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"reconciler, version {__version__}")
         return
-    from .cli import main
+    from reconciler.cli import main
 
     main()
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.cluster import KubeCluster
-from reconciler.cycle import CycleResult, Reconciler
-from reconciler.gate import Gate
-from reconciler.gitsource import GitSource
-from reconciler.kube import KubeClient, RetryPolicy
-from reconciler.lifecycle import Settings
+from reconciler.gate.checks import Gate
+from reconciler.record.transitions import MemoryStatusStore
+from reconciler.run.cluster import KubeCluster
+from reconciler.run.kube import KubeClient, RetryPolicy
+from reconciler.run.lifecycle import Settings
+from reconciler.service.cycle import CycleResult, Reconciler
 from reconciler.simulator import FakeKubeServer, JobSimulator, TektonSimulator
-from reconciler.transitions import MemoryStatusStore
+from reconciler.source.gitsource import GitSource
 from tests.conftest import CATALOG, IMAGE, WorkRepo, execution_yaml
 from tests.fakekube_client import new_api_client
 

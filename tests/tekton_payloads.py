@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.runvocab import RunContext
+from reconciler.observe.vocabulary import RunContext
 
 PAYLOADS = Path(__file__).parent / "payloads"
 CTX = RunContext(workflow_id="increase-memory-limit", workflow_version="1.2.0",

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.names import run_name
+from reconciler.declare.names import run_name
 from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, IMAGE, WorkRepo, execution_yaml
 

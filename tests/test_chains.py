@@ -20,20 +20,14 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.declared import ResolvedExecution
-from reconciler.declared_assemble import load_declaration
-from reconciler.gate import Gate
-from reconciler.lifecycle import (
-    Act,
-    RunInfo,
-    Settings,
-    breaker_verdict,
-    decide_start,
-)
-from reconciler.lifecycle_chains import dependency_verdict
-from reconciler.names import run_name
-from reconciler.policy import Policy
-from reconciler.status import ExecutionState, RunRef
+from reconciler.declare.assemble import load_declaration
+from reconciler.declare.declared import ResolvedExecution
+from reconciler.declare.names import run_name
+from reconciler.gate.checks import Gate
+from reconciler.gate.policy import Policy
+from reconciler.record.status import ExecutionState, RunRef
+from reconciler.run.chains import dependency_verdict
+from reconciler.run.lifecycle import Act, RunInfo, Settings, breaker_verdict, decide_start
 from tests.conftest import CATALOG, execution_yaml
 from tests.harness import NS, ROLLBACK_CATALOG, TARGET, Env, declare, state
 from tests.test_guarantees import World
@@ -543,8 +537,8 @@ def test_get_and_status_show_the_chain(env: Env) -> None:
 
 
 def test_dashboard_detail_shows_the_chain(env: Env) -> None:
-    from reconciler.gitsource import GitSource
-    from reconciler.views import detail
+    from reconciler.source.gitsource import GitSource
+    from reconciler.views.status_view import detail
     from tests.test_dashboard import FakeSource, serve
 
     _chain_repo(env)
@@ -566,8 +560,8 @@ def test_dashboard_detail_shows_the_chain(env: Env) -> None:
 
 
 def test_breaker_settings_and_policy_switch_are_configurable() -> None:
-    from reconciler.config import load_config
     from reconciler.errors import ConfigError
+    from reconciler.service.config import load_config
 
     config = load_config(None, environ={"RECONCILER_REPOSITORY__URL": "https://git.example/r.git",
                                         "RECONCILER_EXECUTION__BREAKER_FAILURES": "5",

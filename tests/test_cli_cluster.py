@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.names import run_name
+from reconciler.declare.names import run_name
 from reconciler.simulator import FakeKubeServer, TektonSimulator
 from tests.conftest import CATALOG, EXAMPLES, WorkRepo, execution_yaml
 

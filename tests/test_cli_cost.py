@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import views
 from reconciler.cli import main
-from reconciler.declared_assemble import load_declaration
-from reconciler.gitsource import GitSource
-from reconciler.plan import plan_change, plan_declaration, states_from
-from reconciler.report import chunks, plan_text, plan_text_lines
-from reconciler.status import ExecutionState, RunRef
-from reconciler.writeback_git import status_yaml
+from reconciler.declare.assemble import load_declaration
+from reconciler.record.status import ExecutionState, RunRef
+from reconciler.record.writeback_git import status_yaml
+from reconciler.source.gitsource import GitSource
+from reconciler.views import status_view as views
+from reconciler.views.plan import plan_change, plan_declaration, states_from
+from reconciler.views.report import chunks, plan_text, plan_text_lines
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)

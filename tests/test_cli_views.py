@@ -12,10 +12,10 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.names import run_name
+from reconciler.declare.names import run_name
+from reconciler.record.status import ExecutionState, RunRef
+from reconciler.record.writeback_git import status_yaml
 from reconciler.simulator import FakeKubeServer
-from reconciler.status import ExecutionState, RunRef
-from reconciler.writeback_git import status_yaml
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)

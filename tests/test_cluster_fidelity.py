@@ -20,17 +20,17 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.cluster import KubeCluster
-from reconciler.cycle import Reconciler
+from reconciler.declare.names import run_name
 from reconciler.errors import Invalid, NotFound
-from reconciler.gitsource import GitSource
-from reconciler.lifecycle import Settings
-from reconciler.metrics import Metrics
-from reconciler.names import run_name
-from reconciler.render import Renderer, builtin_templates_dir
+from reconciler.record.transitions import MemoryStatusStore
+from reconciler.render.renderer import Renderer, builtin_templates_dir
+from reconciler.run.cluster import KubeCluster
+from reconciler.run.lifecycle import Settings
+from reconciler.service.cycle import Reconciler
+from reconciler.service.metrics import Metrics
 from reconciler.simulator import FakeKubeServer
 from reconciler.simulator.schema import tekton_schema
-from reconciler.transitions import MemoryStatusStore
+from reconciler.source.gitsource import GitSource
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 from tests.harness import NS, T0, TARGET, Env, declare, state
 

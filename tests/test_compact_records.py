@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.gitsource import GitSource
-from reconciler.model import WorkflowExecution, share_fields_sets
-from reconciler.plan import states_from
-from reconciler.status import from_document
-from reconciler.statusdoc import StatusRecord, document_text, documents, read_status_document, record_of
+from reconciler.declare.model import WorkflowExecution, share_fields_sets
+from reconciler.declare.statusdoc import StatusRecord, document_text, documents, read_status_document, record_of
+from reconciler.record.status import from_document
+from reconciler.source.gitsource import GitSource
+from reconciler.views.plan import states_from
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 STATUS = ("apiVersion: kubernaut.ai/v1alpha1\nkind: WorkflowExecutionStatus\nmetadata: {{name: {n}}}\n"

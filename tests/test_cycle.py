@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-from reconciler.names import run_name
-from reconciler.runvocab import format_time
-from reconciler.transitions import MemoryStatusStore
+from reconciler.declare.names import run_name
+from reconciler.observe.vocabulary import format_time
+from reconciler.record.transitions import MemoryStatusStore
 from tests.conftest import execution_yaml
 from tests.harness import NS, TARGET, Env, declare, state
 

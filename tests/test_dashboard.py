@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.dashboard import CONTENT_SECURITY_POLICY, DashboardSource, dashboard_app
-from reconciler.dashboard_pages import Filters, script_json, valid_name
-from reconciler.httpserver import ServerThread
+from reconciler.service.dashboard import CONTENT_SECURITY_POLICY, DashboardSource, dashboard_app
+from reconciler.service.httpserver import ServerThread
+from reconciler.views.dashboard_pages import Filters, script_json, valid_name
 
 SHA_DECLARED = "3f9c2a1b7d4e5f60718293a4b5c6d7e8f9012345"
 SHA_S1 = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"

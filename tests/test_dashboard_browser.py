@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from reconciler.httpserver import ServerThread
+from reconciler.service.httpserver import ServerThread
 
 from .test_dashboard import NL_SUMMARY, XSS_CLOSE, XSS_IMG, XSS_SCRIPT, FakeSource, _detail, _row, serve
 

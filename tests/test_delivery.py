@@ -1,4 +1,4 @@
-"""The delivery queue (reconciler.delivery): what is queued after a cycle, in which order it
+"""The delivery queue (reconciler.service.delivery): what is queued after a cycle, in which order it
 leaves, what survives a restart — against the fake forge over real HTTP, with a real Git
 repository for the declarations (their commits are where statuses go).
 
@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from reconciler.cycle import CycleResult
-from reconciler.declared import Declaration
-from reconciler.delivery import Notifier
-from reconciler.delivery_event import Event, changed_at, event_id
-from reconciler.delivery_queue import admit
-from reconciler.delivery_sink import backoff, classify_http, rate_limit_delay
-from reconciler.forges import ForgeStatuses, ForgeTarget
-from reconciler.gitsource import GitSource
-from reconciler.metrics import Metrics
-from reconciler.outbound import Response
-from reconciler.status import Condition, ExecutionState, RunRef
+from reconciler.declare.declared import Declaration
+from reconciler.record.status import Condition, ExecutionState, RunRef
+from reconciler.service.cycle import CycleResult
+from reconciler.service.delivery import Notifier
+from reconciler.service.delivery_event import Event, changed_at, event_id
+from reconciler.service.delivery_queue import admit
+from reconciler.service.delivery_sink import backoff, classify_http, rate_limit_delay
+from reconciler.service.forges import ForgeStatuses, ForgeTarget
+from reconciler.service.metrics import Metrics
+from reconciler.service.outbound import Response
+from reconciler.source.gitsource import GitSource
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 from tests.fakeforge import FakeForge
 

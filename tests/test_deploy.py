@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reconciler.config import load_config
-from reconciler.config_model import Config
+from reconciler.service.config import load_config
+from reconciler.service.config_model import Config
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEPLOY = PROJECT / "deploy"

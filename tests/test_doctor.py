@@ -19,9 +19,9 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.doctor import LEASE_VERBS, NEEDED
 from reconciler.simulator import FakeKubeServer
-from reconciler.testdrive import packaged_examples, seed_remote
+from reconciler.tools.doctor import LEASE_VERBS, NEEDED
+from reconciler.tools.testdrive import packaged_examples, seed_remote
 from tests.githttp import GitHttpServer
 
 NS = "kubernaut-workflows"

@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.failures import (
-    classify_job,
-    classify_pipelinerun,
-    classify_text,
-    externally_deleted,
-)
-from reconciler.runvocab import CANCELLED_BY_ANNOTATION, FailureDetails, FailureReason
+from reconciler.observe.failures import classify_job, classify_pipelinerun, classify_text, externally_deleted
+from reconciler.observe.vocabulary import CANCELLED_BY_ANNOTATION, FailureDetails, FailureReason
 from tests.tekton_payloads import CTX, JOB_CTX, PAYLOADS, load  # noqa: F401
 
 UTC = timezone.utc
@@ -508,7 +503,7 @@ EVENT_CASES = [
 @pytest.mark.parametrize(("reason", "message", "expected", "cause"), EVENT_CASES)
 def test_warning_events_name_what_blocks_a_run(reason: str, message: str, expected: str | None,
                                                cause: str | None) -> None:
-    from reconciler.failures import event_blocker
+    from reconciler.observe.failures import event_blocker
 
     found = event_blocker({"type": "Warning", "reason": reason, "message": message})
     assert (found.reason.value if found else None) == expected

@@ -15,8 +15,8 @@ from datetime import timedelta
 
 import pytest
 
-from reconciler.status import ExecutionState, RunRef, with_summary
-from reconciler.transitions import MemoryStatusStore
+from reconciler.record.status import ExecutionState, RunRef, with_summary
+from reconciler.record.transitions import MemoryStatusStore
 from tests.conftest import execution_yaml
 from tests.harness import NS, Env, declare
 

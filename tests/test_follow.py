@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.follow import RunFollower
-from reconciler.names import run_name
+from reconciler.declare.names import run_name
+from reconciler.run.follow import RunFollower
 from tests.harness import NS, TARGET, Env, declare
 
 

@@ -1,4 +1,4 @@
-"""Commit statuses (reconciler.forges): the state and description tables, the requests each
+"""Commit statuses (reconciler.service.forges): the state and description tables, the requests each
 forge expects, what answers mean, merge commits from real Git history, and every forge's
 fake over real HTTP — including rate limits and credential checks for ``doctor``."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import load_config
-from reconciler.delivery_event import Event, event_id
-from reconciler.forges import (
+from reconciler.service.config import load_config
+from reconciler.service.delivery_event import Event, event_id
+from reconciler.service.forges import (
     ForgeStatuses,
     ForgeTarget,
     Kind,
@@ -25,8 +25,8 @@ from reconciler.forges import (
     state_for,
     status_request,
 )
-from reconciler.notify import check_sinks
-from reconciler.outbound import Response
+from reconciler.service.notify import check_sinks
+from reconciler.service.outbound import Response
 from tests.conftest import WorkRepo, git
 from tests.fakeforge import FakeForge
 from tests.test_delivery import TOKEN, _no_delivery_secrets_in_logs, declare, notifier, result, state
@@ -193,7 +193,7 @@ def test_the_merge_commit_gets_the_status_too(tmp_path: Path) -> None:
     repo.commit("meanwhile", **{"README": "x"})
     git(repo.path, "merge", "-q", "--no-ff", "pr", "-m", "Merge pull request #1")
     merged = repo.git("rev-parse", "HEAD")
-    from reconciler.gitsource import GitSource
+    from reconciler.source.gitsource import GitSource
     from tests.test_delivery import Declared
 
     source = GitSource(str(repo.path), cache_dir=tmp_path / "cache")

@@ -9,9 +9,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.declared_assemble import load_declaration
+from reconciler.declare.assemble import load_declaration
 from reconciler.errors import Problem, ReconcilerError
-from reconciler.render import Renderer
+from reconciler.render.renderer import Renderer
 from tests.conftest import CATALOG, execution_yaml
 
 KEYS = ["apiVersion", "kind", "metadata", "name", "spec", "workflowRef", "workflowId", "version",

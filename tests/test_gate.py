@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.gate import Gate
-from reconciler.names import run_name
-from reconciler.policy import parse_policy
-from reconciler.signatures import SignaturePolicy, SignatureVerifier
+from reconciler.declare.names import run_name
+from reconciler.gate.checks import Gate
+from reconciler.gate.policy import parse_policy
+from reconciler.source.signatures import SignaturePolicy, SignatureVerifier
 from tests.conftest import CATALOG, execution_yaml
 from tests.harness import NS, TARGET, Env, declare, state
 from tests.test_signatures import Keys, commit, keys  # noqa: F401  (module fixture)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ConfigError, GitError
-from reconciler.gitauth import GitAuth, git_environment, secrets_of
-from reconciler.gitsource import GitSource
-from reconciler.status import ExecutionState
-from reconciler.writeback import GitStatusStore
+from reconciler.record.status import ExecutionState
+from reconciler.record.writeback import GitStatusStore
+from reconciler.source.gitauth import GitAuth, git_environment, secrets_of
+from reconciler.source.gitsource import GitSource
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.githttp import GitHttpServer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitbatch import MAX_BATCH, MAX_LIVE, BatchReader, live_readers
+from reconciler.source.gitbatch import MAX_BATCH, MAX_LIVE, BatchReader, live_readers
 from tests.conftest import WorkRepo
 
 

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.errors import ConfigError, GitError
-from reconciler.gitsource import GitSource, _suspect
-from reconciler.gitsource_cache import CacheDamaged
+from reconciler.source.gitcache import CacheDamaged
+from reconciler.source.gitsource import GitSource, _suspect
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.harness import Env, declare, state
 

@@ -10,8 +10,8 @@ import pytest
 from git import GitCommandError
 
 from reconciler.errors import GitError, UnknownRevision
-from reconciler.gitsource import GitSource, _clean_stderr, redact_text, redact_url
-from reconciler.plan import Action, Change, plan_change
+from reconciler.source.gitsource import GitSource, _clean_stderr, redact_text, redact_url
+from reconciler.views.plan import Action, Change, plan_change
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 
 STATUS_COMPLETED = """\

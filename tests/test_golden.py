@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.declared import Declaration
-from reconciler.declared_assemble import load_declaration
-from reconciler.render import Renderer
+from reconciler.declare.assemble import load_declaration
+from reconciler.declare.declared import Declaration
+from reconciler.render.renderer import Renderer
 from tests.conftest import EXAMPLES
 from tests.test_render import assert_valid_pipelinerun
 

@@ -15,21 +15,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.cluster import KubeCluster
-from reconciler.cycle import CycleResult, Reconciler
-from reconciler.cycle_context import LOCK_HELD
+from reconciler.declare.names import run_name
+from reconciler.declare.statusdoc import check_status_document, status_path
 from reconciler.errors import GitError, NotLeader
-from reconciler.gitsource import GitSource
-from reconciler.kube import KubeClient, RetryPolicy
-from reconciler.kube_api import PIPELINERUNS
-from reconciler.lifecycle import Settings
-from reconciler.metrics import Metrics
-from reconciler.names import run_name
-from reconciler.status import Condition, ExecutionState, RunRef, from_document
-from reconciler.statusdoc import check_status_document, status_path
-from reconciler.transitions import MemoryStatusStore
-from reconciler.writeback import GitStatusStore, Identity
-from reconciler.writeback_git import status_yaml
+from reconciler.record.status import Condition, ExecutionState, RunRef, from_document
+from reconciler.record.transitions import MemoryStatusStore
+from reconciler.record.writeback import GitStatusStore, Identity
+from reconciler.record.writeback_git import status_yaml
+from reconciler.run.cluster import KubeCluster
+from reconciler.run.kube import KubeClient, RetryPolicy
+from reconciler.run.kube_api import PIPELINERUNS
+from reconciler.run.lifecycle import Settings
+from reconciler.service.cycle import CycleResult, Reconciler
+from reconciler.service.cycle_context import LOCK_HELD
+from reconciler.service.metrics import Metrics
+from reconciler.source.gitsource import GitSource
 from tests.conftest import execution_yaml, git, push_as_human
 from tests.harness import NS, TARGET, Env
 

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.names import run_name
+from reconciler.declare.names import run_name
+from reconciler.declare.statusdoc import valid_execution_name
 from reconciler.simulator import FakeKubeServer, TektonSimulator
 from reconciler.simulator.watch import WatchEvent
-from reconciler.statusdoc import valid_execution_name
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.procs import BOT, NS, Proc, eventually
 

@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from reconciler import names
-from reconciler.declared import MAX_PROBLEMS_PER_FILE
-from reconciler.declared_assemble import load_declaration
-from reconciler.declared_parse import _parameter_values
-from reconciler.model import WorkflowExecution
-from reconciler.plan import Action, plan_declaration
-from reconciler.schema_errors import translate
-from reconciler.yamldoc import load_documents
+from reconciler.declare import names
+from reconciler.declare.assemble import load_declaration
+from reconciler.declare.declared import MAX_PROBLEMS_PER_FILE
+from reconciler.declare.execution_file import _parameter_values
+from reconciler.declare.model import WorkflowExecution
+from reconciler.declare.schema_errors import translate
+from reconciler.declare.yamldoc import load_documents
+from reconciler.views.plan import Action, plan_declaration
 from tests.conftest import CATALOG, IMAGE, execution_yaml
 
 EXEC = "executions/x.yaml"

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 from starlette.types import ASGIApp
 
-from reconciler.httpserver import Limits, ServerThread, health_app, webhook_app
+from reconciler.service.httpserver import Limits, ServerThread, health_app, webhook_app
 
 from .test_httpserver import LIMIT, CountingApp, Recorder
 from .test_webhook import SECRET

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reconciler.httpserver import ServerThread, health_app, metrics_app, webhook_app
-from reconciler.metrics import Metrics
-from reconciler.webhook import PushEvent, signature
+from reconciler.service.httpserver import ServerThread, health_app, metrics_app, webhook_app
+from reconciler.service.metrics import Metrics
+from reconciler.service.webhook import PushEvent, signature
 
 from .test_metrics import value
 from .test_webhook import (

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.declared import Declaration
-from reconciler.declared_assemble import load_declaration
-from reconciler.gitsource import GitSource
+from reconciler.declare.assemble import load_declaration
+from reconciler.declare.declared import Declaration
+from reconciler.source.gitsource import GitSource
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 N = 12
@@ -291,8 +291,8 @@ def test_an_incremental_declaration_equals_one_from_scratch(ops: list[tuple[str,
     """Random edits, adds, removes, renames, duplicate names, chain edits and invalid files,
     one or a few per step: after each step the cache's declaration (derived from the last
     one where it can be) equals load_declaration of the same files."""
-    from reconciler.declared import FileOrigin
-    from reconciler.parsecache import ParseCache
+    from reconciler.declare.declared import FileOrigin
+    from reconciler.source.parsecache import ParseCache
 
     files: dict[str, str] = {"workflows/w.yaml": CATALOG}
     origins: dict[str, FileOrigin] = {}
@@ -360,7 +360,7 @@ _STATUS = ("apiVersion: kubernaut.ai/v1alpha1\nkind: WorkflowExecutionStatus\nme
 def test_incremental_status_records_equal_a_full_pass(ops: list[tuple[str, str, str]]) -> None:
     """Status files added, edited, removed, broken or misnamed: the records and the ignored
     files (and their order) equal those of a fresh cache."""
-    from reconciler.parsecache import ParseCache
+    from reconciler.source.parsecache import ParseCache
 
     files: dict[str, str] = {}
     cache = ParseCache()
@@ -404,7 +404,7 @@ def test_the_property_above_took_the_fast_path_too() -> None:
     ("executions/a.yaml.", "", None), ("README.md", "", None),
 ])
 def test_classify_by_string_agrees_with_the_path_rules(path: str, root: str, role: str | None) -> None:
-    from reconciler.declared import _classify_path, classify
+    from reconciler.declare.declared import _classify_path, classify
 
     assert classify(path, root) == _classify_path(path, root) == role
 
@@ -414,7 +414,7 @@ def test_classify_by_string_agrees_with_the_path_rules(path: str, root: str, rol
                                  "team", "x.json", "c..yaml"]), min_size=1, max_size=4),
        st.sampled_from(["", ".", "team", "team/sub", "./team", "team/"]))
 def test_classify_by_string_agrees_on_any_path(parts: list[str], root: str) -> None:
-    from reconciler.declared import _classify_path, classify
+    from reconciler.declare.declared import _classify_path, classify
 
     path = "/".join(parts)
     assert classify(path, root) == _classify_path(path, root)

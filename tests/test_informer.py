@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from reconciler.cluster import KubeCluster
-from reconciler.cycle import Reconciler
-from reconciler.follow import RunFollower
-from reconciler.informer import RunCache
-from reconciler.lifecycle import Settings
-from reconciler.names import run_name
+from reconciler.declare.names import run_name
+from reconciler.run.cluster import KubeCluster
+from reconciler.run.follow import RunFollower
+from reconciler.run.informer import RunCache
+from reconciler.run.lifecycle import Settings
+from reconciler.service.cycle import Reconciler
 from tests.harness import NS, Env, declare
 
 pytestmark = pytest.mark.usefixtures("env")

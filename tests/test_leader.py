@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.kube import KubeClient, RetryPolicy
-from reconciler.leader import LeaderElector, default_identity, micro_time
+from reconciler.run.kube import KubeClient, RetryPolicy
+from reconciler.service.leader import LeaderElector, default_identity, micro_time
 from reconciler.simulator import FakeKubeServer
 from tests.fakekube_client import new_api_client
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.declared import ResolvedExecution
-from reconciler.declared_assemble import load_declaration
-from reconciler.lifecycle import Act, RunInfo, Settings, decide_start, mark_spec_change, release_due, run_info
-from reconciler.runvocab import format_time
-from reconciler.status import (
+from reconciler.declare.assemble import load_declaration
+from reconciler.declare.declared import ResolvedExecution
+from reconciler.observe.vocabulary import format_time
+from reconciler.record.status import (
     ExecutionState,
     RunRef,
     from_document,
@@ -22,6 +21,7 @@ from reconciler.status import (
     sync_of,
     with_summary,
 )
+from reconciler.run.lifecycle import Act, RunInfo, Settings, decide_start, mark_spec_change, release_due, run_info
 from tests.conftest import CATALOG, execution_yaml
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)

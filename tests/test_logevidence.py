@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.logevidence import explaining_line, redact, with_step_message
+from reconciler.observe.logevidence import explaining_line, redact, with_step_message
 
 FORBIDDEN = ('Error from server (Forbidden): deployments.apps "api" is forbidden: User "system:serviceaccount:'
              'w:runner" cannot patch resource "deployments" in API group "apps" in the namespace "payments"')

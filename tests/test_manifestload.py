@@ -16,10 +16,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.declared_catalog import _load_catalog
-from reconciler.declared_parse import _parse_execution
-from reconciler.manifestload import load_manifest
-from reconciler.render import Renderer, builtin_templates_dir
+from reconciler.declare.catalog import _load_catalog
+from reconciler.declare.execution_file import _parse_execution
+from reconciler.render.manifestload import load_manifest
+from reconciler.render.renderer import Renderer, builtin_templates_dir
 from tests.conftest import CATALOG, execution_yaml
 
 SAFE: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

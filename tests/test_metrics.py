@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.cycle import CycleResult
-from reconciler.declared import Declaration
-from reconciler.metrics import HEALTHS, PHASES, SYNCS, WORKFLOW_BUCKETS, Metrics, workflow_id
-from reconciler.status import ExecutionState, RunRef
-from reconciler.transitions import Transition
+from reconciler.declare.declared import Declaration
+from reconciler.record.status import ExecutionState, RunRef
+from reconciler.record.transitions import Transition
+from reconciler.service.cycle import CycleResult
+from reconciler.service.metrics import HEALTHS, PHASES, SYNCS, WORKFLOW_BUCKETS, Metrics, workflow_id
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 WF = "increase-memory-limit@1.2.0"

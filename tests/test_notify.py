@@ -1,4 +1,4 @@
-"""Notifications (reconciler.notify): routing rules, the Slack message, the signed webhook
+"""Notifications (reconciler.service.notify): routing rules, the Slack message, the signed webhook
 verified by a real receiver, the configuration's rules and checks — and, end to end, the
 real service sending commit statuses, a webhook and a Slack message for one execution."""
 
@@ -15,13 +15,13 @@ import httpx
 import pytest
 import yaml
 
-from reconciler.config import describe, load_config
-from reconciler.config_model import RouteRule
-from reconciler.delivery_event import Event, event_id, matches
+from reconciler.declare.names import run_name
 from reconciler.errors import ConfigError
-from reconciler.names import run_name
-from reconciler.notify import SlackNotifications, WebhookNotifications, slack_message, verify, webhook_request
-from reconciler.service import check
+from reconciler.service.app import check
+from reconciler.service.config import describe, load_config
+from reconciler.service.config_model import RouteRule
+from reconciler.service.delivery_event import Event, event_id, matches
+from reconciler.service.notify import SlackNotifications, WebhookNotifications, slack_message, verify, webhook_request
 from tests.conftest import WorkRepo, execution_yaml
 from tests.fakeforge import FakeForge, FakeReceiver
 from tests.test_delivery import TOKEN, declare, notifier, result, state

@@ -26,7 +26,6 @@ from click.testing import CliRunner
 from markdown_it import MarkdownIt
 
 from reconciler.cli import main
-from reconciler.logs import JsonFormatter, TextFormatter
 from reconciler.safetext import (
     clean,
     gh_data,
@@ -39,6 +38,7 @@ from reconciler.safetext import (
     safe_block,
     safe_line,
 )
+from reconciler.service.logs import JsonFormatter, TextFormatter
 from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 

@@ -30,7 +30,7 @@ def test_installed_wheel_renders_and_serves(tmp_path: Path) -> None:
                    check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(target)}
     probe = (
-        "import reconciler, reconciler.render as r, reconciler.dashboard as d, reconciler.simulator as s;"
+        "import reconciler, reconciler.render.renderer as r, reconciler.service.dashboard as d, reconciler.simulator as s;"
         "assert s.FakeKubeServer().start().stop() is None;"
         "t = r.builtin_templates_dir(); assert (t / 'pipelinerun.yaml.j2').is_file(), t;"
         "print(reconciler.__file__)"

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.declared import Declaration
-from reconciler.gitsource import GitSource
-from reconciler.parsecache import ParseCache
-from reconciler.parsestore import ParseStore
+from reconciler.declare.declared import Declaration
+from reconciler.source.gitsource import GitSource
+from reconciler.source.parsecache import ParseCache
+from reconciler.source.parsestore import ParseStore
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 STATUS = ("apiVersion: kubernaut.ai/v1alpha1\nkind: WorkflowExecutionStatus\nmetadata: {{name: {n}}}\n"
@@ -72,7 +72,7 @@ def test_a_second_process_parses_nothing_and_gets_the_same_answer(repo: WorkRepo
 def test_a_new_process_in_a_subprocess_parses_nothing(repo: WorkRepo, cache_dir: Path) -> None:
     """Another interpreter (the CLI beside the service) on the same cache directory."""
     _load(repo, cache_dir)
-    code = ("import sys; from pathlib import Path; from reconciler.gitsource import GitSource\n"
+    code = ("import sys; from pathlib import Path; from reconciler.source.gitsource import GitSource\n"
             f"s = GitSource({str(repo.path)!r}, cache_dir=Path({str(cache_dir)!r}))\n"
             "d = s.load(s.fetch()); print(s.parsed.parses, len(d.executions), len(d.invalid))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.declared import ResolvedExecution
-from reconciler.declared_assemble import load_declaration
+from reconciler.declare.assemble import load_declaration
+from reconciler.declare.declared import ResolvedExecution
 from reconciler.errors import ConfigError
-from reconciler.policy import (
+from reconciler.gate.policy import (
     OVERRIDE_LABEL,
     RULES,
     Policy,

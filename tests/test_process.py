@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.names import run_name
+from reconciler.declare.names import run_name
 from reconciler.simulator import FakeKubeServer
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.procs import NS, TOKEN, Proc, eventually

@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.cluster import KubeCluster
-from reconciler.cycle import CycleResult, Reconciler
-from reconciler.follow import RunFollower
-from reconciler.gitsource import GitSource
-from reconciler.lifecycle import RunInfo, Settings, overdue, overdue_at, release_at, release_due
-from reconciler.names import run_name
-from reconciler.status import ExecutionState, RunRef
-from reconciler.writeback import GitStatusStore, Identity
+from reconciler.declare.names import run_name
+from reconciler.record.status import ExecutionState, RunRef
+from reconciler.record.writeback import GitStatusStore, Identity
+from reconciler.run.cluster import KubeCluster
+from reconciler.run.follow import RunFollower
+from reconciler.run.lifecycle import RunInfo, Settings, overdue, overdue_at, release_at, release_due
+from reconciler.service.cycle import CycleResult, Reconciler
+from reconciler.source.gitsource import GitSource
 from tests.conftest import execution_yaml, git, push_as_human
 from tests.harness import NS, TARGET, Env
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from reconciler.errors import Conflict, Forbidden, Invalid, KubeError, NotFound, Unavailable
-from reconciler.service import Service
-from reconciler.service_status import ApiWitness
+from reconciler.service.app import Service
+from reconciler.service.app_status import ApiWitness
 from tests.conftest import WorkRepo, execution_yaml
 
 from .test_service import World, service_world

@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler.declared import ResolvedExecution
-from reconciler.declared_assemble import load_declaration
+from reconciler.declare.assemble import load_declaration
+from reconciler.declare.declared import ResolvedExecution
 from reconciler.errors import TemplateError
-from reconciler.render import Renderer, builtin_templates_dir, yaml_scalar
+from reconciler.render.renderer import Renderer, builtin_templates_dir, yaml_scalar
 from tests.conftest import CATALOG, IMAGE, execution_yaml
 
 

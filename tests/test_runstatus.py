@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.runstatus import (
+from reconciler.observe.runstatus import (
     ExecutionStatus,
     Phase,
     RunObservation,
@@ -16,7 +16,7 @@ from reconciler.runstatus import (
     observe_pipelinerun,
     task_counts,
 )
-from reconciler.runvocab import format_duration, format_time, human_duration, parse_time
+from reconciler.observe.vocabulary import format_duration, format_time, human_duration, parse_time
 from tests.tekton_payloads import CTX, JOB_CTX, PAYLOADS, load  # noqa: F401
 
 UTC = timezone.utc

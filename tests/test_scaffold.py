@@ -13,8 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.declared_assemble import load_declaration
-from reconciler.scaffold import Request, read_root, unique_name
+from reconciler.declare.assemble import load_declaration
+from reconciler.tools.scaffold import Request, read_root, unique_name
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 
 TARGET = "payments/Deployment/payment-api"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.declared_assemble import load_declaration
+from reconciler.declare.assemble import load_declaration
 from reconciler.errors import Problem
 from tests.conftest import CATALOG, IMAGE, execution_yaml
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from reconciler.config import load_config
-from reconciler.names import run_name
-from reconciler.service import Service, normalise_repo_url
+from reconciler.declare.names import run_name
+from reconciler.service.app import Service, normalise_repo_url
+from reconciler.service.config import load_config
 from reconciler.simulator import FakeKubeServer, TektonSimulator
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.fakekube_client import new_api_client

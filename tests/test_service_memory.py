@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.config import load_config
-from reconciler.service import Service
-from reconciler.service_jobs import HeapTrimmer
+from reconciler.service.app import Service
+from reconciler.service.app_jobs import HeapTrimmer
+from reconciler.service.config import load_config
 from tests.conftest import WorkRepo, execution_yaml
 from tests.fakekube_client import new_api_client
 from tests.test_service import NS, World, service_world

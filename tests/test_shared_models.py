@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.declared_parse import spec_hash
-from reconciler.model import _SHARED_MODELS, WorkflowExecution, share_fields_sets
-from reconciler.render import Renderer
+from reconciler.declare.execution_file import spec_hash
+from reconciler.declare.model import _SHARED_MODELS, WorkflowExecution, share_fields_sets
+from reconciler.render.renderer import Renderer
 from tests.test_render import resolve
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ConfigError
-from reconciler.gitsource import GitSource
-from reconciler.signatures import SignaturePolicy, SignatureVerifier, Verification
+from reconciler.source.gitsource import GitSource
+from reconciler.source.signatures import SignaturePolicy, SignatureVerifier, Verification
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import names, render
 from reconciler.cli import main
+from reconciler.declare import names
+from reconciler.render import renderer as render
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 HEAVY = ("kubernetes", "git", "jinja2", "starlette", "uvicorn", "pydantic", "apscheduler", "prometheus_client",
@@ -115,11 +116,11 @@ def declared_repo(tmp_path: Path) -> WorkRepo:
 # status needs Git and the models, never the cluster client, the renderer or the service.
 OFFLINE = [
     (["validate", "."], 0, "3 file(s) valid",
-     ("kubernetes", "git", "jinja2", "starlette", "uvicorn", "apscheduler", "reconciler.cluster")),
+     ("kubernetes", "git", "jinja2", "starlette", "uvicorn", "apscheduler", "reconciler.run.cluster")),
     (["plan", "--repo", "."], 0, "+ create",
-     ("kubernetes", "jinja2", "starlette", "uvicorn", "apscheduler", "reconciler.cluster", "reconciler.cycle")),
+     ("kubernetes", "jinja2", "starlette", "uvicorn", "apscheduler", "reconciler.run.cluster", "reconciler.service.cycle")),
     (["status", "--repo", "."], 0, "Pending",
-     ("kubernetes", "jinja2", "starlette", "uvicorn", "apscheduler", "reconciler.cluster", "reconciler.cycle")),
+     ("kubernetes", "jinja2", "starlette", "uvicorn", "apscheduler", "reconciler.run.cluster", "reconciler.service.cycle")),
     (["schema"], 0, "WorkflowExecution", ("kubernetes", "git", "jinja2", "starlette", "uvicorn")),
 ]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import testdrive
+from reconciler.tools import testdrive
 from tests.conftest import PROJECT
 
 DONE = "The loop is done"
@@ -143,7 +143,7 @@ def test_a_repo_without_executions_is_exit_2_and_one_line(tmp_path: Path) -> Non
 def test_the_walkthrough_push_rebases_over_the_reconcilers_status_commits(tmp_path: Path) -> None:
     """The service pushes status commits to the same branch: testdrive's own push of a new
     execution must rebase over them, not fail the walk-through (exit 2)."""
-    from reconciler.testdrive import _git, push_rebasing
+    from reconciler.tools.testdrive import _git, push_rebasing
 
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)

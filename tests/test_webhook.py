@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from reconciler.webhook import PushEvent, WebhookError, detect_provider, header, parse_push, signature, verify
+from reconciler.service.webhook import PushEvent, WebhookError, detect_provider, header, parse_push, signature, verify
 
 SECRET = b"s3cr3t-webhook-key"
 OTHER = b"not-the-secret"

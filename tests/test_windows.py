@@ -14,7 +14,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import ValidationError
 
-from reconciler.windows import SyncWindow, active_until, evaluate_windows, window_active, window_applies
+from reconciler.gate.windows import SyncWindow, active_until, evaluate_windows, window_active, window_applies
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

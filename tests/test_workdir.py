@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.errors import ConfigError
-from reconciler.gitsource import GitSource
-from reconciler.workdir import validate_paths
+from reconciler.source.gitsource import GitSource
+from reconciler.source.workdir import validate_paths
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 BROKEN = "apiVersion: [\n"  # would be a problem if it were read

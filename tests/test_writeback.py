@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from reconciler.errors import GitError
-from reconciler.gitsource import GitSource
-from reconciler.status import ExecutionState
-from reconciler.transitions import Transition
-from reconciler.writeback import GitStatusStore, Identity
+from reconciler.record.status import ExecutionState
+from reconciler.record.transitions import Transition
+from reconciler.record.writeback import GitStatusStore, Identity
+from reconciler.source.gitsource import GitSource
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 
 

@@ -22,7 +22,9 @@ import logging
 
 import click
 
-from .. import __version__, logs
+from reconciler import __version__
+from reconciler.service import logs
+
 from .check_cmds import render, schema, validate
 from .run_cmds import config_group, run, sync
 from .tool_cmds import doctor, new, testdrive

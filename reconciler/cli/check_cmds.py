@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 
+from reconciler.declare.names import DEFAULT_NAMESPACE
+
 from ..errors import ConfigError, GitError, Problem, TemplateError
-from ..names import DEFAULT_NAMESPACE
 from ..safetext import safe_lines
 from .common import EXIT_INVALID, EXIT_OK, _fail, _loaded, _one_shot, open_source, source_options
 
@@ -36,14 +37,14 @@ def validate(paths: tuple[Path, ...], output: str, policy: Path | None) -> None:
 
     Exit 0 when valid, 1 when any file is invalid, 2 on usage or I/O errors.
     """
-    from ..report import problems_github, problems_json, problems_text
-    from ..workdir import validate_paths
+    from reconciler.source.workdir import validate_paths
+    from reconciler.views.report import problems_github, problems_json, problems_text
 
     try:
         result = validate_paths(list(paths) or [Path(".")])
         if policy is not None:
-            from ..policy import evaluate as evaluate_policy
-            from ..policy import load_policy
+            from reconciler.gate.policy import evaluate as evaluate_policy
+            from reconciler.gate.policy import load_policy
 
             rules = load_policy(policy)
             wanted = {p.file for p in result.problems} | set(result.files)
@@ -79,7 +80,7 @@ def _policy_problems(execution: Any, violations: list[Any]) -> list[Problem]:
     """Violations as Problems on the line of the field they are about."""
     if not violations:
         return []
-    from ..yamldoc import load_documents
+    from reconciler.declare.yamldoc import load_documents
 
     try:
         docs, _ = load_documents(Path(execution.file).read_bytes(), execution.file)
@@ -106,7 +107,7 @@ def _policy_problems(execution: Any, violations: list[Any]) -> list[Problem]:
 def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
            rev: str | None, templates: Path | None, namespace: str, output: str) -> None:
     """Print the manifest that would be applied for execution NAME."""
-    from ..render import Renderer
+    from reconciler.render.renderer import Renderer
 
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
@@ -134,7 +135,7 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
               default="WorkflowExecution", show_default=True)
 def schema(kind: str) -> None:
     """Print the JSON Schema of a document kind (for yaml-language-server and editors)."""
-    from ..model import WorkflowDefinition, WorkflowExecution
+    from reconciler.declare.model import WorkflowDefinition, WorkflowExecution
 
     model = WorkflowExecution if kind == "WorkflowExecution" else WorkflowDefinition
     data = model.model_json_schema(by_alias=True)

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from .. import gitcmd
+from reconciler.declare.names import parse_duration
+from reconciler.source import gitcmd
+
 from ..errors import ConfigError
-from ..names import parse_duration
 from ..safetext import safe_block
 
 # Everything else is imported by the command that needs it: the Kubernetes client, Git, Jinja,
@@ -30,11 +31,11 @@ from ..safetext import safe_block
 # ``plan`` needs only some of them (``--help`` none).  tests/test_startup_cost.py holds each
 # command to what it uses.
 if TYPE_CHECKING:
-    from ..cluster import Cluster
-    from ..cycle import CycleResult
-    from ..declared import Declaration
-    from ..gate import Gate
-    from ..gitsource import GitSource
+    from reconciler.declare.declared import Declaration
+    from reconciler.gate.checks import Gate
+    from reconciler.run.cluster import Cluster
+    from reconciler.service.cycle import CycleResult
+    from reconciler.source.gitsource import GitSource
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,7 +112,7 @@ def source_options(func: F) -> F:
 
 def open_source(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None) -> GitSource:
     """A local directory inside a work tree means: that repository, that sub-path."""
-    from ..gitsource import GitSource
+    from reconciler.source.gitsource import GitSource
 
     local = Path(repo).expanduser()
     if "://" not in repo and local.is_dir():
@@ -139,8 +140,8 @@ def kube_options(func: F) -> F:
 
 
 def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, offline_ok: bool) -> tuple[Cluster, str]:
-    from ..cluster import KubeCluster, OfflineCluster
-    from ..kube import KubeClient, load_api_client
+    from reconciler.run.cluster import KubeCluster, OfflineCluster
+    from reconciler.run.kube import KubeClient, load_api_client
 
     try:
         api = load_api_client(context=context, kubeconfig=kubeconfig)
@@ -154,9 +155,9 @@ def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, off
 def _dry_run(source: GitSource, commit: str, live: Cluster, namespace: str, cooldown: str,
              gate: Gate | None = None, templates: Path | None = None) -> CycleResult:
     """What a cycle would decide at ``commit`` against ``live`` — nothing is changed."""
-    from ..cycle import Reconciler
-    from ..lifecycle import Settings
-    from ..render import Renderer
+    from reconciler.render.renderer import Renderer
+    from reconciler.run.lifecycle import Settings
+    from reconciler.service.cycle import Reconciler
 
     settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
     outcome = Reconciler(source, live, renderer=Renderer(templates, namespace), settings=settings,

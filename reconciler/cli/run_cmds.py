@@ -1,7 +1,7 @@
 """``reconciler sync``, ``run`` and ``config check``: reconciling, once or as the service.
 
 ``sync --once`` runs one reconcile cycle (``--dry-run``: decides, changes nothing); ``run``
-is the long-running service (:mod:`reconciler.service`) on its configuration, which
+is the long-running service (:mod:`reconciler.service.app`) on its configuration, which
 ``config check`` validates and shows with secrets as set/not set.
 """
 
@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import logs
+from reconciler.declare.names import DEFAULT_NAMESPACE, parse_duration
+from reconciler.service import logs
+
 from ..errors import ConfigError, ReconcilerError
-from ..names import DEFAULT_NAMESPACE, parse_duration
 from ..safetext import safe_lines
 from .common import EXIT_ERROR, EXIT_INVALID, EXIT_OK, _cluster, _echo, _fail, kube_options, open_source, source_options
 
@@ -27,7 +28,7 @@ from .common import EXIT_ERROR, EXIT_INVALID, EXIT_OK, _cluster, _echo, _fail, k
 # ``plan`` needs only some of them (``--help`` none).  tests/test_startup_cost.py holds each
 # command to what it uses.
 if TYPE_CHECKING:
-    from ..config_model import Config
+    from reconciler.service.config_model import Config
 
 
 @click.command()
@@ -53,11 +54,11 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
     """
     if not once:
         _fail("sync needs --once (the long-running service is `reconciler run`)")
-    from ..cluster import DryRunCluster
-    from ..cycle import Reconciler
-    from ..lifecycle import Settings
-    from ..render import Renderer
-    from ..report import format_cycle
+    from reconciler.render.renderer import Renderer
+    from reconciler.run.cluster import DryRunCluster
+    from reconciler.run.lifecycle import Settings
+    from reconciler.service.cycle import Reconciler
+    from reconciler.views.report import format_cycle
 
     try:
         settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
@@ -82,7 +83,7 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
 
 
 def _load_config(config_file: Path | None, repo: str | None, branch: str | None) -> Config:
-    from ..config import load_config
+    from reconciler.service.config import load_config
 
     overrides: dict[str, Any] = {}
     if repo or branch:
@@ -98,7 +99,7 @@ def _load_config(config_file: Path | None, repo: str | None, branch: str | None)
 def run(config_file: Path | None, repo: str | None, branch: str | None) -> None:
     """Run the service: reconcile on an interval and on push webhooks, write status to Git,
     serve /healthz /readyz (:8081), /metrics (:9090) and /webhook (:8080)."""
-    from ..service import Service
+    from reconciler.service.app import Service
 
     try:
         config = _load_config(config_file, repo, branch)
@@ -134,8 +135,8 @@ def config_check(config_file: Path | None, output: str) -> None:
     Exit 0 when valid, 1 when it has problems, 2 when it cannot be read at all."""
     import yaml
 
-    from ..config import ConfigUnreadable, describe, load_config
-    from ..service import check
+    from reconciler.service.app import check
+    from reconciler.service.config import ConfigUnreadable, describe, load_config
 
     try:
         config = load_config(config_file)

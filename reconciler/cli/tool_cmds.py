@@ -56,8 +56,8 @@ def new(workflow: str | None, wf_version: str | None, target: str | None, params
     new branch ready for a pull request.  Exit 0 written, 1 invalid, 2 usage or Git error."""
     from datetime import datetime, timezone
 
-    from .. import scaffold as scaffolding
-    from ..report import plan_json, plan_text
+    from reconciler.tools import scaffold as scaffolding
+    from reconciler.views.report import plan_json, plan_text
 
     def finish(code: int, message: str, problems: tuple[Problem, ...] = (), **data: Any) -> None:
         if output == "json":
@@ -141,7 +141,7 @@ def testdrive(repo_path: Path | None, fail_specs: tuple[str, ...], no_pause: boo
     status commits in the remote, and a new execution merged and held by the cooldown.
     Ctrl-C stops everything. Exit 0; 2 for a bad flag or repository; 1 if a step never happened.
     """
-    from .. import testdrive as td
+    from reconciler.tools import testdrive as td
 
     try:
         failures = td.parse_failures(fail_specs)
@@ -172,9 +172,9 @@ def doctor(config_file: Path | None, kubeconfig: str | None, context: str | None
     credentials and branch, the webhook secret, notification sinks. Each failure prints
     its fix. Exit 0 all passed (warnings allowed), 1 a check failed, 2 the configuration
     cannot be read."""
-    from .. import doctor as dr
-    from ..config import load_config
-    from ..kube import KubeClient, RetryPolicy, load_api_client
+    from reconciler.run.kube import KubeClient, RetryPolicy, load_api_client
+    from reconciler.service.config import load_config
+    from reconciler.tools import doctor as dr
 
     try:
         config = load_config(config_file)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import gitcmd
+from reconciler.declare.names import DEFAULT_NAMESPACE, parse_duration
+from reconciler.source import gitcmd
+
 from ..errors import ConfigError, ReconcilerError
-from ..names import DEFAULT_NAMESPACE, parse_duration
 from ..safetext import safe_line
 from .common import (
     EXIT_ERROR,
@@ -42,7 +43,7 @@ from .common import (
 # ``plan`` needs only some of them (``--help`` none).  tests/test_startup_cost.py holds each
 # command to what it uses.
 if TYPE_CHECKING:
-    from ..gitsource import GitSource
+    from reconciler.source.gitsource import GitSource
 
 
 @click.command()
@@ -70,8 +71,8 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
     --base/--head, only what a change adds, edits or removes: a pull-request preview.
     Exit 1 when the plan contains invalid files, immutability or policy violations.
     """
-    from ..plan import plan_change, plan_declaration, plan_from_states, with_states
-    from ..report import chunks, plan_json, plan_markdown, plan_text_lines
+    from reconciler.views.plan import plan_change, plan_declaration, plan_from_states, with_states
+    from reconciler.views.report import chunks, plan_json, plan_markdown, plan_text_lines
 
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
@@ -87,8 +88,8 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
         head_decl = _loaded(source.load(head_commit))
         gate = None
         if policy:
-            from ..gate import Gate
-            from ..policy import load_policy
+            from reconciler.gate.checks import Gate
+            from reconciler.gate.policy import load_policy
 
             gate = Gate(policy=load_policy(policy))
         if base_commit:
@@ -97,7 +98,7 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
         else:
             result = plan_declaration(head_decl, head_commit)
         if cluster or gate is not None:
-            from ..cluster import OfflineCluster
+            from reconciler.run.cluster import OfflineCluster
 
             live = _cluster(kubeconfig, context, namespace, offline_ok=False)[0] if cluster \
                 else OfflineCluster(namespace)
@@ -146,7 +147,7 @@ def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | 
     """(declaration, states, cluster_used): the status recorded in Git and, with --cluster,
     what a cycle would record now against the live cluster (nothing is changed).
     ``one_shot``: the caller is a :func:`_one_shot` command that loads once."""
-    from ..plan import states_from
+    from reconciler.views.plan import states_from
 
     decl = source.load(commit)
     if one_shot:
@@ -193,8 +194,8 @@ def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
            kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, phase: tuple[str, ...],
            health: tuple[str, ...], sync_: tuple[str, ...], selector: tuple[str, ...], output: str) -> None:
     """Every execution with its phase, sync and health (like `argocd app list`)."""
-    from .. import views
-    from ..report import format_status
+    from reconciler.views import status_view as views
+    from reconciler.views.report import format_status
 
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
@@ -217,9 +218,9 @@ def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
 def get(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
         kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, output: str) -> None:
     """Everything about one execution: state, failure summary, conditions, commits, timeline."""
-    from .. import views
-    from ..render import Renderer
-    from ..report import format_detail
+    from reconciler.render.renderer import Renderer
+    from reconciler.views import status_view as views
+    from reconciler.views.report import format_detail
 
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
@@ -249,7 +250,7 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
 
     Exit 0 when reached, 1 when it ended (terminal phase) without it, 2 on timeout or error
     (an execution nothing declares or records, a --for value that cannot happen: at once)."""
-    from .. import views
+    from reconciler.views import status_view as views
 
     key, _, wanted = condition.partition("=")
     allowed = {"phase": views.PHASES, "health": views.HEALTHS, "sync": views.SYNCS}
@@ -303,8 +304,8 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
 def diff(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, kubeconfig: str | None,
          context: str | None, namespace: str, cooldown: str, templates: Path | None) -> None:
     """Declared versus cluster. Exit 0 in sync, 1 out of sync, 2 error."""
-    from ..render import Renderer
-    from ..report import format_diff
+    from reconciler.render.renderer import Renderer
+    from reconciler.views.report import format_diff
 
     try:
         source = open_source(repo, branch, sub_path, cache_dir)

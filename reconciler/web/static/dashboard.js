@@ -3,7 +3,7 @@
  * Every value shown comes from execution files in Git and is untrusted: it only ever
  * reaches the page through textContent / setAttribute on elements built here, never
  * through innerHTML.  CSS classes are chosen from fixed lists, never from data.
- * The filter rules are the same as Filters.matches() in reconciler/dashboard.py.
+ * The filter rules are the same as Filters.matches() in reconciler/service/dashboard.py.
  */
 (function () {
   "use strict";

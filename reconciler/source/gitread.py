@@ -1,0 +1,167 @@
+"""Reading a commit of the cache: which declared files it holds, and their contents.
+
+Files are read from the *object database at a resolved commit* (never from a work tree,
+which may be dirty or on another branch).  A listing is one ``git ls-tree``; the next one
+is the last listing plus a ``diff-tree`` against its commit, so a new commit costs what it
+changed.  Sizes come from one ``cat-file --batch-check`` and small reads go through the
+long-lived reader (:mod:`reconciler.source.gitbatch`); a file larger than the limit is given as
+its size, unread.  An object a tree names that cannot be read means the cache is damaged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from reconciler.declare.declared import classify
+from reconciler.errors import GitCommandFailed, GitError, UnknownRevision
+from reconciler.source import gitcmd
+from reconciler.source.gitcache import CacheDamaged, GitCache
+
+_FEW = 64  # objects read through the long-lived reader; more go through one ``cat-file --batch``
+
+
+class GitReading(GitCache):
+    """Listings, sizes and contents of the declared files at a commit of the cache."""
+
+    # set by GitSource.__init__
+    path: str
+    max_file_bytes: int
+    _roles: dict[str, str | None]
+
+    def _read_blobs(self, shas: dict[str, str]) -> dict[str, bytes]:
+        raise NotImplementedError  # GitSource's: a failed read is judged by git's words
+
+    def _listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
+        """path → (blob id, size) of the declared files under the watched path at ``commit``
+        (nothing is read).  The first listing is one ``ls-tree``; the next ones are the last
+        listing plus a ``diff-tree`` against its commit, so a new commit costs what it changed.
+        The result is shared: callers must not modify it."""
+        key = frozenset(roles) if roles else frozenset()
+        previous = self._listings.get(key)
+        if previous is not None and previous[0] == commit:
+            return previous[1]
+        listed = self._listing_since(previous, commit, roles) if previous is not None else None
+        if listed is None:
+            listed = self._full_listing(commit, roles)
+        self._listings[key] = (commit, listed)
+        return listed
+
+    def _where(self, roles: frozenset[str] | None) -> list[str]:
+        root = self.path
+        tops = {"execution": "executions", "workflow": "workflows", "status": "status"}
+        return [f"{root}/{tops[r]}" if root else tops[r] for r in sorted(roles)] if roles else [root or "."]
+
+    def _role(self, path: str) -> str | None:
+        role = self._roles.get(path, "?")
+        if role == "?":
+            if len(self._roles) > 200_000:
+                self._roles.clear()
+            role = self._roles[path] = classify(path, self.path)
+        return role
+
+    def _wanted(self, roles: frozenset[str] | None, mode: str, kind: str, path: str) -> bool:
+        role = self._role(path)
+        # submodules and symlinks are never followed
+        return kind == "blob" and mode != "120000" and role is not None and (roles is None or role in roles)
+
+    def _full_listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
+        try:
+            listing = self._git().ls_tree("-r", "-z", "--long", commit, "--", *self._where(roles))
+        except GitCommandFailed as e:
+            raise self._error(f"cannot list {self.path or '/'} at {commit[:12]}", e) from e
+        wanted: dict[str, tuple[str, int]] = {}
+        for entry in listing.split("\0"):
+            if not entry:
+                continue
+            meta, path = entry.split("\t", 1)
+            mode, kind, sha, size = meta.split()
+            if not self._wanted(roles, mode, kind, path):
+                continue
+            if not size.isdigit():  # ls-tree says "BAD" when the blob cannot be read
+                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
+                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
+            wanted[path] = (sha, int(size))
+        return wanted
+
+    def _listing_since(self, previous: tuple[str, dict[str, tuple[str, int]]], commit: str,
+                       roles: frozenset[str] | None) -> dict[str, tuple[str, int]] | None:
+        """``previous`` (a commit and its listing) brought to ``commit`` by one ``diff-tree``
+        (and one ``cat-file --batch-check`` for the sizes of what it changed); None when a
+        full listing is simpler (many changes)."""
+        try:
+            out = self._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", previous[0], commit,
+                                        "--", *self._where(roles))
+        except GitCommandFailed as e:
+            raise self._error(f"cannot compare {previous[0][:12]} with {commit[:12]}", e) from e
+        fields = out.split("\0")
+        changes: list[tuple[str, str, str, str]] = []  # (status, mode, sha, path)
+        for i in range(0, len(fields) - 1, 2):
+            meta, path = fields[i], fields[i + 1]
+            if not meta.startswith(":"):
+                continue
+            _, new_mode, _, new_sha, status = meta[1:].split()
+            changes.append((status, new_mode, new_sha, path))
+        if len(changes) > 2000:
+            return None
+        listed = dict(previous[1])
+        sizes = self._sizes([sha for status, _, sha, _ in changes if status != "D"])
+        for status, mode, sha, path in changes:
+            listed.pop(path, None)
+            kind = "commit" if mode == "160000" else "blob"
+            if status == "D" or not self._wanted(roles, mode, kind, path):
+                continue
+            size = sizes.get(sha)
+            if size is None:
+                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
+                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
+            listed[path] = (sha, size)
+        return listed
+
+    def _sizes(self, shas: list[str]) -> dict[str, int]:
+        """blob id → size, through one ``git cat-file --batch-check`` (absent: unreadable)."""
+        if not shas:
+            return {}
+        if len(shas) <= _FEW:
+            known = self._reader().info(shas)
+            if known is not None:
+                return {sha: size for sha, (_, kind, size) in known.items() if kind == "blob"}
+        try:
+            proc = gitcmd.run(["cat-file", "--batch-check"], input="".join(f"{s}\n" for s in shas).encode(),
+                                  cwd=self.cache_path, check=False, env={**os.environ, **self.env})
+        except OSError as e:
+            raise GitError(f"cannot read objects from the cache: {e}") from e
+        sizes: dict[str, int] = {}
+        for line in proc.stdout.decode(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "blob" and parts[2].isdigit():
+                sizes[parts[0]] = int(parts[2])
+        return sizes
+
+    def _read_sized(self, wanted: Mapping[str, tuple[str, int]]) -> dict[str, bytes | int]:
+        """The contents of ``wanted`` (path → (blob id, size)); a file larger than the limit
+        is given as its size, unread."""
+        files: dict[str, bytes | int] = {}
+        small = {p: sha for p, (sha, size) in wanted.items() if size <= self.max_file_bytes}
+        for path, (_, size) in wanted.items():
+            if path not in small:
+                files[path] = size
+        files.update(self._read_blobs(small))
+        return files
+
+    def _ensure_commit(self, commit: str) -> None:
+        peeled = f"{commit}^{{commit}}"
+        known = self._reader().info([peeled])
+        if known is not None and known[peeled][1] == "commit":
+            return
+        for attempt in range(2):
+            try:
+                self._git().cat_file("-e", f"{commit}^{{commit}}")
+                return
+            except GitCommandFailed as e:
+                failure = self._error(f"cannot read commit {commit[:12]} in the cache", e)
+                if isinstance(failure, CacheDamaged):  # git's words point at the cache
+                    raise failure from e
+                if attempt == 0:
+                    self.fetch_all()
+        raise UnknownRevision(f"commit {commit[:12]} not found in {self.display_url}")
