@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from reconciler.gate.checks import Gate
-from reconciler.record.transitions import MemoryStatusStore
+from reconciler.record.transitions import CycleResult, MemoryStatusStore
 from reconciler.run.cluster import KubeCluster
 from reconciler.run.kube import KubeClient, RetryPolicy
 from reconciler.run.lifecycle import Settings
-from reconciler.service.cycle import CycleResult, Reconciler
+from reconciler.service.cycle import Reconciler
 from reconciler.simulator import FakeKubeServer, JobSimulator, TektonSimulator
 from reconciler.source.gitsource import GitSource
 from tests.conftest import CATALOG, IMAGE, WorkRepo, execution_yaml

@@ -19,7 +19,7 @@ import pytest
 
 from reconciler.declare.declared import Declaration
 from reconciler.record.status import Condition, ExecutionState, RunRef
-from reconciler.service.cycle import CycleResult
+from reconciler.record.transitions import CycleResult
 from reconciler.service.delivery import Notifier
 from reconciler.service.delivery_event import Event, changed_at, event_id
 from reconciler.service.delivery_queue import admit

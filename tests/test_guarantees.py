@@ -19,14 +19,14 @@ from reconciler.declare.names import run_name
 from reconciler.declare.statusdoc import check_status_document, status_path
 from reconciler.errors import GitError, NotLeader
 from reconciler.record.status import Condition, ExecutionState, RunRef, from_document
-from reconciler.record.transitions import MemoryStatusStore
+from reconciler.record.transitions import CycleResult, MemoryStatusStore
 from reconciler.record.writeback import GitStatusStore, Identity
 from reconciler.record.writeback_git import status_yaml
 from reconciler.run.cluster import KubeCluster
 from reconciler.run.kube import KubeClient, RetryPolicy
 from reconciler.run.kube_api import PIPELINERUNS
 from reconciler.run.lifecycle import Settings
-from reconciler.service.cycle import CycleResult, Reconciler
+from reconciler.service.cycle import Reconciler
 from reconciler.service.cycle_context import LOCK_HELD
 from reconciler.service.metrics import Metrics
 from reconciler.source.gitsource import GitSource

@@ -9,8 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.declare.declared import Declaration
 from reconciler.record.status import ExecutionState, RunRef
-from reconciler.record.transitions import Transition
-from reconciler.service.cycle import CycleResult
+from reconciler.record.transitions import CycleResult, Transition
 from reconciler.service.metrics import HEALTHS, PHASES, SYNCS, WORKFLOW_BUCKETS, Metrics, workflow_id
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)

@@ -22,11 +22,12 @@ import yaml
 
 from reconciler.declare.names import run_name
 from reconciler.record.status import ExecutionState, RunRef
+from reconciler.record.transitions import CycleResult
 from reconciler.record.writeback import GitStatusStore, Identity
 from reconciler.run.cluster import KubeCluster
 from reconciler.run.follow import RunFollower
 from reconciler.run.lifecycle import RunInfo, Settings, overdue, overdue_at, release_at, release_due
-from reconciler.service.cycle import CycleResult, Reconciler
+from reconciler.service.cycle import Reconciler
 from reconciler.source.gitsource import GitSource
 from tests.conftest import execution_yaml, git, push_as_human
 from tests.harness import NS, TARGET, Env

@@ -33,8 +33,8 @@ from ..safetext import safe_block
 if TYPE_CHECKING:
     from reconciler.declare.declared import Declaration
     from reconciler.gate.checks import Gate
+    from reconciler.record.transitions import CycleResult
     from reconciler.run.cluster import Cluster
-    from reconciler.service.cycle import CycleResult
     from reconciler.source.gitsource import GitSource
 
 

@@ -1,18 +1,23 @@
-"""What a cycle hands to the status store: the phase changes it made (:class:`Transition`)
-and the store's interface (:class:`StatusStore`), with the in-memory store one process
-keeps (``sync --once``, tests).
+"""What a cycle hands on: the phase changes it made (:class:`Transition`), the store's
+interface (:class:`StatusStore`) with the in-memory store one process keeps (``sync
+--once``, tests), and the summary of one pass (:class:`CycleResult`) that the service, its
+metrics and deliveries and the CLI's reports read.
 
-They sit in the record stage, below the cycle, because the Git write-back implements the
-store and reports the transitions in its commit messages: the cycle depends on them, and
-they on nothing but the status model.
+They sit in the record stage, below the cycle and the views, because the Git write-back
+implements the store and reports the transitions in its commit messages, and the reports
+format a result: the cycle depends on them, and they on nothing but the status model and
+the declaration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from reconciler.record.status import ExecutionState
+
+if TYPE_CHECKING:
+    from reconciler.declare.declared import Declaration
 
 
 @dataclass(frozen=True)
@@ -60,3 +65,27 @@ class MemoryStatusStore:
     def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None:
         self.states = dict(states)
         self.saves += 1
+
+
+@dataclass
+class CycleResult:
+    revision: str
+    states: dict[str, ExecutionState]
+    transitions: list[Transition]
+    errors: list[str]
+    declaration: Declaration | None
+    cluster_unknown: bool
+    seconds: float
+    fetch_seconds: float | None = None
+    locks_awaiting_writeback: int | None = None  # None: the pass did not judge locks (a follow-up)
+    ignored_status_files: dict[str, str] = field(default_factory=dict)  # path → why (untrusted input)
+    cache_rebuilds: int = 0  # how often the source rebuilt a damaged Git cache (running count)
+    created: int = 0  # runs created by this cycle
+    adopted: int = 0  # existing runs of ours taken over by this cycle
+    # a predecessor of a waiting dependent ended in this pass: run a full cycle again at once
+    # (it releases the lock once durable and starts the dependent) instead of at the next poll
+    requeue: bool = False
+    # nothing this cycle reads had changed since a pass that changed nothing: its result
+    # stands (see QuietMark); only the fetch was done (with runs Running, one Event LIST, and a
+    # children LIST for each run whose children the watch cache does not hold)
+    skipped: bool = False

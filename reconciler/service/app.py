@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.gate.checks import Gate
+from reconciler.record.transitions import CycleResult
 from reconciler.record.writeback import GitStatusStore, Identity
 from reconciler.render.renderer import Renderer
 from reconciler.run.cluster import KubeCluster
@@ -38,7 +39,7 @@ from reconciler.run.lifecycle import Settings
 from reconciler.service.app_jobs import HeapTrimmer, ServiceJobs
 from reconciler.service.app_status import ApiWitness, by_path
 from reconciler.service.config_model import Config, seconds
-from reconciler.service.cycle import CycleResult, Reconciler
+from reconciler.service.cycle import Reconciler
 from reconciler.service.dashboard import dashboard_app
 from reconciler.service.httpserver import ServerThread, health_app, metrics_app, webhook_app
 from reconciler.service.leader import LeaderElector, default_identity

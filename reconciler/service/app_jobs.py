@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler.errors import GitError, ReconcilerError
+from reconciler.record.transitions import CycleResult
 from reconciler.run.follow import RunFollower
 from reconciler.service.app_status import ServiceStatus
-from reconciler.service.cycle import CycleResult
 
 
 class HeapTrimmer:

@@ -29,15 +29,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from reconciler.declare.declared import Declaration
 from reconciler.errors import KubeError, ReconcilerError
 from reconciler.gate.checks import Gate
 from reconciler.record.status import ExecutionState
-from reconciler.record.transitions import MemoryStatusStore, StatusStore, Transition
+from reconciler.record.transitions import CycleResult, MemoryStatusStore, StatusStore
 from reconciler.render.renderer import Renderer
 from reconciler.run.cluster import Cluster, DryRunCluster
 from reconciler.run.lifecycle import RunInfo, Settings, overdue_at
@@ -53,30 +52,6 @@ STEPS: list[Callable[[CycleContext], None]] = [
 # the fast path after a watch event: no fetch, no new starts, just observe and record
 FOLLOW_STEPS: list[Callable[[CycleContext], None]] = [load, previous_status, observe_started, summarise, record]
 NEEDS_CLUSTER = {observe_started, release_locks, start_pending}
-
-
-@dataclass
-class CycleResult:
-    revision: str
-    states: dict[str, ExecutionState]
-    transitions: list[Transition]
-    errors: list[str]
-    declaration: Declaration | None
-    cluster_unknown: bool
-    seconds: float
-    fetch_seconds: float | None = None
-    locks_awaiting_writeback: int | None = None  # None: the pass did not judge locks (a follow-up)
-    ignored_status_files: dict[str, str] = field(default_factory=dict)  # path → why (untrusted input)
-    cache_rebuilds: int = 0  # how often the source rebuilt a damaged Git cache (running count)
-    created: int = 0  # runs created by this cycle
-    adopted: int = 0  # existing runs of ours taken over by this cycle
-    # a predecessor of a waiting dependent ended in this pass: run a full cycle again at once
-    # (it releases the lock once durable and starts the dependent) instead of at the next poll
-    requeue: bool = False
-    # nothing this cycle reads had changed since a pass that changed nothing: its result
-    # stands (see QuietMark); only the fetch was done (with runs Running, one Event LIST, and a
-    # children LIST for each run whose children the watch cache does not hold)
-    skipped: bool = False
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ from reconciler.service.outbound import Request, Response, send
 from reconciler.source.gitsource import redact_text
 
 if TYPE_CHECKING:
-    from reconciler.service.cycle import CycleResult
+    from reconciler.record.transitions import CycleResult
     from reconciler.service.metrics import Metrics
 
 LAST_RECORDS_CAP = 20_000  # per sink: executions whose last queued id is remembered

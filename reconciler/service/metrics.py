@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from reconciler.record.status import HEALTH_ORDER, TERMINAL, ExecutionState, repository_health
 
 if TYPE_CHECKING:
-    from reconciler.service.cycle import CycleResult
+    from reconciler.record.transitions import CycleResult
 
 PREFIX = "kubernaut_reconciler_"
 PHASES = ("Pending", "Running", "Completed", "Failed", "Skipped")

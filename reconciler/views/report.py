@@ -23,7 +23,7 @@ from reconciler.safetext import clean, gh_data, gh_property, md_code, md_text, s
 from reconciler.views.plan import Action, Plan, PlanEntry
 
 if TYPE_CHECKING:
-    from reconciler.service.cycle import CycleResult
+    from reconciler.record.transitions import CycleResult
 
 SYMBOL = {
     Action.CREATE: "+", Action.SKIP: "~", Action.HOLD: "=", Action.OBSERVE: ">",
