@@ -18,12 +18,12 @@ from reconciler.gate.policy import (
     Violation,
     concurrency_allows,
     evaluate,
-    load_policy,
     override_requested,
     parse_policy,
     summary,
     sync_window_decision,
 )
+from reconciler.gate.policy_file import load_policy
 from tests.conftest import CATALOG, IMAGE, execution_yaml
 
 UNPINNED = "ghcr.io/acme-sre/wf/restart:1.0"

@@ -44,7 +44,7 @@ def validate(paths: tuple[Path, ...], output: str, policy: Path | None) -> None:
         result = validate_paths(list(paths) or [Path(".")])
         if policy is not None:
             from reconciler.gate.policy import evaluate as evaluate_policy
-            from reconciler.gate.policy import load_policy
+            from reconciler.gate.policy_file import load_policy
 
             rules = load_policy(policy)
             wanted = {p.file for p in result.problems} | set(result.files)

@@ -89,7 +89,7 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
         gate = None
         if policy:
             from reconciler.gate.checks import Gate
-            from reconciler.gate.policy import load_policy
+            from reconciler.gate.policy_file import load_policy
 
             gate = Gate(policy=load_policy(policy))
         if base_commit:

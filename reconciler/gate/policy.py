@@ -25,10 +25,8 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -199,15 +197,3 @@ def parse_policy(data: Any, source: str = "policy", *, prefix: str = "") -> Poli
         lines = [f"{_location(tuple(err['loc']), prefix)}: {err['msg'].removeprefix('Value error, ')}"
                  for err in e.errors(include_url=False)]
         raise ConfigError(f"invalid policy in {source}:\n  " + "\n  ".join(lines)) from e
-
-
-def load_policy(path: Path) -> Policy:
-    """Read a policy file: the policy mapping itself, or a reconciler configuration file
-    whose ``policy`` section is used (so CI can point at the service's own ConfigMap data)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: {e}") from e
-    if isinstance(data, dict) and "policy" in data:
-        return parse_policy(data["policy"], str(path), prefix="policy")
-    return parse_policy(data, str(path))

@@ -25,7 +25,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from starlette.types import ASGIApp
 
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.gate.checks import Gate
@@ -37,11 +36,11 @@ from reconciler.run.follow import RunFollower
 from reconciler.run.kube import KubeClient, RetryPolicy, load_api_client
 from reconciler.run.lifecycle import Settings
 from reconciler.service.app_jobs import HeapTrimmer, ServiceJobs
-from reconciler.service.app_status import ApiWitness, by_path
+from reconciler.service.app_status import ApiWitness
 from reconciler.service.config_model import Config, seconds
 from reconciler.service.cycle import Reconciler
 from reconciler.service.dashboard import dashboard_app
-from reconciler.service.httpserver import ServerThread, health_app, metrics_app, webhook_app
+from reconciler.service.httpserver import App, ServerThread, by_path, health_app, metrics_app, webhook_app
 from reconciler.service.leader import LeaderElector, default_identity
 from reconciler.service.metrics import Metrics
 from reconciler.service.notify import build_notifier
@@ -175,7 +174,7 @@ class Service(ServiceJobs):
     def start(self, *, serve_http: bool = True) -> None:
         server = self.config.server
         if serve_http:
-            apps: list[tuple[str, ASGIApp, str]] = [
+            apps: list[tuple[str, App, str]] = [
                 ("health", health_app(lambda: not self._stopped.is_set(), self.ready), server.health_address),
                 ("metrics", metrics_app(self.metrics, self._metrics_token), server.metrics_address),
                 ("webhook", by_path({"/webhook": webhook_app(self._secret_for, self.on_push, self.metrics,

@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from starlette.types import ASGIApp
-
 from reconciler.errors import GitError, KubeError, Unavailable
 from reconciler.record.writeback import GitStatusStore
 from reconciler.render.renderer import RenderedRun
@@ -242,17 +240,3 @@ class ServiceStatus:
 
     def _secret_for(self, provider: str) -> bytes | None:
         return self._webhook_secret.encode() if self._webhook_secret else None
-
-
-def by_path(prefixes: dict[str, ASGIApp], default: ASGIApp) -> ASGIApp:
-    """One port, several apps: the webhook under /webhook, the dashboard everywhere else."""
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope.get("type") in ("http", "websocket") else ""
-        for prefix, target in prefixes.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                await target(scope, receive, send)
-                return
-        await default(scope, receive, send)
-
-    return app
-

@@ -39,7 +39,7 @@ import socket
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import h11
 import uvicorn
@@ -62,6 +62,8 @@ from reconciler.service.webhook import (
     parse_push,
     verify,
 )
+
+App: TypeAlias = ASGIApp  # an ASGI app, as the service hands it to a server (only here is starlette's type named)
 
 log = logging.getLogger("reconciler.http")
 MiB = 1024 * 1024
@@ -376,3 +378,16 @@ class ServerThread:
             if self._thread.is_alive():
                 self._server.force_exit = True
                 self._thread.join(1.0)
+
+
+def by_path(prefixes: dict[str, App], default: App) -> App:
+    """One port, several apps: the webhook under /webhook, the dashboard everywhere else."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") in ("http", "websocket") else ""
+        for prefix, target in prefixes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                await target(scope, receive, send)
+                return
+        await default(scope, receive, send)
+
+    return app

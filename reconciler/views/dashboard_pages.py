@@ -21,7 +21,6 @@ from typing import Any
 
 import jinja2
 from markupsafe import Markup
-from starlette.datastructures import QueryParams
 
 from reconciler.declare.names import DNS1123_LABEL
 
@@ -64,7 +63,8 @@ class Filters:
     q: str = ""
 
     @classmethod
-    def from_query(cls, query: QueryParams | Mapping[str, str]) -> Filters:
+    def from_query(cls, query: Mapping[str, str]) -> Filters:
+        """The filters a query string asks for (starlette's QueryParams is such a mapping)."""
         def pick(key: str, allowed: tuple[str, ...]) -> str:
             value = query.get(key) or ""
             return value if value in allowed else ""
