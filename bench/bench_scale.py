@@ -229,11 +229,11 @@ def render_check(reps: int) -> None:
     """Render + check of one manifest (point 6), against the same check through ``yaml.load``."""
     import yaml
 
-    from reconciler.declare.catalog import _load_catalog
+    from reconciler.declare.catalog import load_catalog
     from reconciler.declare.execution_file import _parse_execution
     from reconciler.render.renderer import Renderer
 
-    catalog = _load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
+    catalog = load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
     executions = [_parse_execution(f"executions/{name(i)}.yaml", execution_yaml(name(i), target=target(i)).encode(),
                                    catalog, True, None, 10**6).resolved for i in range(1000)]
     renderer = Renderer(namespace=NS)

@@ -10,7 +10,7 @@ import pytest
 from git import GitCommandError
 
 from reconciler.errors import GitError, UnknownRevision
-from reconciler.source.gitsource import GitSource, _clean_stderr, redact_text, redact_url
+from reconciler.source.gitsource import GitSource, clean_stderr, redact_text, redact_url
 from reconciler.views.plan import Action, Change, plan_change
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 
@@ -202,8 +202,8 @@ def test_redact_text_in_longer_messages(text: str, secret: str, kept: str) -> No
 
 def test_literal_secrets_are_redacted_from_git_errors() -> None:
     error = GitCommandError(["git", "fetch"], 128, stderr="fatal: header 'x: myrawsecretvalue' rejected")
-    assert "myrawsecretvalue" not in _clean_stderr(error, "https://h/r.git", ["myrawsecretvalue"])
-    assert _clean_stderr(error, "https://h/r.git").endswith("rejected")
+    assert "myrawsecretvalue" not in clean_stderr(error, "https://h/r.git", ["myrawsecretvalue"])
+    assert clean_stderr(error, "https://h/r.git").endswith("rejected")
 
 
 def test_large_files_are_reported_not_read(make_repo: Callable[[str], WorkRepo], cache_dir: Path) -> None:

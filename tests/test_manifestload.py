@@ -16,7 +16,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.declare.catalog import _load_catalog
+from reconciler.declare.catalog import load_catalog
 from reconciler.declare.execution_file import _parse_execution
 from reconciler.render.manifestload import load_manifest
 from reconciler.render.renderer import Renderer, builtin_templates_dir
@@ -82,7 +82,7 @@ def test_the_errors_are_pyyamls(text: str) -> None:
 
 
 def test_every_builtin_template_renders_to_the_same_data() -> None:
-    catalog = _load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
+    catalog = load_catalog({"workflows/w.yaml": CATALOG.encode()}, 10**6)
     parsed = _parse_execution("executions/x.yaml", execution_yaml(
         "fast-load", params="{NAMESPACE: payments, MEMORY_LIMIT: \"0755\", CONTAINER: yes}").encode(),
         catalog, True, None, 10**6)

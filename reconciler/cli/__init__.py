@@ -6,7 +6,7 @@ gate on them: 0 = fine, 1 = the input is invalid (or the plan shows violations),
 2 = usage, I/O, Git or template error.
 
 Every human-readable line goes out through :mod:`reconciler.safetext` (the report
-builders, and :func:`_echo` for the lines composed here): repository-controlled text can
+builders, and :func:`echo` for the lines composed here): repository-controlled text can
 neither drive the terminal nor issue a GitHub Actions workflow command.  Nothing is
 printed through ``rich``, so ``[markup]`` in a name is shown as it is.
 

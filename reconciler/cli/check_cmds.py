@@ -18,7 +18,7 @@ from reconciler.declare.names import DEFAULT_NAMESPACE
 
 from ..errors import ConfigError, GitError, Problem, TemplateError
 from ..safetext import safe_lines
-from .common import EXIT_INVALID, EXIT_OK, _fail, _loaded, _one_shot, open_source, source_options
+from .common import EXIT_INVALID, EXIT_OK, checked_declaration, fail, one_shot_command, open_source, source_options
 
 # Everything else is imported by the command that needs it: the Kubernetes client, Git, Jinja,
 # pydantic and the service's web stack cost ~0.5 s to import, and ``validate`` or an offline
@@ -54,7 +54,7 @@ def validate(paths: tuple[Path, ...], output: str, policy: Path | None) -> None:
                         result.problems.extend(_policy_problems(execution, evaluate_policy(execution, rules)))
             result.problems.sort()
     except (ConfigError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     if output == "json":
         click.echo(problems_json(result.problems, result.checked))
@@ -103,7 +103,7 @@ def _policy_problems(execution: Any, violations: list[Any]) -> list[Problem]:
 @click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True,
               envvar="RECONCILER_NAMESPACE", help="Namespace the runs are created in.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
-@_one_shot
+@one_shot_command
 def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
            rev: str | None, templates: Path | None, namespace: str, output: str) -> None:
     """Print the manifest that would be applied for execution NAME."""
@@ -112,18 +112,18 @@ def render(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: P
     try:
         source = open_source(repo, branch, sub_path, cache_dir)
         commit = source.resolve(rev) if rev else source.fetch()
-        decl = _loaded(source.load(commit))
+        decl = checked_declaration(source.load(commit))
         execution = decl.find(name)
         if execution is None:
             bad = next((i for i in decl.invalid if i.name == name), None)
             if bad is not None:
                 click.echo(safe_lines(str(p) for p in bad.problems), err=True)
                 sys.exit(EXIT_INVALID)
-            _fail(f"no execution named {name!r} at {commit[:12]}")
+            fail(f"no execution named {name!r} at {commit[:12]}")
             return
         run = Renderer(templates, namespace).render_checked(execution)
     except (GitError, TemplateError, ConfigError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     click.echo(json.dumps(run.manifest, indent=2) if output == "json" else run.to_yaml(), nl=False)
     if output == "json":

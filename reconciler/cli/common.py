@@ -2,8 +2,8 @@
 
 Exit codes are part of the contract so CI jobs can gate on them: 0 = fine, 1 = the input is
 invalid (or the plan shows violations), 2 = usage, I/O, Git or template error.  Every line
-composed here from untrusted parts goes out through :func:`_echo` (see ``safetext``).  The
-one-shot commands' heap handling (:func:`_one_shot`, :func:`_loaded`), the repository and
+composed here from untrusted parts goes out through :func:`echo` (see ``safetext``).  The
+one-shot commands' heap handling (:func:`one_shot_command`, :func:`checked_declaration`), the repository and
 cluster options, and the dry-run cycle that plan, status and diff share live here too.
 """
 
@@ -42,20 +42,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_INVALID, EXIT_ERROR = 0, 1, 2
 
 
-def _echo(message: str, *, err: bool = False) -> None:
+def echo(message: str, *, err: bool = False) -> None:
     """Print a message composed here from untrusted parts (names, errors, status fields).
 
     Its own line breaks are kept; each line is cleaned and guarded (see ``safetext``)."""
     click.echo(safe_block(message), err=err)
 
 
-def _fail(message: str) -> None:
-    _echo(f"error: {message}", err=True)
+def fail(message: str) -> None:
+    echo(f"error: {message}", err=True)
     sys.exit(EXIT_ERROR)
 
 
-def _loaded(decl: Declaration) -> Declaration:
-    """A declaration a one-shot command (decorated with :func:`_one_shot`) keeps until it exits.
+def checked_declaration(decl: Declaration) -> Declaration:
+    """A declaration a one-shot command (decorated with :func:`one_shot_command`) keeps until it exits.
 
     What the load built (hundreds of thousands of objects at 10 000 executions) stays alive,
     and holds no garbage cycles; left in the cyclic collector's generations, each full pass
@@ -67,14 +67,14 @@ def _loaded(decl: Declaration) -> Declaration:
     return decl
 
 
-def _one_shot(func: F) -> F:
-    """A command that may call :func:`_loaded`: when it returns or exits, what was frozen goes
+def one_shot_command(func: F) -> F:
+    """A command that may call :func:`checked_declaration`: when it returns or exits, what was frozen goes
     back to the collector, so a process running several commands (tests with ``CliRunner``)
     is not left with a heap the collector never looks at.
 
     The collector is off while the command runs: the load pauses it anyway, and turning it
     back on at the load's end made the very next allocation walk everything the load built
-    (generation 0 held all of it: ~0.8 s at 50 000) just before :func:`_loaded` froze it.
+    (generation 0 held all of it: ~0.8 s at 50 000) just before :func:`checked_declaration` froze it.
     What the command builds after that is acyclic (plan entries, rows, text) and freed by
     reference counting; the collector is back on when the command ends."""
 
@@ -139,7 +139,8 @@ def kube_options(func: F) -> F:
     return func
 
 
-def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, offline_ok: bool) -> tuple[Cluster, str]:
+def open_cluster(kubeconfig: str | None, context: str | None, namespace: str, *,
+                 offline_ok: bool) -> tuple[Cluster, str]:
     from reconciler.run.cluster import KubeCluster, OfflineCluster
     from reconciler.run.kube import KubeClient, load_api_client
 
@@ -152,7 +153,7 @@ def _cluster(kubeconfig: str | None, context: str | None, namespace: str, *, off
     return KubeCluster(KubeClient(api), namespace), ""
 
 
-def _dry_run(source: GitSource, commit: str, live: Cluster, namespace: str, cooldown: str,
+def dry_run_cycle(source: GitSource, commit: str, live: Cluster, namespace: str, cooldown: str,
              gate: Gate | None = None, templates: Path | None = None) -> CycleResult:
     """What a cycle would decide at ``commit`` against ``live`` — nothing is changed."""
     from reconciler.render.renderer import Renderer

@@ -21,7 +21,17 @@ from reconciler.service import logs
 
 from ..errors import ConfigError, ReconcilerError
 from ..safetext import safe_lines
-from .common import EXIT_ERROR, EXIT_INVALID, EXIT_OK, _cluster, _echo, _fail, kube_options, open_source, source_options
+from .common import (
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_OK,
+    echo,
+    fail,
+    kube_options,
+    open_cluster,
+    open_source,
+    source_options,
+)
 
 # Everything else is imported by the command that needs it: the Kubernetes client, Git, Jinja,
 # pydantic and the service's web stack cost ~0.5 s to import, and ``validate`` or an offline
@@ -53,7 +63,7 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
     unreachable, bad configuration).
     """
     if not once:
-        _fail("sync needs --once (the long-running service is `reconciler run`)")
+        fail("sync needs --once (the long-running service is `reconciler run`)")
     from reconciler.render.renderer import Renderer
     from reconciler.run.cluster import DryRunCluster
     from reconciler.run.lifecycle import Settings
@@ -63,17 +73,17 @@ def sync(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
     try:
         settings = Settings(namespace=namespace, cooldown=timedelta(seconds=parse_duration(cooldown)))
         source = open_source(repo, branch, sub_path, cache_dir)
-        cluster, note = _cluster(kubeconfig, context, namespace, offline_ok=dry_run)
+        cluster, note = open_cluster(kubeconfig, context, namespace, offline_ok=dry_run)
         if dry_run:
             cluster = DryRunCluster(cluster)
         reconciler = Reconciler(source, cluster, renderer=Renderer(templates, namespace), settings=settings,
                                 dry_run=dry_run)
         result = reconciler.run_once()
     except (ReconcilerError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     if note:
-        _echo(note, err=True)
+        echo(note, err=True)
     click.echo(format_cycle(result, output, getattr(cluster, "intentions", None)))
     if not result.revision or (result.cluster_unknown and not dry_run):
         sys.exit(EXIT_ERROR)
@@ -109,13 +119,13 @@ def run(config_file: Path | None, repo: str | None, branch: str | None) -> None:
         logging.getLogger("apscheduler").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
         service = Service(config)
     except ReconcilerError as e:
-        _fail(str(e))
+        fail(str(e))
         return
     try:
         service.run_forever()
     except (RuntimeError, TimeoutError, OSError) as e:  # a port in use, an address not ours
         service.stop()
-        _fail(f"cannot start: {e}")
+        fail(f"cannot start: {e}")
 
 
 @click.group("config")
@@ -141,7 +151,7 @@ def config_check(config_file: Path | None, output: str) -> None:
     try:
         config = load_config(config_file)
     except ConfigError as e:
-        _echo(f"error: {e}", err=True)
+        echo(f"error: {e}", err=True)
         sys.exit(EXIT_ERROR if isinstance(e, ConfigUnreadable) else EXIT_INVALID)
     found = check(config)
     # what still lets the service work (no webhook secret: polling still works) is a warning

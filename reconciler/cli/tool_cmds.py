@@ -16,7 +16,7 @@ import click
 
 from ..errors import ConfigError, Problem
 from ..safetext import safe_lines
-from .common import EXIT_ERROR, EXIT_INVALID, EXIT_OK, _echo, kube_options
+from .common import EXIT_ERROR, EXIT_INVALID, EXIT_OK, echo, kube_options
 
 # Everything else is imported by the command that needs it: the Kubernetes client, Git, Jinja,
 # pydantic and the service's web stack cost ~0.5 s to import, and ``validate`` or an offline
@@ -64,7 +64,7 @@ def new(workflow: str | None, wf_version: str | None, target: str | None, params
             click.echo(json.dumps({"valid": code == EXIT_OK, **({"error": message} if message else {}),
                                    "problems": [p.__dict__ for p in problems], **data}, indent=2))
         elif message:
-            _echo(f"error: {message}", err=True)
+            echo(f"error: {message}", err=True)
             if problems:
                 click.echo(safe_lines(str(p) for p in problems), err=True)
         sys.exit(code)
@@ -112,10 +112,10 @@ def new(workflow: str | None, wf_version: str | None, target: str | None, params
                plan=json.loads(plan_json(result.plan)), branch=branch or None, commit=commit or None,
                pushed=bool(push and branch))
         return
-    _echo(f"wrote {result.file}")
+    echo(f"wrote {result.file}")
     click.echo(plan_text(result.plan))
     if branch:
-        _echo(f"committed {commit[:12]} on branch {branch}" + (f"; pushed to {remote}" if push else
+        echo(f"committed {commit[:12]} on branch {branch}" + (f"; pushed to {remote}" if push else
                                                                 "; push it and open a pull request"))
     sys.exit(EXIT_OK)
 
@@ -153,7 +153,7 @@ def testdrive(repo_path: Path | None, fail_specs: tuple[str, ...], no_pause: boo
                              hold=not exit_after, keep=keep)
         code = td.run(options, lambda line: click.echo(line))
     except td.TestdriveError as e:
-        _echo(f"{td.TAG} error: {e}", err=True)
+        echo(f"{td.TAG} error: {e}", err=True)
         code = EXIT_ERROR
     sys.exit(code)
 
@@ -182,7 +182,7 @@ def doctor(config_file: Path | None, kubeconfig: str | None, context: str | None
         configured = str(kube_config.kubeconfig) if kube_config.kubeconfig else None
         api = load_api_client(context=context or kube_config.context, kubeconfig=kubeconfig or configured)
     except ConfigError as e:
-        _echo(f"error: {e}", err=True)
+        echo(f"error: {e}", err=True)
         sys.exit(EXIT_ERROR)
     checks = dr.run_checks(config, KubeClient(api, retry=RetryPolicy(attempts=1), request_timeout=15.0))
     if output == "json":

@@ -27,13 +27,13 @@ from .common import (
     EXIT_INVALID,
     EXIT_OK,
     F,
-    _cluster,
-    _dry_run,
-    _echo,
-    _fail,
-    _loaded,
-    _one_shot,
+    checked_declaration,
+    dry_run_cycle,
+    echo,
+    fail,
     kube_options,
+    one_shot_command,
+    open_cluster,
     open_source,
     source_options,
 )
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 @click.option("--cooldown", default="5m", show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True, help="markdown: fit to post as a pull-request comment.")
-@_one_shot
+@one_shot_command
 def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
          base: str | None, head: str | None, cluster: bool, kubeconfig: str | None, context: str | None,
          namespace: str, cooldown: str, policy: Path | None, output: str) -> None:
@@ -85,7 +85,7 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
             where = f"--path {source.path}" if source.path else "the repository root"
             raise ConfigError(f"{source.display_url}: {where} holds no executions/ or workflows/ at "
                               f"{head_commit[:12]} (point --repo/--path at the directory holding them)")
-        head_decl = _loaded(source.load(head_commit))
+        head_decl = checked_declaration(source.load(head_commit))
         gate = None
         if policy:
             from reconciler.gate.checks import Gate
@@ -93,20 +93,20 @@ def plan(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
 
             gate = Gate(policy=load_policy(policy))
         if base_commit:
-            result = plan_change(_loaded(source.load(base_commit)), head_decl,
+            result = plan_change(checked_declaration(source.load(base_commit)), head_decl,
                                  base_revision=base_commit, revision=head_commit)
         else:
             result = plan_declaration(head_decl, head_commit)
         if cluster or gate is not None:
             from reconciler.run.cluster import OfflineCluster
 
-            live = _cluster(kubeconfig, context, namespace, offline_ok=False)[0] if cluster \
+            live = open_cluster(kubeconfig, context, namespace, offline_ok=False)[0] if cluster \
                 else OfflineCluster(namespace)
-            outcome = _dry_run(source, head_commit, live, namespace, cooldown, gate)
+            outcome = dry_run_cycle(source, head_commit, live, namespace, cooldown, gate)
             result = with_states(result, outcome.states) if base else plan_from_states(
                 head_decl, outcome.states, head_commit)
     except (ReconcilerError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     if output == "text":  # the table a line at a time: never the whole text at once
         for chunk in chunks(plan_text_lines(result)):
@@ -135,7 +135,7 @@ def _note_uncommitted(source: GitSource, head_commit: str) -> None:
         return  # a bare repository: no work tree, nothing uncommitted
     count = len([line for line in changed.splitlines() if line.strip()])
     if count:
-        _echo(f"note: {count} uncommitted change(s) in the work tree are ignored: the plan reads commit "
+        echo(f"note: {count} uncommitted change(s) in the work tree are ignored: the plan reads commit "
               f"{head_commit[:12]} (commit them, or check the files with `reconciler validate`)", err=True)
 
 
@@ -146,17 +146,17 @@ def _live_view(source: GitSource, commit: str, cluster: bool, kubeconfig: str | 
                one_shot: bool = True) -> tuple[Any, dict[str, Any], bool]:
     """(declaration, states, cluster_used): the status recorded in Git and, with --cluster,
     what a cycle would record now against the live cluster (nothing is changed).
-    ``one_shot``: the caller is a :func:`_one_shot` command that loads once."""
+    ``one_shot``: the caller is a :func:`one_shot_command` command that loads once."""
     from reconciler.views.plan import states_from
 
     decl = source.load(commit)
     if one_shot:
-        _loaded(decl)
+        checked_declaration(decl)
     states = states_from(decl)
     if not cluster:
         return decl, states, False
-    live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
-    return decl, _dry_run(source, commit, live, namespace, cooldown, templates=templates).states, True
+    live, _ = open_cluster(kubeconfig, context, namespace, offline_ok=False)
+    return decl, dry_run_cycle(source, commit, live, namespace, cooldown, templates=templates).states, True
 
 
 def view_options(func: F) -> F:
@@ -189,7 +189,7 @@ def _matches(r: dict[str, Any], phase: tuple[str, ...], health: tuple[str, ...],
 @click.option("-l", "--selector", multiple=True, help="Label filter key=value (repeatable, all must match).")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]), default="table",
               show_default=True)
-@_one_shot
+@one_shot_command
 def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
            kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, phase: tuple[str, ...],
            health: tuple[str, ...], sync_: tuple[str, ...], selector: tuple[str, ...], output: str) -> None:
@@ -202,7 +202,7 @@ def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
         commit = source.fetch()
         decl, states, _ = _live_view(source, commit, cluster, kubeconfig, context, namespace, cooldown)
     except (ReconcilerError, OSError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     every = views.rows(decl, states)
     selected = [r for r in every if _matches(r, phase, health, sync_, selector)]
@@ -214,7 +214,7 @@ def status(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None,
 @click.argument("name")
 @view_options
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
-@_one_shot
+@one_shot_command
 def get(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, cluster: bool,
         kubeconfig: str | None, context: str | None, namespace: str, cooldown: str, output: str) -> None:
     """Everything about one execution: state, failure summary, conditions, commits, timeline."""
@@ -228,10 +228,10 @@ def get(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Path
         decl, states, _ = _live_view(source, commit, cluster, kubeconfig, context, namespace, cooldown)
         data = views.detail(source, commit, decl, states, name, Renderer(namespace=namespace))
     except (ReconcilerError, OSError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     if data is None:
-        _fail(f"no execution named {name!r}")
+        fail(f"no execution named {name!r}")
         return
     click.echo(format_detail(data, output))
 
@@ -255,14 +255,14 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
     key, _, wanted = condition.partition("=")
     allowed = {"phase": views.PHASES, "health": views.HEALTHS, "sync": views.SYNCS}
     if key not in allowed or wanted not in allowed[key]:
-        _fail(f"--for takes phase=<{'|'.join(views.PHASES)}>, health=<{'|'.join(views.HEALTHS)}> or "
+        fail(f"--for takes phase=<{'|'.join(views.PHASES)}>, health=<{'|'.join(views.HEALTHS)}> or "
               f"sync=<{'|'.join(views.SYNCS)}>, e.g. phase=Completed; not {condition!r}")
     try:
         deadline = time.monotonic() + parse_duration(timeout)
         every = parse_duration(interval)
         source = open_source(repo, branch, sub_path, cache_dir)
     except (ReconcilerError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     pause = threading.Event()
     known = False
@@ -272,10 +272,10 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
                                          cooldown, one_shot=False)
             states = views.with_invalid(decl, states)
             if not known and decl.find(name) is None and name not in states:
-                _fail(f"no execution named {name!r} is declared or recorded (see `reconciler status`)")
+                fail(f"no execution named {name!r} is declared or recorded (see `reconciler status`)")
             known = True
         except ReconcilerError as e:
-            _echo(f"warning: {e}", err=True)
+            echo(f"warning: {e}", err=True)
             states = {}
         state = states.get(name)
         phase = state.phase if state else "Pending"
@@ -300,7 +300,7 @@ def wait(name: str, repo: str, branch: str, sub_path: str | None, cache_dir: Pat
 @click.option("--cooldown", default="5m", show_default=True, hidden=True)
 @click.option("--templates", type=click.Path(path_type=Path, file_okay=False), default=None,
               envvar="RECONCILER_TEMPLATES", help="Directory with your own pipelinerun/job templates.")
-@_one_shot
+@one_shot_command
 def diff(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, kubeconfig: str | None,
          context: str | None, namespace: str, cooldown: str, templates: Path | None) -> None:
     """Declared versus cluster. Exit 0 in sync, 1 out of sync, 2 error."""
@@ -312,11 +312,11 @@ def diff(repo: str, branch: str, sub_path: str | None, cache_dir: Path | None, k
         commit = source.fetch()
         decl, states, _ = _live_view(source, commit, True, kubeconfig, context, namespace, cooldown,
                                      templates=templates)
-        live, _ = _cluster(kubeconfig, context, namespace, offline_ok=False)
+        live, _ = open_cluster(kubeconfig, context, namespace, offline_ok=False)
         runs = live.list_runs()
         renderer = Renderer(templates, namespace)
     except (ReconcilerError, OSError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     text, out_of_sync = format_diff(decl, states, runs, renderer)
     click.echo(text)

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 
-from reconciler.declare.catalog import Catalog, _load_catalog
+from reconciler.declare.catalog import Catalog, load_catalog
 from reconciler.declare.declared import Declaration, FileOrigin, InvalidExecution, capped, classify, gc_paused
-from reconciler.declare.execution_file import _parse_execution_safely, _Parsed
+from reconciler.declare.execution_file import ParsedFile, parse_execution_safely
 from reconciler.declare.statusdoc import StatusRecord, parse_status_reporting
 from reconciler.declare.yamldoc import DEFAULT_MAX_BYTES
 from reconciler.errors import Problem
@@ -44,10 +44,10 @@ def _load_declaration(
         role = classify(path, root)
         if role:
             roles[role][path] = raw
-    catalog = _load_catalog(roles["workflow"], max_bytes)
+    catalog = load_catalog(roles["workflow"], max_bytes)
     have_catalog = bool(roles["workflow"])
     parsed = [
-        _parse_execution_safely(file, roles["execution"][file], catalog, have_catalog,
+        parse_execution_safely(file, roles["execution"][file], catalog, have_catalog,
                                 origins.get(file), max_bytes)
         for file in sorted(roles["execution"])
     ]
@@ -71,11 +71,11 @@ def status_file(file: str, raw: bytes | int) -> tuple[StatusRecord | None, str]:
     return record, "" if record is not None else why or "not a status document"
 
 
-def assemble(catalog: Catalog, parsed: list[_Parsed]) -> Declaration:
+def assemble(catalog: Catalog, parsed: list[ParsedFile]) -> Declaration:
     """The cross-file step: from the catalog and every execution file checked on its own
     (sorted by file) to the declaration — duplicate names and chain references are judged
     here, across files.  The items' problem lists are extended: pass copies of cached ones
-    (:meth:`_Parsed.copy`)."""
+    (:meth:`ParsedFile.copy`)."""
     decl = Declaration()
     decl.catalog = catalog.entries
     decl.invalid_catalog = catalog.invalid
@@ -104,7 +104,7 @@ def assemble(catalog: Catalog, parsed: list[_Parsed]) -> Declaration:
     return decl
 
 
-def _check_dependencies(parsed: list[_Parsed]) -> None:
+def _check_dependencies(parsed: list[ParsedFile]) -> None:
     """Cross-file rules of chains (SPEC §3a): every referenced execution exists on the
     branch (``dependency-missing``), and no chain loops back (``dependency-cycle``, naming
     every file of the loop).  Problems go to the file holding the bad reference."""

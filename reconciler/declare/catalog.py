@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reconciler.declare import names
-from reconciler.declare.declared import InvalidExecution, _internal_error, capped
+from reconciler.declare.declared import InvalidExecution, capped, internal_error
 from reconciler.declare.model import WorkflowDefinition, WorkflowExecution
 from reconciler.declare.schema_errors import translate
 from reconciler.declare.yamldoc import YamlDocument, load_documents
@@ -76,7 +76,7 @@ def _definition_problems(doc: YamlDocument) -> tuple[WorkflowDefinition | None, 
     return definition, problems
 
 
-def _load_catalog(files: Mapping[str, bytes | int], max_bytes: int) -> Catalog:
+def load_catalog(files: Mapping[str, bytes | int], max_bytes: int) -> Catalog:
     catalog = Catalog()
     where: dict[tuple[str, str], str] = {}
     for file in sorted(files):
@@ -108,7 +108,7 @@ def _load_catalog(files: Mapping[str, bytes | int], max_bytes: int) -> Catalog:
                 catalog.entries[definition.key] = definition
                 catalog.files[definition.key] = file
         except Exception as e:  # defence in depth: never the cycle's error
-            problems = [_internal_error(file, e)]
+            problems = [internal_error(file, e)]
             catalog.unreadable.append(file)
         if problems:
             catalog.invalid.append(InvalidExecution(file, None, capped(problems)))
@@ -118,7 +118,7 @@ def _load_catalog(files: Mapping[str, bytes | int], max_bytes: int) -> Catalog:
     return catalog
 
 
-def _against_catalog(
+def against_catalog(
     doc: YamlDocument, execution: WorkflowExecution, params: list[tuple[str, str]],
     catalog: Catalog, have_catalog: bool,
 ) -> tuple[tuple[str, str, str] | None, list[Problem]]:

@@ -183,7 +183,7 @@ def _classify_path(path: str, root: str = "") -> str | None:
     return None
 
 
-def _internal_error(file: str, error: Exception) -> Problem:
+def internal_error(file: str, error: Exception) -> Problem:
     _log.warning("unexpected error checking %s", file, exc_info=True)
     return Problem(file, None, None, "", "internal-error",
                    f"this file could not be checked ({type(error).__name__}); please report it")

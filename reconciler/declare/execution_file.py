@@ -2,7 +2,7 @@
 
 What does not depend on any other file is judged here — one YAML document, the schema,
 parameter names and values, what a chain reference says within the file, the catalog
-checks against the entry it names — and the result (:class:`_Parsed`) keeps no YAML
+checks against the entry it names — and the result (:class:`ParsedFile`) keeps no YAML
 nodes, so a parse cache can hold one per file.  Duplicate names and whether a chain's
 references exist or loop are judged across files (:mod:`reconciler.declare.assemble`).
 """
@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from reconciler.declare import names
-from reconciler.declare.catalog import Catalog, _against_catalog
-from reconciler.declare.declared import FileOrigin, ResolvedExecution, _internal_error
+from reconciler.declare.catalog import Catalog, against_catalog
+from reconciler.declare.declared import FileOrigin, ResolvedExecution, internal_error
 from reconciler.declare.model import WorkflowExecution, share_fields_sets
 from reconciler.declare.schema_errors import translate
 from reconciler.declare.yamldoc import YamlDocument, load_documents
@@ -99,7 +99,7 @@ def _parameter_values(doc: YamlDocument, raw: Any) -> tuple[list[tuple[str, str]
 
 
 @dataclass(slots=True)  # one per execution file, kept by the parse cache: no per-instance __dict__
-class _Parsed:
+class ParsedFile:
     """One execution file after checking; keeps no YAML nodes (memory at 10 000 files)."""
 
     file: str
@@ -118,29 +118,29 @@ class _Parsed:
     # until a persistent store has written it (it rebuilds ``resolved.document``)
     data: Any = None
 
-    def copy(self) -> _Parsed:
+    def copy(self) -> ParsedFile:
         """A copy whose problem list the cross-file step may extend (the cached one stays as parsed)."""
-        return _Parsed(self.file, self.name_position, self.name, list(self.problems), self.resolved, self.origin,
+        return ParsedFile(self.file, self.name_position, self.name, list(self.problems), self.resolved, self.origin,
                        self.dependencies, self.workflow, self.data)
 
 
-def _parse_execution_safely(
+def parse_execution_safely(
     file: str, raw: bytes | int, catalog: Catalog, have_catalog: bool, origin: FileOrigin | None,
     max_bytes: int, keep_data: bool = False,
-) -> _Parsed:
+) -> ParsedFile:
     """:func:`_parse_execution`, with any unexpected failure turned into this file's problem."""
     try:
         return _parse_execution(file, raw, catalog, have_catalog, origin, max_bytes, keep_data)
     except Exception as e:
-        return _Parsed(file, (None, None), None, [_internal_error(file, e)], None, origin)
+        return ParsedFile(file, (None, None), None, [internal_error(file, e)], None, origin)
 
 
 def _parse_execution(
     file: str, raw: bytes | int, catalog: Catalog, have_catalog: bool, origin: FileOrigin | None,
     max_bytes: int, keep_data: bool = False,
-) -> _Parsed:
+) -> ParsedFile:
     doc, problems = _single_document(raw, file, max_bytes)
-    item = _Parsed(file, (None, None), None, problems, None, origin)
+    item = ParsedFile(file, (None, None), None, problems, None, origin)
     if doc is None:
         return item
     raw_meta = doc.data.get("metadata")
@@ -161,10 +161,10 @@ def _parse_execution(
     item.workflow = (execution.spec.workflow_ref.workflow_id, execution.spec.workflow_ref.version)
     item.dependencies, dependency_problems = _dependency_references(doc, execution)
     problems.extend(dependency_problems)
-    found, catalog_problems = _against_catalog(doc, execution, params, catalog, have_catalog)
+    found, catalog_problems = against_catalog(doc, execution, params, catalog, have_catalog)
     problems.extend(catalog_problems)
     if found is not None and not problems:
-        item.resolved = _resolve(execution, file, params, found, origin)
+        item.resolved = resolve_execution(execution, file, params, found, origin)
         if keep_data:
             item.data = doc.data
     return item
@@ -214,7 +214,7 @@ def _timeout(raw: str) -> tuple[str, int]:
     return known
 
 
-def _resolve(
+def resolve_execution(
     execution: WorkflowExecution, file: str, params: list[tuple[str, str]],
     found: tuple[str, str, str], origin: FileOrigin | None, known_hash: str | None = None,
 ) -> ResolvedExecution:

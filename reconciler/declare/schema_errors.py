@@ -46,7 +46,7 @@ def _describe(value: Any) -> str:
     return f"the string {text[:60]}{'…' if len(text) > 60 else ''}"
 
 
-def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+def model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     current: Any = model
     for part in loc:
         if isinstance(part, int):
@@ -93,7 +93,7 @@ def translate(
         value = item.get("input")
         field = str(loc[-1]) if loc else ""
         if kind == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
+            parent = model_at(model, loc[:-1])
             allowed = field_names(parent) if parent else []
             hint = difflib.get_close_matches(field, allowed, n=1, cutoff=0.6) if hints_left > 0 else []
             hints_left -= 1

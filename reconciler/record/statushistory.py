@@ -23,7 +23,7 @@ from reconciler.declare.declared import gc_paused
 from reconciler.declare.statusdoc import valid_execution_name
 from reconciler.errors import GitCommandFailed, GitError
 from reconciler.record.status import ExecutionState, from_document
-from reconciler.source.gitsource import GitSource, _clean_stderr
+from reconciler.source.gitsource import GitSource, clean_stderr
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _recorded_states(source: GitSource, commit: str, prefix: str, committer: Com
                                  "--diff-filter=AM", commit, "--", directory)
     except GitCommandFailed as e:
         raise GitError(f"cannot read the history of {directory}/ at {commit[:12]}: "
-                       f"{_clean_stderr(e, source.url)}") from e
+                       f"{clean_stderr(e, source.url)}") from e
     candidates: dict[str, list[tuple[str, str]]] = {}  # path → (commit, blob) by the bot, newest first
     inside = f"{directory}/"
     for block in text.split("\x01"):

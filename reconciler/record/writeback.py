@@ -49,7 +49,7 @@ from reconciler.record.writeback_git import (
     status_tree_changes,
     status_yaml,
 )
-from reconciler.source.gitsource import GitSource, _clean_stderr
+from reconciler.source.gitsource import GitSource, clean_stderr
 
 
 @dataclass(frozen=True)
@@ -312,7 +312,7 @@ class GitStatusStore:
             except GitCommandFailed as e:
                 # rejected (someone pushed meanwhile) or the remote is unreachable: fetch the
                 # new tip, rebuild the same files on it, try again — never force
-                text = _clean_stderr(e, self.source.url)
+                text = clean_stderr(e, self.source.url)
                 if attempt == self.attempts:
                     raise GitError(f"pushing status to {self.source.display_url} failed after "
                                    f"{attempt} attempts: {text}") from e

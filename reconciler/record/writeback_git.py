@@ -29,7 +29,7 @@ from reconciler.errors import GitCommandFailed, GitError
 from reconciler.record.status import ExecutionState
 from reconciler.record.transitions import Transition
 from reconciler.source import gitcmd
-from reconciler.source.gitsource import GitSource, _clean_stderr
+from reconciler.source.gitsource import GitSource, clean_stderr
 
 __all__ = ["blob_id", "build_commit", "check_commit", "commit_message", "list_status_tree", "status_tree_changes",
            "status_yaml"]
@@ -94,7 +94,7 @@ def list_status_tree(source: GitSource, tip: str, directory: str) -> list[tuple[
     try:
         listing = source._git().ls_tree("-z", tip, "--", f"{directory}/")
     except GitCommandFailed as e:
-        raise GitError(f"cannot list {directory}/ at {tip[:12]}: {_clean_stderr(e, source.url)}") from e
+        raise GitError(f"cannot list {directory}/ at {tip[:12]}: {clean_stderr(e, source.url)}") from e
     out = []
     for entry in listing.split("\0"):
         if not entry:
@@ -137,7 +137,7 @@ def check_commit(source: GitSource, parent: str, commit: str, expected: set[str]
     try:
         out = str(source._git().diff_tree(*args))
     except GitCommandFailed as e:
-        raise GitError(f"cannot check the status commit: {_clean_stderr(e, source.url)}") from e
+        raise GitError(f"cannot check the status commit: {clean_stderr(e, source.url)}") from e
     fields = [f for f in out.split("\0") if f]
     if not parent and fields and fields[0] == commit:
         fields = fields[1:]

@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from reconciler.declare.schema_errors import _model_at, field_names
+from reconciler.declare.schema_errors import field_names, model_at
 from reconciler.declare.yamldoc import YamlDocument, clip, load_documents
 from reconciler.errors import ConfigError
 from reconciler.service.config_model import Config
@@ -122,7 +122,7 @@ def _position(doc: YamlDocument, loc: tuple[Any, ...]) -> str:
 def _unknown_field(loc: tuple[Any, ...]) -> str:
     """An unknown setting, with "did you mean" from the section's own names (as for executions)."""
     field = to_camel(str(loc[-1]))
-    parent = _model_at(Config, loc[:-1])
+    parent = model_at(Config, loc[:-1])
     allowed = field_names(parent) if parent else []
     hint = difflib.get_close_matches(field, allowed, n=1, cutoff=0.6)
     if hint:

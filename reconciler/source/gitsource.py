@@ -211,7 +211,7 @@ class GitSource(GitHistory):
     def _error(self, what: str, error: GitCommandFailed) -> GitError:
         """``what: <git's cleaned stderr>`` as a GitError — a CacheDamaged when git's
         words point at the cache rather than the remote."""
-        text = _clean_stderr(error, self.url, self._secrets())
+        text = clean_stderr(error, self.url, self._secrets())
         message = f"{what}: {text}"
         cause = _suspect(str(error.stderr or ""))
         return CacheDamaged(message, redact_text(cause, self._secrets())[:300]) if cause else GitError(message)
@@ -336,7 +336,7 @@ class GitSource(GitHistory):
         return {path: blobs[sha] for path, sha in shas.items()}
 
 
-def _clean_stderr(error: GitCommandFailed, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
+def clean_stderr(error: GitCommandFailed, url: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     """git's stderr, shortened, with every credential redacted (``url`` and ``secrets``
     literally, then anything that looks like one) — safe for errors, logs and status."""
     text = (error.stderr or str(error)).strip().replace("stderr:", "").strip(" '\n")

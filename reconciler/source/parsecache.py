@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.declare.assemble import assemble
-from reconciler.declare.catalog import Catalog, _load_catalog
+from reconciler.declare.catalog import Catalog, load_catalog
 from reconciler.declare.declared import Declaration, FileOrigin, InvalidExecution, ResolvedExecution, capped, gc_paused
-from reconciler.declare.execution_file import _parse_execution_safely, _Parsed
-from reconciler.source.parsecache_rows import _decode_execution, _encode_execution, _internal
+from reconciler.declare.execution_file import ParsedFile, parse_execution_safely
+from reconciler.source.parsecache_rows import decode_execution, encode_execution, is_internal_result
 from reconciler.source.parsecache_status import FAST_LIMIT, READ_CHUNK, Listing, Reader, StatusFiles
 from reconciler.source.parsestore import ParseStore
 
@@ -55,7 +55,7 @@ def _catalog_view(catalog: Catalog, have_catalog: bool, workflow: tuple[str, str
     return (broken, None, known, tuple(catalog.unreadable))
 
 
-def _with_origin(parsed: _Parsed, origin: FileOrigin | None) -> _Parsed:
+def _with_origin(parsed: ParsedFile, origin: FileOrigin | None) -> ParsedFile:
     """``parsed`` as it would have been parsed with ``origin`` (the origin goes nowhere else)."""
     new = parsed.copy()
     new.origin = origin
@@ -69,7 +69,7 @@ class _Entry:
     sha: str
     origin: FileOrigin | None
     max_bytes: int
-    parsed: _Parsed
+    parsed: ParsedFile
     view: Any
     catalog: int = 0  # the catalog generation the view was last checked against
 
@@ -199,7 +199,7 @@ class ParseCache(StatusFiles):
                     parsed = None
                     if value is not None:
                         try:
-                            parsed = _decode_execution(value, path, origins.get(path))
+                            parsed = decode_execution(value, path, origins.get(path))
                         except Exception:  # a row that does not fit is a miss, never trusted
                             parsed = None
                     if parsed is None:
@@ -215,11 +215,11 @@ class ParseCache(StatusFiles):
             contents = read({path: executions[path] for path in chunk})
             for path in chunk:
                 origin = origins.get(path)
-                parsed = _parse_execution_safely(path, contents[path], catalog, have_catalog, origin, max_bytes,
+                parsed = parse_execution_safely(path, contents[path], catalog, have_catalog, origin, max_bytes,
                                                  keep_data=store is not None)
                 self._parses += 1
-                if store is not None and not _internal(parsed):
-                    value = _encode_execution(parsed)
+                if store is not None and not is_internal_result(parsed):
+                    value = encode_execution(parsed)
                     if value is not None:
                         new_rows[store.key("execution", path, executions[path], extra)] = value
                 parsed.data = None  # memory: the store has it now
@@ -228,7 +228,7 @@ class ParseCache(StatusFiles):
         if store is not None:
             store.put(new_rows)
 
-    def _put(self, path: str, sha: str, origin: FileOrigin | None, max_bytes: int, parsed: _Parsed,
+    def _put(self, path: str, sha: str, origin: FileOrigin | None, max_bytes: int, parsed: ParsedFile,
              catalog: Catalog, have_catalog: bool) -> None:
         self._entries[path] = _Entry(sha, origin, max_bytes, parsed,
                                      _catalog_view(catalog, have_catalog, parsed.workflow), self.catalog_generation)
@@ -248,7 +248,7 @@ class ParseCache(StatusFiles):
         self._last = _Assembled(dict(executions), self.catalog_generation, max_bytes, decl, names, referenced)
         return decl
 
-    def _derive(self, last: _Assembled, changed: set[str], olds: Mapping[str, _Parsed], executions: Listing,
+    def _derive(self, last: _Assembled, changed: set[str], olds: Mapping[str, ParsedFile], executions: Listing,
                 catalog: Catalog) -> Declaration | None:
         """The last declaration with ``changed`` applied, when no other file's result can
         depend on them: none of them (before or after) takes part in a chain or shares a
@@ -316,7 +316,7 @@ class ParseCache(StatusFiles):
         key = tuple(sorted(workflows.items()))
         if self.catalog is None or key != self.catalog_key:
             contents = read(dict(workflows)) if workflows else {}
-            self.catalog = _load_catalog(contents, max_bytes)
+            self.catalog = load_catalog(contents, max_bytes)
             self.catalog_key = key
             self.catalog_generation += 1
             self._catalog_digest = hashlib.sha256(repr(key).encode()).hexdigest()

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from reconciler.declare.declared import FileOrigin
-from reconciler.declare.execution_file import _Parsed, _resolve
+from reconciler.declare.execution_file import ParsedFile, resolve_execution
 from reconciler.declare.model import WorkflowExecution, share_fields_sets
 from reconciler.errors import Problem
 
@@ -32,7 +32,7 @@ def _problem_in(v: Any) -> Problem:
     return Problem(file, line, column, path, rule, message)
 
 
-def _encode_execution(parsed: _Parsed) -> dict[str, Any] | None:
+def encode_execution(parsed: ParsedFile) -> dict[str, Any] | None:
     """Plain data that rebuilds ``parsed`` exactly (its origin aside); None when it cannot."""
     resolved = parsed.resolved
     out: dict[str, Any] = {
@@ -49,8 +49,8 @@ def _encode_execution(parsed: _Parsed) -> dict[str, Any] | None:
     return out
 
 
-def _decode_execution(value: Any, file: str, origin: FileOrigin | None) -> _Parsed:
-    """The ``_Parsed`` a stored value describes; raises (a miss) on anything that does not fit."""
+def decode_execution(value: Any, file: str, origin: FileOrigin | None) -> ParsedFile:
+    """The ``ParsedFile`` a stored value describes; raises (a miss) on anything that does not fit."""
     name = value["n"]
     line, column = value["np"]
     if not (name is None or isinstance(name, str)) or not all(x is None or type(x) is int for x in (line, column)):
@@ -67,7 +67,7 @@ def _decode_execution(value: Any, file: str, origin: FileOrigin | None) -> _Pars
         if not (isinstance(wid, str) and isinstance(version, str)):
             raise TypeError("bad workflow")
         workflow = (sys.intern(wid), sys.intern(version))  # a few values, 50 000 executions
-    item = _Parsed(file, (line, column), name, problems, None, origin, dependencies, workflow)
+    item = ParsedFile(file, (line, column), name, problems, None, origin, dependencies, workflow)
     r = value["r"]
     if r is not None:
         image, engine, pipeline, known_hash = r["img"], r["eng"], r["pipe"], r["hash"]
@@ -82,7 +82,7 @@ def _decode_execution(value: Any, file: str, origin: FileOrigin | None) -> _Pars
                                                            execution.spec.workflow_ref.version):
             raise ValueError("resolution does not match its document")
         item.name = execution.metadata.name  # equal: one string for both
-        item.resolved = _resolve(execution, file, params, found, origin, known_hash)
+        item.resolved = resolve_execution(execution, file, params, found, origin, known_hash)
     return item
 
 
@@ -105,6 +105,6 @@ def _shared_strings(doc: Any) -> Any:
     return doc
 
 
-def _internal(parsed: _Parsed) -> bool:
+def is_internal_result(parsed: ParsedFile) -> bool:
     """An unexpected failure (``internal-error``) is this run's, not the file's: never stored."""
     return any(p.rule == "internal-error" for p in parsed.problems)
