@@ -20,10 +20,7 @@ from ..errors import ConfigError, GitError, Problem, TemplateError
 from ..safetext import safe_lines
 from .common import EXIT_INVALID, EXIT_OK, checked_declaration, fail, one_shot_command, open_source, source_options
 
-# Everything else is imported by the command that needs it: the Kubernetes client, Git, Jinja,
-# pydantic and the service's web stack cost ~0.5 s to import, and ``validate`` or an offline
-# ``plan`` needs only some of them (``--help`` none).  tests/test_startup_cost.py holds each
-# command to what it uses.
+# Everything else is imported by the command that needs it (see reconciler.cli).
 
 
 @click.command()

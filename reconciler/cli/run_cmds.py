@@ -33,10 +33,7 @@ from .common import (
     source_options,
 )
 
-# Everything else is imported by the command that needs it: the Kubernetes client, Git, Jinja,
-# pydantic and the service's web stack cost ~0.5 s to import, and ``validate`` or an offline
-# ``plan`` needs only some of them (``--help`` none).  tests/test_startup_cost.py holds each
-# command to what it uses.
+# Everything else is imported by the command that needs it (see reconciler.cli).
 if TYPE_CHECKING:
     from reconciler.service.config_model import Config
 
