@@ -228,3 +228,19 @@ def test_a_store_from_before_the_code_column_is_upgraded(tmp_path: Path) -> None
     store.put({key: {"w": "z"}})
     assert store.get([key]) == {key: {"w": "z"}}
     assert db.execute("SELECT count(*) FROM parsed").fetchone()[0] == 1  # the old row is gone
+
+
+def test_the_code_digest_covers_every_module_whose_code_decides_a_stored_result() -> None:
+    # the digest reads the rule modules' source without importing them (the store sits below
+    # them): a misspelt or forgotten name would silently stop a changed rule from retiring
+    # old rows, so every declare module and every parse cache module must be listed, and found
+    import importlib.util
+
+    from reconciler.source import parsestore
+
+    listed = set(parsestore._RULE_MODULES)
+    assert [name for name in sorted(listed) if importlib.util.find_spec(name) is None] == []
+    package = Path(parsestore.__file__).resolve().parents[1]
+    rules = {f"reconciler.declare.{p.stem}" for p in (package / "declare").glob("*.py") if p.stem != "__init__"}
+    rules |= {f"reconciler.source.{p.stem}" for p in (package / "source").glob("parsecache*.py")}
+    assert rules - listed == set()

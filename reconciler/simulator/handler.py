@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from reconciler.simulator import discovery
@@ -18,9 +18,7 @@ from reconciler.simulator.faults import Fault
 from reconciler.simulator.handler_reads import accepts_json, authorization_or_crd, list_page, pod_log, selectors
 from reconciler.simulator.handler_routing import Response, Unparsed, route, verb_for, warning_header
 from reconciler.simulator.handler_watch import WatchStream
-
-if TYPE_CHECKING:
-    from reconciler.simulator.server import FakeKubeServer
+from reconciler.simulator.serving import ServedApi
 
 _PUBLIC = {"healthz", "livez", "readyz", "version"}
 _PATCH_TYPES = (p.MERGE, p.JSON_PATCH, p.STRATEGIC, p.APPLY_YAML)
@@ -29,7 +27,7 @@ _PATCH_TYPES = (p.MERGE, p.JSON_PATCH, p.STRATEGIC, p.APPLY_YAML)
 class Handler(WatchStream):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes
-    fake: FakeKubeServer  # set on the per-server subclass
+    fake: ServedApi  # set on the per-server subclass
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.simulator import errors as e
 from reconciler.simulator.handler_routing import Response, Route
 from reconciler.simulator.resources import ResourceType
 from reconciler.simulator.selectors import SelectorError, parse_field_selector, parse_label_selector
-
-if TYPE_CHECKING:
-    from reconciler.simulator.server import FakeKubeServer
+from reconciler.simulator.serving import ServedApi
 
 
 def selectors(rt: ResourceType, query: dict[str, str]) -> tuple[Any, Any]:
@@ -26,7 +24,7 @@ def selectors(rt: ResourceType, query: dict[str, str]) -> tuple[Any, Any]:
     return labels, fields
 
 
-def list_page(fake: FakeKubeServer, r: Route, query: dict[str, str]) -> dict[str, Any]:
+def list_page(fake: ServedApi, r: Route, query: dict[str, str]) -> dict[str, Any]:
     items, rv = fake.store.list(r.rt, r.namespace, *selectors(r.rt, query))
     meta: dict[str, Any] = {"resourceVersion": str(rv)}
     token = query.get("continue")
@@ -47,7 +45,7 @@ def list_page(fake: FakeKubeServer, r: Route, query: dict[str, str]) -> dict[str
     return {"kind": r.rt.list_kind, "apiVersion": r.rt.api_version, "metadata": meta, "items": items}
 
 
-def pod_log(fake: FakeKubeServer, r: Route, query: dict[str, str]) -> Response:
+def pod_log(fake: ServedApi, r: Route, query: dict[str, str]) -> Response:
     pod = fake.store.get(r.rt, r.namespace, r.name or "")
     spec = pod.get("spec") or {}
     names = [c["name"] for c in spec.get("containers", [])]
@@ -85,7 +83,7 @@ def accepts_json(accept: str | None) -> bool:
     return bool(types & {"application/json", "application/*", "*/*"})
 
 
-def authorization_or_crd(fake: FakeKubeServer, method: str, parts: list[str], body: Any) -> Response | None:
+def authorization_or_crd(fake: ServedApi, method: str, parts: list[str], body: Any) -> Response | None:
     """SelfSubjectAccessReview (answered from the RBAC switch, ``server.forbid``) and GET of
     a CRD by name (every registered custom type; ``server.unregister`` removes one)."""
     if parts == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] and method == "POST":

@@ -5,12 +5,10 @@ version, namespace, name, subresource), the verb a method and route stand for, a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.simulator.resources import ResourceType
-
-if TYPE_CHECKING:
-    from reconciler.simulator.server import FakeKubeServer
+from reconciler.simulator.serving import ServedApi
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ def warning_header(text: str) -> str:
     return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def route(fake: FakeKubeServer, parts: list[str]) -> Route | None:
+def route(fake: ServedApi, parts: list[str]) -> Route | None:
     if parts[:2] == ["api", "v1"]:
         group, version, rest = "", "v1", parts[2:]
     elif len(parts) >= 3 and parts[0] == "apis":

@@ -9,18 +9,16 @@ import select
 import socket
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.simulator import errors as e
 from reconciler.simulator.handler_reads import selectors
 from reconciler.simulator.handler_routing import Route
-
-if TYPE_CHECKING:
-    from reconciler.simulator.server import FakeKubeServer
+from reconciler.simulator.serving import ServedApi
 
 
 class WatchStream(BaseHTTPRequestHandler):
-    fake: FakeKubeServer  # set on the per-server subclass
+    fake: ServedApi  # set on the per-server subclass
 
     def _watch(self, r: Route, query: dict[str, str], record: dict[str, Any]) -> None:
         fake, store = self.fake, self.fake.store

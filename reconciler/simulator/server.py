@@ -23,6 +23,7 @@ from reconciler.simulator.faults import Denial, DenialSet, Fault, FaultSet
 from reconciler.simulator.handler import Handler
 from reconciler.simulator.resources import Registry, ResourceType, default_resources
 from reconciler.simulator.selectors import parse_label_selector
+from reconciler.simulator.serving import ServedApi
 from reconciler.simulator.store import Admission, Store
 from reconciler.simulator.watch import WatchEvent
 
@@ -98,7 +99,8 @@ class FakeKubeServer:
     def start(self) -> FakeKubeServer:
         if self._httpd is not None:
             return self
-        handler = type("BoundHandler", (Handler,), {"fake": self})
+        served: ServedApi = self  # mypy: the server is what its handlers are typed against
+        handler = type("BoundHandler", (Handler,), {"fake": served})
         httpd = ThreadingHTTPServer((self.host, 0), handler)
         httpd.daemon_threads = True
         self._httpd = httpd

@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from reconciler.simulator import tekton_status as ts
 from reconciler.simulator.server import FakeKubeServer
 from reconciler.simulator.store import timestamp
 from reconciler.simulator.tekton_admission import pipeline_timeout, pipelinerun_defaulting, pipelinerun_validation
+from reconciler.simulator.tekton_plan import RunPlan
 from reconciler.simulator.tekton_tasks import cancel_run, fail_run, finish_taskrun
 from reconciler.simulator.watch import WatchEvent
 
@@ -26,14 +26,6 @@ DEFAULT_IMAGE = "registry.example.invalid/kubernaut/workflow-runner:1.0.0"
 TASK_KINDS = ("exit", "oom", "forbidden", "task_timeout", "image_pull", "quota", "timeout", "unschedulable")
 FAIL_KINDS = (*TASK_KINDS, "config", "param_missing", "cancelled")
 Outcome = str | Callable[[dict[str, Any]], "str | None"] | None
-
-
-@dataclass
-class _Plan:
-    tasks: list[str]
-    steps: dict[str, list[str]]
-    image: str
-    parallel: bool
 
 
 class TektonSimulator:
@@ -46,7 +38,7 @@ class TektonSimulator:
         self.outcome = outcome
         self.emit_events = emit_events
         self.auto_start = auto_start or outcome is not None
-        self._plans: dict[tuple[str, str], _Plan] = {}
+        self._plans: dict[tuple[str, str], RunPlan] = {}
         self._lock = threading.RLock()
         self._undo: list[Callable[[], None]] = []
         if defaulting:  # Tekton's mutating webhook: only when a test asks (it may be absent)
@@ -105,11 +97,11 @@ class TektonSimulator:
 
     def _plan(self, pr: dict[str, Any], tasks: Sequence[str] | None = None,
               steps: Mapping[str, Sequence[str]] | None = None, image: str | None = None,
-              parallel: bool = False) -> _Plan:
+              parallel: bool = False) -> RunPlan:
         names = list(tasks or self.default_tasks)
         bundle = next((p.get("value") for p in ((pr.get("spec") or {}).get("pipelineRef") or {})
                        .get("params") or [] if p.get("name") == "bundle"), None)
-        return _Plan(names, {t: list((steps or {}).get(t) or [t]) for t in names},
+        return RunPlan(names, {t: list((steps or {}).get(t) or [t]) for t in names},
                      image or self.default_image or str(bundle or DEFAULT_IMAGE), parallel)
 
     def _taskruns(self, namespace: str, name: str) -> dict[str, dict[str, Any]]:
@@ -146,7 +138,7 @@ class TektonSimulator:
                 self._start_task(pr, plan, task)
             return self._refresh(namespace, name)
 
-    def _ensure_started(self, namespace: str, name: str) -> _Plan:
+    def _ensure_started(self, namespace: str, name: str) -> RunPlan:
         plan = self._plans.get((namespace, name))
         if plan is None:
             pr = self._get(PR, namespace, name)
@@ -157,7 +149,7 @@ class TektonSimulator:
                 plan = self._plans[(namespace, name)]
         return plan
 
-    def _start_task(self, pr: dict[str, Any], plan: _Plan, task: str, with_pod: bool = True) -> dict[str, Any]:
+    def _start_task(self, pr: dict[str, Any], plan: RunPlan, task: str, with_pod: bool = True) -> dict[str, Any]:
         meta, now = pr["metadata"], self._now()
         spec = pr.get("spec") or {}
         template = spec.get("taskRunTemplate") or {}

@@ -7,19 +7,17 @@ or waiting steps into terminated ones carrying the TaskRun reason).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.simulator import tekton_status as ts
 from reconciler.simulator.tekton_admission import pipeline_timeout
-
-if TYPE_CHECKING:
-    from reconciler.simulator.tekton import TektonSimulator
+from reconciler.simulator.tekton_plan import TektonRuns
 
 _STOPPED = {"timeout": "TaskRunCancelled", "cancelled": "TaskRunCancelled",
             "task_timeout": "TaskRunTimeout", "image_pull": "TaskRunImagePullFailed"}
 
 
-def finish_taskrun(sim: TektonSimulator, tr: dict[str, Any], steps: list[str], image: str, kind: str, *,
+def finish_taskrun(sim: TektonRuns, tr: dict[str, Any], steps: list[str], image: str, kind: str, *,
                    step: str | None, exit_code: int | None, message: str | None,
                    message_in_status: bool) -> dict[str, Any]:
     meta, now = tr["metadata"], sim._now()
@@ -101,7 +99,7 @@ def pipeline_timeout_of(tr: dict[str, Any]) -> str:
     return str((tr.get("spec") or {}).get("timeout") or "1h0m0s")
 
 
-def _config_failure(sim: TektonSimulator, ns: str, name: str, kind: str, message: str | None,
+def _config_failure(sim: TektonRuns, ns: str, name: str, kind: str, message: str | None,
                     config_reason: str | None) -> dict[str, Any]:
     pr = sim._get("pipelineruns", ns, name)
     if (pr.get("status") or {}).get("startTime"):
@@ -124,7 +122,7 @@ def _config_failure(sim: TektonSimulator, ns: str, name: str, kind: str, message
     return pr
 
 
-def fail_run(sim: TektonSimulator, ns: str, name: str, kind: str, task: str, step: str | None,
+def fail_run(sim: TektonRuns, ns: str, name: str, kind: str, task: str, step: str | None,
              exit_code: int | None, message: str | None, *, terminal: bool | None,
              message_in_status: bool, config_reason: str | None) -> dict[str, Any]:
     if kind in ("config", "param_missing"):
@@ -185,7 +183,7 @@ UNSCHEDULABLE = ("0/3 nodes are available: 3 Insufficient memory. preemption: 0/
                  "3 No preemption victims found for incoming pod.")
 
 
-def _unschedulable(sim: TektonSimulator, ns: str, name: str, plan: Any, task: str, message: str | None,
+def _unschedulable(sim: TektonRuns, ns: str, name: str, plan: Any, task: str, message: str | None,
                    terminal: bool | None) -> dict[str, Any]:
     """The task's pod is never scheduled: Pending with `PodScheduled` False, the scheduler's
     `FailedScheduling` Warning Event on the pod, the TaskRun `Unknown`/`Pending` with Tekton's
@@ -229,7 +227,7 @@ def _unschedulable(sim: TektonSimulator, ns: str, name: str, plan: Any, task: st
                         [(t, ts.SKIP_TIMEOUT) for t in later])
 
 
-def cancel_run(sim: TektonSimulator, ns: str, name: str) -> dict[str, Any]:
+def cancel_run(sim: TektonRuns, ns: str, name: str) -> dict[str, Any]:
     pr = sim._get("pipelineruns", ns, name)
     if ts.is_done(pr):
         return pr

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import sqlite3
@@ -41,6 +42,16 @@ KEEP_DAYS = 14
 _BATCH = 500  # keys per SELECT (well below SQLite's variable limit)
 
 
+# the modules whose code decides a stored result (a new rule module must be listed here)
+_RULE_MODULES = (
+    "reconciler.declare.declared", "reconciler.declare.assemble", "reconciler.declare.catalog",
+    "reconciler.declare.execution_file", "reconciler.errors", "reconciler.declare.model",
+    "reconciler.declare.names", "reconciler.source.parsecache", "reconciler.source.parsecache_rows",
+    "reconciler.source.parsecache_status", "reconciler.declare.schema_errors", "reconciler.declare.statusdoc",
+    "reconciler.declare.yamldoc",
+)
+
+
 def _digest_of_code() -> str:
     """sha256 of the source of the modules whose rules decide a parse result: the checks
     of an execution file, the catalog and a status document (and what they use: the
@@ -51,22 +62,14 @@ def _digest_of_code() -> str:
     import pydantic_core
     import yaml
 
-    from reconciler import errors
-    from reconciler.declare import assemble as declared_assemble
-    from reconciler.declare import catalog as declared_catalog
-    from reconciler.declare import declared, model, names, schema_errors, statusdoc, yamldoc
-    from reconciler.declare import execution_file as declared_parse
-    from reconciler.source import parsecache, parsecache_rows, parsecache_status
-
     h = hashlib.sha256(f"schema {SCHEMA}\0{sys.version}\0{pydantic.VERSION}\0{pydantic_core.__version__}\0"
                        f"{yaml.__version__}\0{getattr(yaml, '__with_libyaml__', False)}\0".encode())
-    for module in (declared, declared_assemble, declared_catalog, declared_parse, errors, model, names,
-                   parsecache, parsecache_rows, parsecache_status, schema_errors, statusdoc, yamldoc,
-                   sys.modules[__name__]):
-        file = getattr(module, "__file__", None)
-        h.update(module.__name__.encode() + b"\0")
-        if file:
-            h.update(Path(file).read_bytes())
+    for name in (*_RULE_MODULES, __name__):
+        # found, not imported: the store stays below the modules it keeps results of
+        spec = importlib.util.find_spec(name)
+        h.update(name.encode() + b"\0")
+        if spec is not None and spec.origin:
+            h.update(Path(spec.origin).read_bytes())
     return h.hexdigest()
 
 
