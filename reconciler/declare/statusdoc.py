@@ -8,7 +8,7 @@ checks every field's type and that ``metadata.name`` is a DNS-1123 label equal t
 file's name.  A file that fails is reported and treated as absent; its name is never used
 to build a path.  What a status file says is never taken as permission to touch the
 cluster either: the cycle cancels, deletes or adopts a run only when the run's own labels
-say it is ours (see ``cycle.owned_by``).
+say it is ours (see ``reconciler.service.cycle_context.owned_by``).
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ class GitSource(GitHistory):
         return redact_url(self.url)
 
     def _secrets(self) -> list[str]:
-        from reconciler.source.gitauth import secrets_of  # gitauth imports config: keep this module light
+        from reconciler.source.gitauth import secrets_of  # pydantic, for the credential settings: only when asked
 
         return secrets_of(self.env)
 
