@@ -190,10 +190,13 @@ class ParseCache(StatusFiles):
         extra = f"{max_bytes}\0{self._catalog_digest}"
         if store is not None:
             still: list[str] = []
-            for start in range(0, len(missing), READ_CHUNK):  # the decoded rows of one chunk at a time
-                chunk = missing[start:start + READ_CHUNK]
-                keys = {path: store.key("execution", path, executions[path], extra) for path in chunk}
-                found = store.get(keys.values())
+            # asked in key order, so each chunk's rows sit together in the store's index (a
+            # third of the reading time); the declaration is assembled in path order anyway
+            keys = {path: store.key("execution", path, executions[path], extra) for path in missing}
+            by_key = sorted(missing, key=keys.__getitem__)
+            for start in range(0, len(by_key), READ_CHUNK):  # the decoded rows of one chunk at a time
+                chunk = by_key[start:start + READ_CHUNK]
+                found = store.get([keys[path] for path in chunk])
                 for path in chunk:
                     value = found.pop(keys[path], None)
                     parsed = None
@@ -208,7 +211,8 @@ class ParseCache(StatusFiles):
                     store.hits += 1
                     self._put(path, executions[path], origins.get(path), max_bytes, parsed, catalog, have_catalog)
                 del found
-            missing = still
+            missed = set(still)
+            missing = [path for path in missing if path in missed]  # parsed in the order asked
         new_rows: dict[bytes, Any] = {}
         for start in range(0, len(missing), READ_CHUNK):
             chunk = missing[start:start + READ_CHUNK]
