@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,13 +37,9 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-def _lint_imports() -> str:
-    found = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
-    return found
-
-
 def test_the_import_contracts_hold() -> None:
-    done = subprocess.run([_lint_imports(), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False)
+    lint_imports = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    done = subprocess.run([lint_imports, "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
     assert "KEPT" in done.stdout and "Stages are layered" in done.stdout
@@ -162,66 +157,16 @@ def test_every_module_opens_with_a_docstring() -> None:
     assert missing == []
 
 
-def _cycles(graph: Any, modules: set[str]) -> list[list[str]]:
-    """The strongly connected groups of more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    counter = 0
-    for root in sorted(modules):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root) & modules)))]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child) & modules))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                group = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    group.append(member)
-                    if member == node:
-                        break
-                if len(group) > 1:
-                    found.append(sorted(group))
-    return found
-
-
 def test_no_module_imports_itself_back() -> None:
     # every import counts: module level, inside functions and under TYPE_CHECKING (a cycle
     # only for the type checker still ties two modules together); import-linter's layers
-    # stop cycles between stages, this stops them inside a stage too
+    # stop cycles between stages, this stops them inside a stage too.  The loops are found
+    # by the same search that finds dependency loops between executions.
     import grimp  # installed with import-linter
 
+    from reconciler.declare.assemble import _cycles
+
     graph = grimp.build_graph("reconciler")
-    assert _cycles(graph, {m for m in graph.modules if m.startswith("reconciler")}) == []
-
-
-def test_the_cycle_check_finds_a_cycle() -> None:
-    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-
-    class Graph:
-        def find_modules_directly_imported_by(self, module: str) -> set[str]:
-            return edges.get(module, set())
-
-    assert _cycles(Graph(), {"a", "b", "c", "d"}) == [["a", "b", "c"]]
+    ours = {m for m in graph.modules if m.startswith("reconciler")}
+    imports = {m: sorted(graph.find_modules_directly_imported_by(m) & ours) for m in sorted(ours)}
+    assert _cycles(imports) == []

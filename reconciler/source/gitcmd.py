@@ -63,9 +63,6 @@ class Commands:
 
         return call
 
-    def update_environment(self, **env: str) -> None:
-        self._inner.update_environment(**env)
-
 
 class Repository:
     """An open repository: its commands, and ``close`` to let its processes go."""
