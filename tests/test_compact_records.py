@@ -21,6 +21,8 @@ from reconciler.declare.model import WorkflowExecution, share_fields_sets
 from reconciler.declare.statusdoc import StatusRecord, document_text, documents, read_status_document, record_of
 from reconciler.record.status import from_document
 from reconciler.source.gitsource import GitSource
+from reconciler.source.parsecache_status import _decode_statuses, status_row
+from reconciler.source.parsestore import StoredText
 from reconciler.views.plan import states_from
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
@@ -77,13 +79,15 @@ def test_a_stored_row_that_is_not_exactly_one_document_is_a_miss(repo: WorkRepo,
     assert first.parsed.store is not None
     db = sqlite3.connect(first.parsed.store.path)
     rows = db.execute("SELECT key, value FROM parsed").fetchall()
-    status_rows = [(k, v) for k, v in rows if v.startswith('{"d":{"apiVersion"')]
-    assert len(status_rows) == 5
+    # each row rewritten in the form a status row takes when a record field holds a NUL,
+    # {"d": document}: the two left as they are must be read back as they would be parsed
+    status_rows = [(k, '{"d":' + v.split("\0", 7)[7] + "}") for k, v in rows if v.startswith("S1\0")]
+    assert len(status_rows) == 5 and all(v.startswith('{"d":{"apiVersion"') for _, v in status_rows)
     # a document followed by more text, a wrapper with more keys, a document split across
     # two rows: each decodes (in a batch, or after the prefix) to something else than one document
     tampered = [status_rows[0][1][:-1] + ',"x":1}', status_rows[1][1][:-2] + '},"' + "}",
-                status_rows[2][1][:-1] + ',"junk"}']
-    for (key, _), value in zip(status_rows, tampered, strict=False):
+                status_rows[2][1][:-1] + ',"junk"}', status_rows[3][1], status_rows[4][1]]
+    for (key, _), value in zip(status_rows, tampered, strict=True):
         db.execute("UPDATE parsed SET value = ? WHERE key = ?", (value, key))
     db.commit()
     db.close()
@@ -91,6 +95,23 @@ def test_a_stored_row_that_is_not_exactly_one_document_is_a_miss(repo: WorkRepo,
     got = second.load(second.fetch())
     assert second.parsed.status_docs.parses == 3  # the three tampered rows: parsed again from Git
     assert [(n, r, r.raw) for n, r in got.statuses.items()] == [(n, r, r.raw) for n, r in want.statuses.items()]
+
+
+@pytest.mark.parametrize(("reason", "as_text"), [("Succeeded", True), ("café ✓", True), ("with\0nul", False)])
+def test_a_status_row_gives_back_the_record_it_was_written_from(reason: str, as_text: bool) -> None:
+    """A status row is the record's fields and the document's text, NUL-separated; a field
+    that holds a NUL cannot be written so and the row is the whole document instead."""
+    data = {"apiVersion": "kubernaut.ai/v1alpha1", "kind": "WorkflowExecutionStatus", "metadata": {"name": "e1"},
+            "status": {"phase": "Completed", "reason": reason, "specHash": "h1",
+                       "executionRef": {"kind": "PipelineRun", "namespace": "ns", "name": "run-e1", "uid": "u"}}}
+    record = record_of(data, "status/e1.yaml")
+    row = status_row(record, data)
+    assert isinstance(row, StoredText) is as_text
+    text = row if isinstance(row, str) else json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+    [(_, (kept, _))] = list(_decode_statuses([(b"k", text)], {b"k": ("status/e1.yaml", "0" * 40)}))
+    assert kept is not None and kept[0] == record and kept[0].raw == data
+    [(_, (kept, _))] = list(_decode_statuses([(b"k", text)], {b"k": ("status/e2.yaml", "0" * 40)}))
+    assert kept is None  # another file's row: a miss
 
 
 @pytest.mark.parametrize("data, kept_as_text", [

@@ -140,23 +140,44 @@ def test_a_changed_code_digest_ignores_old_entries(repo: WorkRepo, cache_dir: Pa
     assert _fingerprint(again) == _fingerprint(decl)
 
 
-@pytest.mark.parametrize("tamper", ["not-json", "wrong-shape", "status-invalid", "execution-invalid",
-                                    "problem-shape"])
+def _tampered_status_row(value: str, tamper: str) -> str | None:
+    """A status row (name, phase, reason, spec hash, run name, checksum, text, NUL-separated)
+    with one part changed; None for another kind of row."""
+    if not value.startswith("S1\0"):
+        return None
+    parts = value.split("\0", 7)
+    if tamper == "status-invalid":
+        parts[2] = "Exploded"  # phase
+    elif tamper == "status-name":
+        parts[1] = "someone-else"  # not the file's name
+    elif tamper == "status-text":
+        parts[7] = parts[7].replace('"Completed"', '"Running"').replace('"Succeeded"', '"Exploded"')
+        assert parts[7] != value.split("\0", 7)[7]
+    elif tamper == "status-parts":
+        parts = parts[:5]
+    else:
+        return None
+    return "\0".join(parts)
+
+
+@pytest.mark.parametrize("tamper", ["not-json", "wrong-shape", "status-invalid", "status-name", "status-text",
+                                    "status-parts", "execution-invalid", "problem-shape"])
 def test_a_tampered_row_is_a_miss_not_trusted(repo: WorkRepo, cache_dir: Path, tamper: str) -> None:
     first, decl = _load(repo, cache_dir)
     path = _store_file(first)
     first.parsed.store.close()  # type: ignore[union-attr]
     db = sqlite3.connect(path)
     rows = db.execute("SELECT key, value FROM parsed").fetchall()
+    assert any(value.startswith("S1\0") for _, value in rows)  # the status rows are in their own text
     for key, value in rows:
-        data = json.loads(value)
+        status_row = _tampered_status_row(value, tamper)
+        data = json.loads(value) if not value.startswith("S1\0") else {}
         if tamper == "not-json":
             new = "{not json"
         elif tamper == "wrong-shape":
             new = json.dumps([1, 2, 3])
-        elif tamper == "status-invalid" and isinstance(data.get("d"), dict):
-            data["d"]["status"]["phase"] = "Exploded"
-            new = json.dumps(data)
+        elif status_row is not None:
+            new = status_row
         elif tamper == "execution-invalid" and data.get("r"):
             data["r"]["doc"]["spec"]["targetResource"] = 42
             new = json.dumps(data)

@@ -69,9 +69,7 @@ def check_status_document(data: Any, file: str) -> str | None:
     name = meta.get("name")
     if not valid_execution_name(name):
         return "metadata.name: must be a DNS-1123 label (lower-case letters, digits and '-', at most 63)"
-    stem = file[file.rfind("/") + 1:]  # what PurePosixPath(file).name gives for a path from Git
-    if stem in ("", ".") or "/./" in file or file.startswith("./"):
-        stem = PurePosixPath(file).name
+    stem = file_stem(file)
     if stem != f"{name}.yaml":
         return f"metadata.name: {name!r} does not match the file name {stem!r}"
     if status.get("phase") not in PHASES:
@@ -92,6 +90,14 @@ def check_status_document(data: Any, file: str) -> str | None:
         if not isinstance(condition, dict) or not _all_strings(condition, _CONDITION_FIELDS):
             return f"status.conditions[{index}]: must be a mapping of strings"
     return None
+
+
+def file_stem(file: str) -> str:
+    """The last part of a path from Git (what ``PurePosixPath(file).name`` gives, faster)."""
+    stem = file[file.rfind("/") + 1:]
+    if stem in ("", ".") or "/./" in file or file.startswith("./"):
+        stem = PurePosixPath(file).name
+    return stem
 
 
 def _all_strings(mapping: dict[Any, Any], keys: tuple[str, ...]) -> bool:

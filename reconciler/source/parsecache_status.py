@@ -12,15 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from reconciler.declare.declared import gc_paused
-from reconciler.declare.statusdoc import StatusRecord, check_status_document, read_status_document, record_of
+from reconciler.declare.statusdoc import (
+    PHASES,
+    StatusRecord,
+    check_status_document,
+    file_stem,
+    read_status_document,
+    record_of,
+    valid_execution_name,
+)
 from reconciler.declare.yamldoc import DEFAULT_MAX_BYTES
-from reconciler.source.parsestore import ParseStore
+from reconciler.source.parsestore import ParseStore, StoredText
 
 _log = logging.getLogger("reconciler.parsecache")
 
@@ -82,12 +92,14 @@ class StatusDocs:
                 return kept, None
         data, why = read_status_document(raw, path)
         self.parses += 1
-        kept = (record_of(data, path), None) if data is not None else (None, why)
+        record = record_of(data, path) if data is not None else None
+        kept = (record, None) if record is not None else (None, why)
         stored = self._key(path, sha)
         with self._lock:
             self._remember(key, kept)
             if stored is not None:
-                self._new[stored] = {"d": data} if data is not None else {"w": why}
+                self._new[stored] = status_row(record, data) if record is not None and data is not None \
+                    else {"w": why}
         return kept, data
 
     def _remember(self, key: tuple[str, str], kept: Kept) -> None:
@@ -172,16 +184,53 @@ class StatusDocs:
         return None, why or "not a status document"
 
 
-_DOC_PREFIX = '{"d":'  # how a valid document's row is written: json.dumps({"d": doc}, separators=(",", ":"))
+_ROW = "S1"  # a valid document's row: S1, name, phase, reason, spec hash, run name, checksum, JSON text
+_ROW_START = _ROW + "\0"
+_DOC_PREFIX = '{"d":'  # a valid document's row when a field holds a NUL: json.dumps({"d": doc}, compact)
+
+
+def status_row(record: StatusRecord, data: dict[str, Any]) -> Any:
+    """What the store keeps of a valid status document: its record's fields and its compact
+    JSON text, joined by NULs (no field here holds one), so reading it back decodes nothing
+    — the fields are checked again and the text against its checksum; ``{"d": document}``
+    when that cannot be (a field with a NUL, a document JSON cannot hold exactly)."""
+    fields = (record.name, record.phase, record.reason, record.spec_hash, record.run_name)
+    text = record.document
+    if isinstance(text, str) and text and not any("\0" in f for f in fields):
+        return StoredText("\0".join((_ROW, *fields, _checksum(text), text)))
+    return {"d": data}
+
+
+def _checksum(text: str) -> str:
+    """Against a damaged row (the store is a cache of this code's own results, not a trust boundary)."""
+    return format(zlib.crc32(text.encode()), "08x")
+
+
+def _record_row(value: str, path: str) -> StatusRecord | None:
+    """The record a :func:`status_row` text gives, or None when it does not fit."""
+    parts = value.split("\0", 7)
+    if len(parts) != 8:
+        return None
+    _, name, phase, reason, spec_hash, run_name, checksum, text = parts
+    if phase not in PHASES or not valid_execution_name(name) or file_stem(path) != f"{name}.yaml" \
+            or checksum != _checksum(text):
+        return None
+    return StatusRecord(name=name, file=path, phase=sys.intern(phase), reason=sys.intern(reason),
+                        spec_hash=spec_hash, run_name=run_name, document=text)
 
 
 def _decode_statuses(batch: list[tuple[bytes, str]], ask: Mapping[bytes, tuple[str, str]]) -> Iterator[
         tuple[bytes, tuple[Kept | None, dict[str, Any] | None]]]:
     """Each stored status row of ``batch`` as (key, (what is kept or None for a miss, the
-    document)).  A valid document's row is decoded from the document's own text (the row
-    without its wrapper), so that exact text — checked, as a parsed document is — is what
-    the record keeps; every other row is decoded whole.  A row that does not fit is a miss."""
+    document when it was decoded)).  A :func:`status_row` text is split, not decoded; a
+    ``{"d": document}`` row is decoded from the document's own text (the row without its
+    wrapper), so that exact text — checked, as a parsed document is — is what the record
+    keeps; every other row is decoded whole.  A row that does not fit is a miss."""
     for key, value in batch:
+        if isinstance(value, str) and value.startswith(_ROW_START):
+            record = _record_row(value, ask[key][0])
+            yield key, ((record, None) if record is not None else None, None)
+            continue
         if not (isinstance(value, str) and value.startswith(_DOC_PREFIX) and value.endswith("}")):
             yield key, (_decode_verdict(value), None)
             continue

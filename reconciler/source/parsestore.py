@@ -9,14 +9,15 @@ versions of the libraries they use), so a changed rule never serves a stale answ
 entries are simply never asked for again, and pruned.
 
 It is a cache, never a source of truth, and it holds only plain data: SQLite (stdlib) rows
-of JSON — no pickle, a cache file can never run code.  What is read back is checked before
-it is used (shape and types; a status document through the same strict checker as one
-parsed from YAML; an execution's document through the same pydantic model): a row that
-does not fit is a miss, never trusted.  Any store error — a corrupt or truncated file, a
-locked database, a full disk, a read-only directory — is logged once and the store is
-then left out: the answer is the same, only slower.  Several processes may share one
-cache directory (SQLite locking, WAL); each load writes its new results in one
-transaction.  Entries not used for ``keep_days`` are pruned, and the table is bounded.
+of JSON or of a reader's own plain text (:class:`StoredText`) — no pickle, a cache file
+can never run code.  What is read back is checked before it is used (shape and types; a
+status row's record fields and the checksum of its document's text — the document passed
+the strict checker when this same code wrote the row; an execution's document through the
+same pydantic model): a row that does not fit is a miss, never trusted.  Any store error —
+a corrupt or truncated file, a locked database, a full disk, a read-only directory — is
+logged once and the store is then left out: the answer is the same, only slower.  Several
+processes may share one cache directory (SQLite locking, WAL); each load writes its new
+results in one transaction.  Entries not used for ``keep_days`` are pruned, and the table is bounded.
 """
 
 from __future__ import annotations
@@ -223,8 +224,8 @@ class ParseStore:
                 return
             today = _today()
             try:
-                encoded = [(key, json.dumps(value, separators=(",", ":")), today, self.code)
-                           for key, value in rows.items()]
+                encoded = [(key, value if isinstance(value, StoredText) else json.dumps(value, separators=(",", ":")),
+                            today, self.code) for key, value in rows.items()]
             except (TypeError, ValueError) as e:
                 self._failed("cannot encode a result", e, disable=False)
                 return
@@ -264,6 +265,12 @@ class ParseStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.close()
                 self._db = None
+
+
+class StoredText(str):
+    """A row its writer encoded itself (a compact text read back with
+    :meth:`ParseStore.get_text` and checked by that reader): stored as it is, not as JSON.
+    :meth:`ParseStore.get` counts such a row a miss."""
 
 
 _BAD = object()
