@@ -21,7 +21,7 @@ import pytest
 from reconciler.declare.declared import Declaration
 from reconciler.source.gitsource import GitSource
 from reconciler.source.parsecache import ParseCache
-from reconciler.source.parsestore import ParseStore
+from reconciler.source.parsestore import PAGE_SIZE, ParseStore
 from tests.conftest import CATALOG, WorkRepo, execution_yaml
 
 STATUS = ("apiVersion: kubernaut.ai/v1alpha1\nkind: WorkflowExecutionStatus\nmetadata: {{name: {n}}}\n"
@@ -249,6 +249,29 @@ def test_a_store_from_before_the_code_column_is_upgraded(tmp_path: Path) -> None
     store.put({key: {"w": "z"}})
     assert store.get([key]) == {key: {"w": "z"}}
     assert db.execute("SELECT count(*) FROM parsed").fetchone()[0] == 1  # the old row is gone
+
+
+def test_a_new_store_has_large_pages_and_one_from_before_keeps_working_with_its_own(tmp_path: Path) -> None:
+    """A row of about 1 KB overflows SQLite's default 4 KB page: a new store is made with
+    larger pages; an existing file keeps the size it was made with (SQLite fixes it at
+    creation in WAL mode) and is read and written as before."""
+    rows = {bytes([i]) * 16: {"w": "x" * 900} for i in range(50)}
+    new = ParseStore(tmp_path / "new.sqlite")
+    new.put(rows)
+    assert new.get(list(rows)) == rows
+    new.close()
+    old_db = sqlite3.connect(tmp_path / "old.sqlite")
+    old_db.execute("PRAGMA journal_mode=WAL")
+    old_db.execute("CREATE TABLE parsed (key BLOB PRIMARY KEY, value TEXT NOT NULL, used INTEGER NOT NULL, "
+                   "code TEXT NOT NULL DEFAULT '') WITHOUT ROWID")
+    old_db.close()
+    old = ParseStore(tmp_path / "old.sqlite")
+    old.put(rows)
+    assert old.get(list(rows)) == rows and not old.disabled
+    old.close()
+    sizes = {name: sqlite3.connect(tmp_path / f"{name}.sqlite").execute("PRAGMA page_size").fetchone()[0]
+             for name in ("new", "old")}
+    assert sizes == {"new": PAGE_SIZE, "old": 4096} and PAGE_SIZE > 4096
 
 
 def test_the_code_digest_covers_every_module_whose_code_decides_a_stored_result() -> None:

@@ -41,6 +41,7 @@ SCHEMA = 1
 MAX_ROWS = 400_000  # about four repositories of 50 000 executions and their status files
 KEEP_DAYS = 14
 _BATCH = 500  # keys per SELECT (well below SQLite's variable limit)
+PAGE_SIZE = 16384  # bytes per database page, for a new store
 
 
 # the modules whose code decides a stored result (a new rule module must be listed here)
@@ -160,6 +161,10 @@ class ParseStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None)
         try:
+            # before anything is written (a store that exists keeps its size): a row is about
+            # 1 KB, which in SQLite's default 4 KB pages spills into an overflow page of its
+            # own — 285 MB for 100 000 rows instead of 100 MB, and twice the pages to read
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("CREATE TABLE IF NOT EXISTS parsed (key BLOB PRIMARY KEY, value TEXT NOT NULL, "
@@ -224,8 +229,10 @@ class ParseStore:
                 return
             today = _today()
             try:
+                # in key order: a first fill then appends to the index instead of splitting its
+                # pages all over (a third of the time, and full pages)
                 encoded = [(key, value if isinstance(value, StoredText) else json.dumps(value, separators=(",", ":")),
-                            today, self.code) for key, value in rows.items()]
+                            today, self.code) for key, value in sorted(rows.items())]
             except (TypeError, ValueError) as e:
                 self._failed("cannot encode a result", e, disable=False)
                 return
