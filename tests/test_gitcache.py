@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from reconciler.cli import main
 from reconciler.errors import ConfigError, GitError
 from reconciler.source.gitcache import CacheDamaged
-from reconciler.source.gitsource import GitSource, _suspect
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import suspect
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 from tests.harness import Env, declare, state
 
@@ -220,7 +221,7 @@ def test_service_cycle_starts_new_work_after_cache_damage(
     ("ssh: connect to host h port 22: Connection timed out", False),
 ])
 def test_what_counts_as_cache_damage(stderr: str, damage: bool) -> None:
-    assert bool(_suspect(stderr)) is damage
+    assert bool(suspect(stderr)) is damage
 
 
 # -- shallow clones ----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from git import GitCommandError
 
 from reconciler.errors import GitError, UnknownRevision
-from reconciler.source.gitsource import GitSource, clean_stderr, redact_text, redact_url
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import clean_stderr, redact_text, redact_url
 from reconciler.views.plan import Action, Change, plan_change
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
 

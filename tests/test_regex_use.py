@@ -53,8 +53,8 @@ ALLOWED: dict[tuple[str, str], str] = {
                                                   "kube-apiserver's lexer does; tokens are checked afterwards",
     ("simulator/selectors.py", "call:_TOKEN.match"): "the tokenizer matches one token at a position (match(text, pos))",
     # Files of other owners that only search free text (reported to them for review):
-    ("source/gitsource.py", "*"): "searches Git's stderr (damage detection), redacts credentials in URLs and "
-                           "output, splits revisions; KNOWN: _SHA.match should become fullmatch",
+    ("source/gitwords.py", "*"): "searches Git's stderr (damage detection, object ids), redacts credentials in "
+                          "URLs and output, splits revisions; commit ids are checked with fullmatch",
     ("service/app.py", "*"): "normalises a repository URL for display (scheme, user, port, .git stripped)",
     ("safetext.py", "*"): "finds workflow-command prefixes (::, ##[) at the start of output lines to "
                           "escape them; Unicode \\s is wider than what the runner trims, so safer",

@@ -23,7 +23,8 @@ from reconciler.declare.declared import gc_paused
 from reconciler.declare.statusdoc import valid_execution_name
 from reconciler.errors import GitCommandFailed, GitError
 from reconciler.record.status import ExecutionState, from_document
-from reconciler.source.gitsource import GitSource, clean_stderr
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import clean_stderr
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ from reconciler.record.writeback_git import (
     status_tree_changes,
     status_yaml,
 )
-from reconciler.source.gitsource import GitSource, clean_stderr
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import clean_stderr
 
 
 @dataclass(frozen=True)

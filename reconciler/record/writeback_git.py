@@ -29,7 +29,8 @@ from reconciler.errors import GitCommandFailed, GitError
 from reconciler.record.status import ExecutionState
 from reconciler.record.transitions import Transition
 from reconciler.source import gitcmd
-from reconciler.source.gitsource import GitSource, clean_stderr
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import clean_stderr
 
 __all__ = ["blob_id", "build_commit", "check_commit", "commit_message", "list_status_tree", "status_tree_changes",
            "status_yaml"]

@@ -47,7 +47,8 @@ from reconciler.service.notify import build_notifier
 from reconciler.service.notify import problems as notification_problems
 from reconciler.service.webhook import PushEvent
 from reconciler.source.gitauth import git_environment, read_secret
-from reconciler.source.gitsource import GitSource, redact_url
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import redact_url
 from reconciler.source.signatures import SignaturePolicy, SignatureVerifier
 
 FOLLOW_INTERVAL = 5.0

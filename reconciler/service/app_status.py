@@ -30,7 +30,8 @@ from reconciler.service.cycle import Reconciler
 from reconciler.service.delivery import Notifier
 from reconciler.service.leader import LeaderElector
 from reconciler.service.metrics import Metrics
-from reconciler.source.gitsource import GitSource, redact_url
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import redact_url
 from reconciler.views import status_view as views
 
 T = TypeVar("T")

@@ -146,7 +146,7 @@ def describe(config: Config) -> dict[str, Any]:
     auth = data["repository"]["auth"]
     auth["tokenEnv"] = _presence_env(config.repository.auth.token_env)
     data["server"]["webhook"]["secretEnv"] = _presence_env(config.server.webhook.secret_env)
-    from reconciler.source.gitsource import redact_url
+    from reconciler.source.gitwords import redact_url
 
     data["repository"]["url"] = redact_url(config.repository.url)
     notifications = data["notifications"]

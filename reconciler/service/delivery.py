@@ -58,7 +58,7 @@ from reconciler.service.delivery_event import Event, changed_at, event_id, make_
 from reconciler.service.delivery_queue import Shown, admit, read_state, write_state
 from reconciler.service.delivery_sink import Outcome, Sink, backoff
 from reconciler.service.outbound import Request, Response, send
-from reconciler.source.gitsource import redact_text
+from reconciler.source.gitwords import redact_text
 
 if TYPE_CHECKING:
     from reconciler.record.transitions import CycleResult

@@ -49,7 +49,7 @@ from reconciler.service.forges import (
 )
 from reconciler.service.outbound import Request, Response, send
 from reconciler.source.gitauth import read_secret
-from reconciler.source.gitsource import redact_text, redact_url
+from reconciler.source.gitwords import redact_text, redact_url
 
 SIGNATURE_HEADER = "X-Kubernaut-Signature-256"
 DELIVERY_HEADER = "X-Kubernaut-Delivery"

@@ -10,8 +10,8 @@ and threads may share one cache: a file lock serialises fetches and rebuilds, an
 generation file tells a sharer that the cache was rebuilt under it.
 
 :class:`GitCache` is the lowest layer of :class:`~reconciler.source.gitsource.GitSource`; what
-depends on the words git prints (whether they mean damage, what they must not reveal) is
-``GitSource``'s, through the methods this layer leaves to it.
+the words git prints mean (damage, or what they must not reveal) is decided by
+:mod:`reconciler.source.gitwords`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from reconciler.declare.statusdoc import StatusRecord
 from reconciler.errors import GitCommandFailed, GitError
 from reconciler.source import gitcmd
 from reconciler.source.gitbatch import BatchReader
+from reconciler.source.gitwords import clean_stderr, object_ids, redact_text, redact_url, suspect
 
 _SOURCE_HEAD = "refs/kgr/source-HEAD"
 _GENERATION = "kgr-generation"  # a file in the cache: changes each time the cache is rebuilt
@@ -56,6 +57,7 @@ class GitCache:
     """The cache repository of one source, and how it is opened, locked, healed and fetched."""
 
     # set by GitSource.__init__
+    url: str
     cache_path: Path
     env: dict[str, str]
     log: logging.Logger
@@ -73,17 +75,45 @@ class GitCache:
     _origins_at: tuple[str, dict[str, FileOrigin], int] | None
     _loaded: str
 
-    # -- left to GitSource (git's words: damage, credentials) ----------------------------
+    # -- git's words (what they mean: reconciler.source.gitwords) ------------------------
 
     @property
     def display_url(self) -> str:
-        raise NotImplementedError
+        return redact_url(self.url)
+
+    def _secrets(self) -> list[str]:
+        from reconciler.source.gitauth import secrets_of  # pydantic, for the credential settings: only when asked
+
+        return secrets_of(self.env)
 
     def _error(self, what: str, error: GitCommandFailed) -> GitError:
-        raise NotImplementedError
+        """``what: <git's cleaned stderr>`` as a GitError — a CacheDamaged when git's
+        words point at the cache rather than the remote."""
+        text = clean_stderr(error, self.url, self._secrets())
+        message = f"{what}: {text}"
+        cause = suspect(str(error.stderr or ""))
+        return CacheDamaged(message, redact_text(cause, self._secrets())[:300]) if cause else GitError(message)
 
     def _confirm_damage(self, error: CacheDamaged) -> bool:
-        raise NotImplementedError
+        """Whether the cache is really damaged, checked without the network: fsck of the
+        reachable objects, then a full read of any object the error names."""
+        env = {**os.environ, **self.env}
+        try:
+            fsck = gitcmd.run(["fsck", "--connectivity-only", "--no-dangling", "--no-progress"],
+                              cwd=self.cache_path, text=True, env=env, check=False)
+        except OSError:
+            return True  # the cache directory itself is gone
+        if fsck.returncode != 0:
+            found = (fsck.stderr or fsck.stdout).strip().splitlines()
+            error.cause = f"{error.cause} (fsck: {found[0] if found else 'failed'})"
+            return True
+        for sha in object_ids(error.cause):
+            read = gitcmd.run(["cat-file", "-p", sha], cwd=self.cache_path, env=env, check=False)
+            if read.returncode != 0:
+                return True
+        self.log.info("git error looked like cache damage but the cache checks out; not rebuilding",
+                      extra={"cache": str(self.cache_path), "cause": error.cause})
+        return False
 
     # -- low level ---------------------------------------------------------------------
 

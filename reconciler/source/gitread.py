@@ -17,6 +17,7 @@ from reconciler.declare.declared import classify
 from reconciler.errors import GitCommandFailed, GitError, UnknownRevision
 from reconciler.source import gitcmd
 from reconciler.source.gitcache import CacheDamaged, GitCache
+from reconciler.source.gitwords import redact_text, suspect
 
 _FEW = 64  # objects read through the long-lived reader; more go through one ``cat-file --batch``
 
@@ -30,7 +31,47 @@ class GitReading(GitCache):
     _roles: dict[str, str | None]
 
     def _read_blobs(self, shas: dict[str, str]) -> dict[str, bytes]:
-        raise NotImplementedError  # GitSource's: a failed read is judged by git's words
+        """The contents of ``shas`` (path → blob id) through one ``git cat-file --batch``.
+
+        Every id comes from a tree of the cache, so one reported ``missing`` (or any reply
+        that is not ``<sha> blob <size>``) means the cache is damaged: CacheDamaged."""
+        if not shas:
+            return {}
+        self._git()  # the cache repository exists (and is the current one)
+        unique = list(dict.fromkeys(shas.values()))
+        if len(unique) <= _FEW:
+            read = self._reader().contents(unique)
+            if read is not None:
+                return {path: read[sha] for path, sha in shas.items()}
+        request = "".join(f"{sha}\n" for sha in unique).encode()
+        try:
+            proc = gitcmd.run(["cat-file", "--batch"], input=request, cwd=self.cache_path, check=False,
+                              env={**os.environ, **self.env})
+        except OSError as e:
+            raise GitError(f"cannot read objects from the cache: {e}") from e
+        stderr = proc.stderr.decode(errors="replace").strip()
+        if proc.returncode != 0:
+            lines = stderr.splitlines()
+            cause = suspect(stderr) or (lines[-1] if lines else f"cat-file exited with {proc.returncode}")
+            raise CacheDamaged(f"cannot read objects from the cache {self.cache_path}: "
+                               f"{redact_text(stderr, self._secrets())[:300]}", cause)
+        out = proc.stdout
+        blobs: dict[str, bytes] = {}
+        pos = 0
+        for sha in unique:
+            header_end = out.find(b"\n", pos)
+            header = out[pos:header_end].split(b" ") if header_end >= 0 else [b"<truncated reply>"]
+            if len(header) != 3 or header[0].decode(errors="replace") != sha or header[1] != b"blob" \
+                    or not header[2].isdigit() or header_end + 1 + int(header[2]) > len(out):
+                what = b" ".join(header).decode(errors="replace")
+                raise CacheDamaged(f"cannot read object {sha[:12]} from the cache {self.cache_path}: {what}",
+                                   f"object {sha} {what.removeprefix(sha).strip() or 'unreadable'}",
+                                   certain=True)
+            start = header_end + 1
+            size = int(header[2])
+            blobs[sha] = out[start:start + size]
+            pos = start + size + 1
+        return {path: blobs[sha] for path, sha in shas.items()}
 
     def _listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
         """path → (blob id, size) of the declared files under the watched path at ``commit``

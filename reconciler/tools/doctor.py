@@ -38,7 +38,8 @@ from reconciler.run.kube_api import (
 from reconciler.service.config_model import Config
 from reconciler.service.notify import check_sinks
 from reconciler.source.gitauth import git_environment, read_secret
-from reconciler.source.gitsource import GitSource, redact_url
+from reconciler.source.gitsource import GitSource
+from reconciler.source.gitwords import redact_url
 
 MIN_MINOR = 27
 RESOLVERS_NAMESPACE = "tekton-pipelines-resolvers"
