@@ -105,7 +105,7 @@ def test_a_status_row_gives_back_the_record_it_was_written_from(reason: str, as_
             "status": {"phase": "Completed", "reason": reason, "specHash": "h1",
                        "executionRef": {"kind": "PipelineRun", "namespace": "ns", "name": "run-e1", "uid": "u"}}}
     record = record_of(data, "status/e1.yaml")
-    row = status_row(record, data)
+    row = status_row(record)
     assert isinstance(row, StoredText) is as_text
     text = row if isinstance(row, str) else json.dumps(row, separators=(",", ":"), ensure_ascii=False)
     [(_, (kept, _))] = list(_decode_statuses([(b"k", text)], {b"k": ("status/e1.yaml", "0" * 40)}))

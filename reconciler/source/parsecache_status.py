@@ -64,7 +64,7 @@ class StatusDocs:
         self.store = store
         self.parses = 0
         self._docs: OrderedDict[tuple[str, str], Kept] = OrderedDict()
-        self._new: dict[bytes, Any] = {}  # results parsed since the last flush, for the store
+        self._new: dict[bytes, StatusRecord | dict[str, Any]] = {}  # parsed since the last flush, for the store
         self._lock = threading.Lock()  # the write-back and the source read from several threads
 
     def _key(self, path: str, sha: str) -> bytes | None:
@@ -98,8 +98,10 @@ class StatusDocs:
         with self._lock:
             self._remember(key, kept)
             if stored is not None:
-                self._new[stored] = status_row(record, data) if record is not None and data is not None \
-                    else {"w": why}
+                # the record, not its row: the row is made at the flush (a 1 KB string per
+                # document held until then, next to the document, left ~10 MB in the heap at
+                # 10 000 status files)
+                self._new[stored] = record if record is not None else {"w": why}
         return kept, data
 
     def _remember(self, key: tuple[str, str], kept: Kept) -> None:
@@ -156,9 +158,9 @@ class StatusDocs:
     def flush(self) -> None:
         """Write what was parsed since the last flush to the store (one transaction)."""
         with self._lock:
-            rows, self._new = self._new, {}
-        if rows and self.store is not None:
-            self.store.put(rows)
+            new, self._new = self._new, {}
+        if new and self.store is not None:
+            self.store.put({key: status_row(v) if isinstance(v, StatusRecord) else v for key, v in new.items()})
 
     def known(self, path: str, sha: str) -> bool:
         with self._lock:
@@ -189,7 +191,7 @@ _ROW_START = _ROW + "\0"
 _DOC_PREFIX = '{"d":'  # a valid document's row when a field holds a NUL: json.dumps({"d": doc}, compact)
 
 
-def status_row(record: StatusRecord, data: dict[str, Any]) -> Any:
+def status_row(record: StatusRecord) -> Any:
     """What the store keeps of a valid status document: its record's fields and its compact
     JSON text, joined by NULs (no field here holds one), so reading it back decodes nothing
     — the fields are checked again and the text against its checksum; ``{"d": document}``
@@ -198,7 +200,7 @@ def status_row(record: StatusRecord, data: dict[str, Any]) -> Any:
     text = record.document
     if isinstance(text, str) and text and not any("\0" in f for f in fields):
         return StoredText("\0".join((_ROW, *fields, _checksum(text), text)))
-    return {"d": data}
+    return {"d": record.raw}
 
 
 def _checksum(text: str) -> str:
