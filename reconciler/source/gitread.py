@@ -102,7 +102,9 @@ class GitReading(GitCache):
         return role
 
     def _wanted(self, roles: frozenset[str] | None, mode: str, kind: str, path: str) -> bool:
-        return _kept(roles, mode, kind, self._role(path))
+        role = self._role(path)
+        # submodules and symlinks are never followed
+        return kind == "blob" and mode != "120000" and role is not None and (roles is None or role in roles)
 
     def _full_listing(self, commit: str, roles: frozenset[str] | None) -> dict[str, tuple[str, int]]:
         try:
@@ -110,14 +112,12 @@ class GitReading(GitCache):
         except GitCommandFailed as e:
             raise self._error(f"cannot list {self.path or '/'} at {commit[:12]}", e) from e
         wanted: dict[str, tuple[str, int]] = {}
-        known = self._roles
         for entry in listing.split("\0"):
             if not entry:
                 continue
             meta, path = entry.split("\t", 1)
             mode, kind, sha, size = meta.split()
-            role = known.get(path, "?")  # _role, inline: 100 000 entries at 50 000 executions
-            if not _kept(roles, mode, kind, role if role != "?" else self._role(path)):
+            if not self._wanted(roles, mode, kind, path):
                 continue
             if not size.isdigit():  # ls-tree says "BAD" when the blob cannot be read
                 raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
@@ -207,8 +207,3 @@ class GitReading(GitCache):
                     self.fetch_all()
         raise UnknownRevision(f"commit {commit[:12]} not found in {self.display_url}")
 
-
-def _kept(roles: frozenset[str] | None, mode: str, kind: str, role: str | None) -> bool:
-    """Whether a listed entry of this role is one of ``roles`` (None: any declared file);
-    submodules and symlinks are never followed."""
-    return kind == "blob" and mode != "120000" and role is not None and (roles is None or role in roles)
