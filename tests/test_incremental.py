@@ -178,7 +178,7 @@ def test_only_changed_status_files_are_parsed(setup: tuple[WorkRepo, GitSource])
     assert set(again.ignored_statuses) == set(decl.ignored_statuses) | {"status/junk.yaml"}
 
 
-@pytest.mark.parametrize("change", ["edit", "add", "delete", "symlink", "big", "status"])
+@pytest.mark.parametrize("change", ["edit", "add", "delete", "symlink", "big", "status", "both"])
 def test_the_listing_brought_forward_equals_a_full_listing(
         setup: tuple[WorkRepo, GitSource], cache_dir: Path, change: str) -> None:
     repo, source = setup
@@ -194,13 +194,20 @@ def test_the_listing_brought_forward_equals_a_full_listing(
         repo.commit("symlink")
     elif change == "big":
         repo.commit("big", **{"executions/big.yaml": "# " + "x" * (source.max_file_bytes + 10) + "\n"})
+    elif change == "both":  # one diff-tree brings the declared and the status listing forward
+        repo.remove("executions/e05.yaml")
+        repo.commit("both", **{"status/e01.yaml": "phase: nothing\n", "workflows/w.yaml": CATALOG + "\n",
+                               "executions/e03.yaml": execution_yaml("e03", target="ns/Deployment/moved")})
     else:
         repo.commit("status", **{"status/e01.yaml": "phase: nothing\n"})
     commit = source.fetch()
     decl = source.load(commit)
     fresh = GitSource(str(repo.path), cache_dir=cache_dir.parent / "fresh-cache")
+    tip = fresh.fetch()
     for roles in (frozenset({"execution", "workflow"}), frozenset({"status"})):
-        assert source._listing(commit, roles) == fresh._listing(fresh.fetch(), roles)
+        assert source._listing(commit, roles) == fresh._listing(tip, roles)
+        # the split by role the parse cache is given, brought forward with the same changes
+        assert source._listing_by_role(commit, roles) == fresh._listing_by_role(tip, roles)
     _same_as_pure(decl, repo)
 
 

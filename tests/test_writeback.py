@@ -116,6 +116,34 @@ def test_no_commit_when_nothing_changed(store: GitStatusStore, remote: Remote) -
     assert store.commits == 2 and "status: update oom" in remote.log("-1", "--format=%s")
 
 
+def test_a_save_serialises_only_the_states_that_are_new_objects(store: GitStatusStore, remote: Remote,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A cycle hands the store the same state objects it was given last time, but for the few
+    that changed: only those are checked and serialised again (10 000 otherwise, every cycle).
+    A changed state under a kept name is still written; a bad name is refused every time."""
+    states = {f"e{i}": state(f"e{i}") for i in range(5)}
+    store.save(states, [], "r1")
+    serialised = []
+    real = store._serialise
+
+    def counting(name: str, st: ExecutionState) -> tuple[bytes | None, str]:
+        serialised.append(name)
+        return real(name, st)
+
+    store._serialise = counting  # type: ignore[method-assign]
+    store.save(dict(states), [], "r2")  # the same objects: nothing checked or written again
+    assert serialised == [] and store.commits == 1
+    moved = {**states, "e3": state("e3", "Completed", "Succeeded"), "Bad_Name": state("Bad_Name")}
+    with caplog.at_level("ERROR", logger="reconciler.writeback"):
+        store.save(moved, [], "r3")
+        store.save(dict(moved), [], "r4")
+    assert serialised == ["e3"] and store.commits == 2
+    assert yaml.safe_load(remote.show("status/e3.yaml"))["status"]["phase"] == "Completed"
+    assert [r.message for r in caplog.records].count(
+        "status not written: the name is not a valid execution name") == 2
+    assert "Bad_Name" not in git(remote.path, "ls-tree", "--name-only", "main", "status/")
+
+
 def test_sub_path_and_status_branch(remote: Remote, tmp_path: Path) -> None:
     source = GitSource(remote.url, path="team-a", cache_dir=tmp_path / "c2")
     store = GitStatusStore(source, branch="status", base_delay=0.001)

@@ -33,6 +33,8 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_, is_not, itemgetter, ne
 
 from reconciler.declare.declared import gc_paused
 from reconciler.declare.statusdoc import read_status_document, status_path, valid_execution_name
@@ -107,6 +109,10 @@ class GitStatusStore:
         self._listed: tuple[str, dict[str, str], dict[str, str]] | None = None  # tip, blobs, ignored before checks
         self._pushed_from = ""  # the tip the last status commit was built on
         self._tip_fresh = False  # _tip was fetched by this cycle's refresh (see refresh)
+        # the states the last save was given (valid names only) and their (bytes, blob id):
+        # see _wanted_for
+        self._saved: dict[str, ExecutionState] = {}
+        self._wanted: dict[str, tuple[bytes | None, str]] = {}
 
     @property
     def _prefix(self) -> str:
@@ -127,6 +133,13 @@ class GitStatusStore:
                 if "couldn't find remote ref" in str(e).lower():
                     return ""
                 raise
+        else:
+            # that fetch wrote our ref from the same remote branch as the tracked one, whose
+            # commit it already asked git for: no second rev-parse
+            counted, tip = self.source.fetched
+            if counted == fetches and tip:
+                self._fetches_seen = fetches
+                return tip
         self._fetches_seen = fetches
         return str(self.source._git().rev_parse(self._ref())).strip()
 
@@ -267,14 +280,10 @@ class GitStatusStore:
         save retries."""
         with self._lock:
             self._states = dict(states)
-            wanted: dict[str, tuple[bytes | None, str]] = {}
-            for name, state in states.items():
-                if not valid_execution_name(name) or state.name != name:
-                    self.log.error("status not written: the name is not a valid execution name",
-                                   extra={"execution": repr(name)[:80]})
-                    continue
-                wanted[name] = self._serialise(name, state)
-            changed = sorted(n for n, (_, blob) in wanted.items() if self._tip_blobs.get(n) != blob)
+            wanted = self._wanted_for(states)
+            names = list(wanted)
+            tip = self._tip_blobs
+            changed = sorted(compress(names, map(ne, map(tip.get, names), map(itemgetter(1), wanted.values()))))
             if not changed:
                 self.pending = False
                 return
@@ -285,6 +294,28 @@ class GitStatusStore:
                 self.pending = True
                 raise
             self.pending = False
+
+    def _wanted_for(self, states: dict[str, ExecutionState]) -> dict[str, tuple[bytes | None, str]]:
+        """(bytes, blob id) of the file of every state with a valid name.  A state that is the
+        very object the last save was given keeps that save's entry — its name was checked and
+        its bytes are a function of the state — so a cycle that changed a few states of 10 000
+        checks and serialises those few (found by C-level passes, as ``maybe_active`` does)."""
+        before, held = self._saved, self._wanted
+        names = list(states)
+        same = list(compress(names, map(is_, map(before.get, names), states.values())))
+        wanted = dict(zip(same, map(held.__getitem__, same), strict=True))
+        accepted = dict(zip(same, map(states.__getitem__, same), strict=True))
+        if len(same) != len(names):
+            for name in compress(names, map(is_not, map(before.get, names), states.values())):
+                state = states[name]
+                if not valid_execution_name(name) or state.name != name:
+                    self.log.error("status not written: the name is not a valid execution name",
+                                   extra={"execution": repr(name)[:80]})
+                    continue
+                wanted[name] = self._serialise(name, state)
+                accepted[name] = state
+        self._saved, self._wanted = accepted, wanted
+        return wanted
 
     def _push(self, wanted: dict[str, tuple[bytes | None, str]], changed: list[str], transitions: list[Transition],
               revision: str) -> None:

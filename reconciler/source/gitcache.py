@@ -72,6 +72,7 @@ class GitCache:
     # what is read through the cache, forgotten when it is rebuilt
     _statuses: dict[str, tuple[dict[str, StatusRecord], dict[str, str]]]
     _listings: dict[frozenset[str], tuple[str, dict[str, tuple[str, int]]]]
+    _by_role: dict[frozenset[str], tuple[str, dict[str, dict[str, str]]]]
     _origins_at: tuple[str, dict[str, FileOrigin], int] | None
     _loaded: str
 
@@ -216,6 +217,7 @@ class GitCache:
             self.cache_rebuilds += 1  # parsed declarations stay valid: they are keyed by commit id
             self._statuses = {}  # but whether a commit is in the new cache is asked again
             self._listings = {}
+            self._by_role = {}
             self._origins_at = None
             self._loaded = ""
         return True

@@ -22,6 +22,8 @@ from reconciler.source.gitread import GitReading
 from reconciler.source.parsecache import ParseCache
 
 _STEP_MAX = 200  # commits a load carries the declared revision and origins across in one log
+_DECLARED_ROLES = frozenset({"execution", "workflow"})
+_STATUS_ROLES = frozenset({"status"})
 
 
 @dataclass(frozen=True)
@@ -222,16 +224,15 @@ class GitHistory(GitReading):
             self._step_from_loaded(commit)
         declared = self.declared_revision(commit)
         decl = self._declarations.get(declared)
+        if decl is None and declared == commit and commit not in self._statuses:
+            self._listings_together(commit, [_DECLARED_ROLES, _STATUS_ROLES])  # one diff-tree for both
         if decl is None:
-            listing = self._listing(declared, frozenset({"execution", "workflow"}))
-            sizes = {path: size for path, (_, size) in listing.items()}
-            by_role: dict[str, dict[str, str]] = {"execution": {}, "workflow": {}}
-            for path, (sha, _) in listing.items():
-                by_role[self._role(path) or "execution"][path] = sha
+            listing = self._listing(declared, _DECLARED_ROLES)
+            by_role = self._listing_by_role(declared, _DECLARED_ROLES)
             self.parse_count += 1
             decl = self.parsed.declaration(
                 by_role["execution"], by_role["workflow"],
-                lambda shas: self._read_sized({p: (sha, sizes[p]) for p, sha in shas.items()}),
+                lambda shas: self._read_sized({p: listing[p] for p in shas}),
                 self._origins(declared, self.path), self.max_file_bytes)
             decl.revision = declared
             self._declarations[declared] = decl
@@ -241,9 +242,9 @@ class GitHistory(GitReading):
             self._declarations.move_to_end(declared)
         cached = self._statuses.get(commit)
         if cached is None:
-            status = self._listing(commit, frozenset({"status"}))
+            status = self._listing(commit, _STATUS_ROLES)
             cached = self.parsed.status_records(
-                {path: sha for path, (sha, _) in status.items()},
+                self._listing_by_role(commit, _STATUS_ROLES)["status"],
                 lambda shas: self._read_sized({p: status[p] for p in shas}))
             self._statuses = {commit: cached}
         out = replace(decl, statuses=cached[0], ignored_statuses=cached[1])

@@ -82,11 +82,87 @@ class GitReading(GitCache):
         previous = self._listings.get(key)
         if previous is not None and previous[0] == commit:
             return previous[1]
-        listed = self._listing_since(previous, commit, roles) if previous is not None else None
-        if listed is None:
-            listed = self._full_listing(commit, roles)
+        changes = self._changes(previous[0], commit, roles) if previous is not None else None
+        if changes is not None:
+            self._apply(key, commit, changes, self._sizes([sha for status, _, sha, _ in changes if status != "D"]))
+        else:
+            self._listings[key] = (commit, self._full_listing(commit, roles))
+        return self._listings[key][1]
+
+    def _listing_by_role(self, commit: str, roles: frozenset[str]) -> dict[str, dict[str, str]]:
+        """The listing at ``commit`` as role → path → blob id (what the parse cache is given),
+        kept beside the listing and brought forward with the same changes, so a new commit
+        costs what it changed here too.  Shared: callers must not modify it."""
+        listing = self._listing(commit, roles)
+        held = self._by_role.get(roles)
+        if held is None or held[0] != commit:
+            split: dict[str, dict[str, str]] = {role: {} for role in roles}
+            for path, (sha, _) in listing.items():
+                split[self._role(path) or ""][path] = sha
+            held = self._by_role[roles] = (commit, split)
+        return held[1]
+
+    def _listings_together(self, commit: str, keys: list[frozenset[str]]) -> None:
+        """Bring the listings of ``keys`` (role sets) to ``commit`` with *one* ``diff-tree`` when
+        they were all last made at one same other commit (a new commit after a load: the
+        declared files and the status files); otherwise leave them to :meth:`_listing`."""
+        previous = [self._listings.get(key) for key in keys]
+        bases = {p[0] for p in previous if p is not None}
+        if len(bases) != 1 or None in previous or commit in bases or not all(keys):  # (): every role
+            return
+        changes = self._changes(bases.pop(), commit, frozenset().union(*keys))
+        if changes is not None:
+            sizes = self._sizes([sha for status, _, sha, _ in changes if status != "D"])
+            for key in keys:
+                self._apply(key, commit, changes, sizes)
+
+    def _changes(self, old: str, commit: str, roles: frozenset[str] | None) -> list[tuple[str, str, str, str]] | None:
+        """(status, mode, blob id, path) of what changed under the places of ``roles`` from
+        ``old`` to ``commit`` (one ``diff-tree``); None when a full listing is simpler (many
+        changes)."""
+        try:
+            out = self._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", old, commit,
+                                        "--", *self._where(roles))
+        except GitCommandFailed as e:
+            raise self._error(f"cannot compare {old[:12]} with {commit[:12]}", e) from e
+        fields = out.split("\0")
+        changes: list[tuple[str, str, str, str]] = []  # (status, mode, sha, path)
+        for i in range(0, len(fields) - 1, 2):
+            meta, path = fields[i], fields[i + 1]
+            if not meta.startswith(":"):
+                continue
+            _, new_mode, _, new_sha, status = meta[1:].split()
+            changes.append((status, new_mode, new_sha, path))
+        return changes if len(changes) <= 2000 else None
+
+    def _apply(self, key: frozenset[str], commit: str, changes: list[tuple[str, str, str, str]],
+               sizes: dict[str, int]) -> None:
+        """The listing of ``key`` (and its split by role, when it is at the same commit) with
+        ``changes`` applied: only the files of its roles are kept."""
+        base, previous = self._listings[key]
+        roles = key or None
+        listed = dict(previous)
+        held = self._by_role.get(key)
+        split = {role: dict(files) for role, files in held[1].items()} if held is not None and held[0] == base \
+            else None
+        for status, mode, sha, path in changes:
+            if listed.pop(path, None) is not None and split is not None:
+                split[self._role(path) or ""].pop(path, None)
+            kind = "commit" if mode == "160000" else "blob"
+            if status == "D" or not self._wanted(roles, mode, kind, path):
+                continue
+            size = sizes.get(sha)
+            if size is None:
+                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
+                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
+            listed[path] = (sha, size)
+            if split is not None:
+                split[self._role(path) or ""][path] = sha
         self._listings[key] = (commit, listed)
-        return listed
+        if split is not None:
+            self._by_role[key] = (commit, split)
+        else:
+            self._by_role.pop(key, None)
 
     def _where(self, roles: frozenset[str] | None) -> list[str]:
         root = self.path
@@ -124,40 +200,6 @@ class GitReading(GitCache):
                                    f"object {sha} ({path}) is missing or unreadable", certain=True)
             wanted[path] = (sha, int(size))
         return wanted
-
-    def _listing_since(self, previous: tuple[str, dict[str, tuple[str, int]]], commit: str,
-                       roles: frozenset[str] | None) -> dict[str, tuple[str, int]] | None:
-        """``previous`` (a commit and its listing) brought to ``commit`` by one ``diff-tree``
-        (and one ``cat-file --batch-check`` for the sizes of what it changed); None when a
-        full listing is simpler (many changes)."""
-        try:
-            out = self._git().diff_tree("-r", "-z", "--raw", "--no-renames", "--no-abbrev", previous[0], commit,
-                                        "--", *self._where(roles))
-        except GitCommandFailed as e:
-            raise self._error(f"cannot compare {previous[0][:12]} with {commit[:12]}", e) from e
-        fields = out.split("\0")
-        changes: list[tuple[str, str, str, str]] = []  # (status, mode, sha, path)
-        for i in range(0, len(fields) - 1, 2):
-            meta, path = fields[i], fields[i + 1]
-            if not meta.startswith(":"):
-                continue
-            _, new_mode, _, new_sha, status = meta[1:].split()
-            changes.append((status, new_mode, new_sha, path))
-        if len(changes) > 2000:
-            return None
-        listed = dict(previous[1])
-        sizes = self._sizes([sha for status, _, sha, _ in changes if status != "D"])
-        for status, mode, sha, path in changes:
-            listed.pop(path, None)
-            kind = "commit" if mode == "160000" else "blob"
-            if status == "D" or not self._wanted(roles, mode, kind, path):
-                continue
-            size = sizes.get(sha)
-            if size is None:
-                raise CacheDamaged(f"cannot read {path} at {commit[:12]} from the cache {self.cache_path}",
-                                   f"object {sha} ({path}) is missing or unreadable", certain=True)
-            listed[path] = (sha, size)
-        return listed
 
     def _sizes(self, shas: list[str]) -> dict[str, int]:
         """blob id → size, through one ``git cat-file --batch-check`` (absent: unreadable)."""

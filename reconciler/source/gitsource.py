@@ -125,9 +125,13 @@ class GitSource(GitHistory):
         # branch: one round trip per cycle, not two), and how many such fetches succeeded
         self.also_fetch: list[str] = []
         self.fetches = 0
+        # (fetches, the branch's commit) after the last fetch of it ("" until it is known): one
+        # fetch set the tracked branch and every also_fetch ref of the same remote branch alike
+        self.fetched: tuple[int, str] = (0, "")
         self._declared_of: dict[str, str] = {}  # commit → its declared revision (immutable)
         self._declared_found: set[str] = set()  # revisions git named (not a commit standing for itself)
         self._listings: dict[frozenset[str], tuple[str, dict[str, tuple[str, int]]]] = {}  # last, per roles
+        self._by_role: dict[frozenset[str], tuple[str, dict[str, dict[str, str]]]] = {}  # see _listing_by_role
         self._roles: dict[str, str | None] = {}  # path → classify(path, self.path)
         self._origins_at: tuple[str, dict[str, FileOrigin], int] | None = None  # commit, origins, commits
         self._batch: BatchReader | None = None  # long-lived cat-file for small reads (a fast path only)
@@ -143,8 +147,11 @@ class GitSource(GitHistory):
     def _fetch_branch(self) -> str:
         self._fetch(f"+refs/heads/{self.branch}:refs/heads/{self.branch}", *self.also_fetch)
         self.fetches += 1
+        self.fetched = (self.fetches, "")
         try:
-            return str(self._git().rev_parse("--verify", "--quiet", f"refs/heads/{self.branch}^{{commit}}"))
+            tip = str(self._git().rev_parse("--verify", "--quiet", f"refs/heads/{self.branch}^{{commit}}"))
+            self.fetched = (self.fetches, tip)
+            return tip
         except GitCommandFailed as e:
             if suspect(str(e.stderr or "")):
                 raise self._error(f"cannot read branch {self.branch!r} in the cache", e) from e
