@@ -22,8 +22,9 @@ The status files are the audit trail, so the rules are strict:
   names and nothing else (a hostile name can never add, delete or rename another file);
 * every push attempt, retries included, checks leadership right before it is sent.
 
-The bytes, the commit (fast-import), its check and the listing of ``status/`` are
-:mod:`reconciler.record.writeback_git`'s; this module is the store and its push/retry loop.
+The bytes, the commit (fast-import, with the status tree put together in place when it can
+be) and its check are :mod:`reconciler.record.writeback_git`'s, what the tip holds is
+:mod:`reconciler.record.statuslisting`'s; this module is the store and its push/retry loop.
 """
 
 from __future__ import annotations
@@ -36,19 +37,18 @@ from dataclasses import dataclass
 from itertools import compress
 from operator import is_, is_not, itemgetter, ne
 
-from reconciler.declare.declared import gc_paused
 from reconciler.declare.statusdoc import read_status_document, status_path, valid_execution_name
 from reconciler.errors import GitCommandFailed, GitError, NotLeader
 from reconciler.record.status import ExecutionState, from_document, progress_rank
 from reconciler.record.statushistory import Committer, recorded_states
+from reconciler.record.statuslisting import StatusListing
 from reconciler.record.transitions import Transition
 from reconciler.record.writeback_git import (
+    StatusTrees,
     blob_id,
     build_commit,
     check_commit,
     commit_message,
-    list_status_tree,
-    status_tree_changes,
     status_yaml,
 )
 from reconciler.source.gitsource import GitSource
@@ -91,8 +91,7 @@ class GitStatusStore:
         self._known: dict[str, str] = {}  # name → blob id the bot last wrote (or recovered)
         self._tip = ""  # the status branch's tip as last fetched or pushed
         self._tip_blobs: dict[str, str] = {}  # name → blob id of status/<name>.yaml at _tip
-        self._checked: dict[str, str | None] = {}  # blob id → why that file is ignored (None: valid)
-        self.ignored: dict[str, str] = {}  # path at the tip → why it is not a usable status file
+        self._listing = StatusListing(source, f"{self._prefix}status", self.log)  # what the tip holds
         self._lock = threading.Lock()
         self.commits = 0
         self.failures = 0
@@ -106,13 +105,19 @@ class GitStatusStore:
             if spec not in source.also_fetch:
                 source.also_fetch.append(spec)
         self._fetches_seen = -1  # source.fetches when this store last read its tip
-        self._listed: tuple[str, dict[str, str], dict[str, str]] | None = None  # tip, blobs, ignored before checks
         self._pushed_from = ""  # the tip the last status commit was built on
         self._tip_fresh = False  # _tip was fetched by this cycle's refresh (see refresh)
         # the states the last save was given (valid names only) and their (bytes, blob id):
         # see _wanted_for
         self._saved: dict[str, ExecutionState] = {}
+        self._trees = StatusTrees()  # the status tree, kept parsed between commits
+        self._spliced = False  # the last commit's status tree was put together in place
         self._wanted: dict[str, tuple[bytes | None, str]] = {}
+
+    @property
+    def ignored(self) -> dict[str, str]:
+        """Path at the tip → why it is not a usable status file."""
+        return self._listing.ignored
 
     @property
     def _prefix(self) -> str:
@@ -143,66 +148,6 @@ class GitStatusStore:
         self._fetches_seen = fetches
         return str(self.source._git().rev_parse(self._ref())).strip()
 
-    def _list(self, tip: str) -> dict[str, str]:
-        """name → blob id of every usable-looking status file at ``tip``; other files under
-        status/ are recorded in :attr:`ignored`.  From the tip listed last it costs what
-        changed in between (one ``diff-tree``); otherwise one ``ls-tree``."""
-        with gc_paused():
-            return self._list_paused(tip)
-
-    def _list_paused(self, tip: str) -> dict[str, str]:
-        if not tip:
-            self._listed = ("", {}, {})
-            return {}
-        directory = f"{self._prefix}status"
-        listed = self._listed
-        entries: list[tuple[str, str, str, str]] | None = None  # (status, mode, sha, path)
-        if listed is not None and listed[0]:
-            entries = status_tree_changes(self.source, listed[0], tip, directory)
-        if entries is not None and listed is not None:
-            blobs, ignored = dict(listed[1]), dict(listed[2])
-        else:
-            blobs, ignored = {}, {}
-            entries = list_status_tree(self.source, tip, directory)
-        for status, mode, sha, path in entries:
-            file = path[len(directory) + 1:]
-            name = file[:-5] if file.endswith(".yaml") else ""
-            if name:
-                blobs.pop(name, None)
-            ignored.pop(path, None)
-            if status == "D":
-                continue
-            kind = "commit" if mode == "160000" else "tree" if mode == "040000" else "blob"
-            if kind != "blob" or mode == "120000":
-                ignored[path] = "not a regular file"
-            elif not valid_execution_name(name):
-                ignored[path] = "the file name is not <execution name>.yaml with a DNS-1123 name"
-            else:
-                blobs[name] = sha
-        self._listed = (tip, dict(blobs), dict(ignored))
-        unchecked = {n: sha for n, sha in blobs.items() if sha not in self._checked}
-        if unchecked:
-            docs = self.source.parsed.status_docs  # parsed once, shared with recovery and the source
-            docs.fit(len(blobs))
-            paths = {f"{directory}/{n}.yaml": sha for n, sha in unchecked.items()}
-            known = docs.verdicts(paths)  # no document decoded: only whether each is one
-            contents = self.source._read_blobs({p: sha for p, sha in paths.items() if p not in known})
-            for path, sha in paths.items():
-                raw = contents.get(path)
-                why = known[path] if raw is None else docs.read(raw, path, sha)[1]
-                self._checked[sha] = why
-            docs.flush()
-        for name, sha in blobs.items():
-            why = self._checked.get(sha)
-            if why is not None:
-                ignored[f"{directory}/{name}.yaml"] = why
-        if ignored or self.ignored:
-            for path, why in sorted(ignored.items()):
-                if self.ignored.get(path) != why:
-                    self.log.warning("status file ignored", extra={"file": path, "error": why})
-        self.ignored = dict(sorted(ignored.items()))
-        return blobs
-
     def load(self) -> dict[str, ExecutionState]:
         """The recorded states: recovered from the bot's commits once, then kept in memory.
         Once recovered, reading never waits for a push in progress (the dashboard calls this)."""
@@ -220,7 +165,7 @@ class GitStatusStore:
                 # only once the state changes (10 000 dumps at start-up otherwise)
                 for name, blob in recorded.blobs.items():
                     self._bytes[name] = (recorded.states[name], recorded.raw.get(name), blob)
-                self._tip, self._tip_blobs = tip, self._list(tip)
+                self._tip, self._tip_blobs = tip, self._listing.blobs_at(tip)
             return dict(self._states)
 
     def states_token(self) -> object | None:
@@ -240,7 +185,7 @@ class GitStatusStore:
         with self._lock:
             tip = self._fetch_tip(reuse=True)
             if tip != self._tip:
-                self._tip, self._tip_blobs = tip, self._list(tip)
+                self._tip, self._tip_blobs = tip, self._listing.blobs_at(tip)
             # the cycle's first push attempt builds on this tip instead of fetching once more:
             # if the branch moved meanwhile the push is refused (never forced) and the retry fetches
             self._tip_fresh = True
@@ -325,7 +270,7 @@ class GitStatusStore:
             tip = self._tip if attempt == 1 and self._tip_fresh else self._fetch_tip()
             self._tip_fresh = False
             if tip != self._tip:
-                self._tip, self._tip_blobs = tip, self._list(tip)
+                self._tip, self._tip_blobs = tip, self._listing.blobs_at(tip)
             todo = [n for n in changed if self._tip_blobs.get(n) != wanted[n][1]]
             self._materialise(wanted, todo)
             todo = [n for n in todo if not self._further_on_tip(n, wanted[n][0] or b"")]
@@ -333,9 +278,21 @@ class GitStatusStore:
                 return
             restored = frozenset(n for n in todo if self._known.get(n) == wanted[n][1])
             files = {status_path(self._prefix, n): wanted[n][0] or b"" for n in todo}
-            commit = self._commit(tip, files, commit_message(todo, transitions, revision, restored))
+            message = commit_message(todo, transitions, revision, restored)
+            commit = self._commit(tip, files, message)
             self._pushed_from = tip
-            self._check_commit(tip, commit, set(files))
+            try:
+                self._check_commit(tip, commit, set(files))
+            except GitError as e:
+                if not self._spliced:
+                    raise
+                # the tree put together in place is wrong somehow: never push it; fast-import
+                # builds the whole commit instead, and that one is checked the same way
+                self.log.warning("status tree built in place failed its check; building it with fast-import",
+                                 extra={"error": str(e)[:200]})
+                self._trees.forget()
+                commit = self._commit(tip, files, message, splice=False)
+                self._check_commit(tip, commit, set(files))
             if not self.fence():
                 raise NotLeader("leadership lost: status push not sent")
             try:
@@ -355,7 +312,7 @@ class GitStatusStore:
             for n in todo:
                 self._tip_blobs[n] = self._known[n] = wanted[n][1]
             self._tip = commit
-            self._listed_pushed(commit, files, {n: wanted[n][1] for n in todo})
+            self._listing.pushed(self._pushed_from, commit, files, {n: wanted[n][1] for n in todo})
             self.commits += 1
             self.last_commit = commit
             self.log.info("status committed", extra={"commit": commit, "executions": len(todo),
@@ -363,28 +320,11 @@ class GitStatusStore:
                                                       "branch": self.branch})
             return
 
-    def _listed_pushed(self, commit: str, files: dict[str, bytes], blobs: dict[str, str]) -> None:
-        """Our own push is the new listed tip: the next listing starts from it, so the files just
-        written are not read back from Git and checked again (after 10 000 runs were created, a
-        listing from the tip before the push re-read all 10 000).  Their verdicts are the strict
-        loader's, on the bytes pushed — through the shared document cache, so nothing is parsed
-        twice — exactly what reading them back would give."""
-        listed = self._listed
-        if listed is None or listed[0] != self._pushed_from:
-            return  # the listing is not of the commit we built on: the next one diffs from it
-        docs = self.source.parsed.status_docs
-        for name, blob in blobs.items():
-            path = status_path(self._prefix, name)
-            self._checked[blob] = docs.read(files[path], path, blob)[1]
-        docs.flush()  # and into the parse store: the next process need not parse them either
-        ignored = {p: why for p, why in listed[2].items() if p not in files}
-        self._listed = (commit, {**listed[1], **blobs}, ignored)
-
     def _further_on_tip(self, name: str, data: bytes) -> bool:
         """Monotonic status: the tip holds a version of this file, written by the bot (another
         replica, a previous leader), that is further on than ours — keep it, never regress."""
         sha = self._tip_blobs.get(name)
-        if sha is None or sha == self._known.get(name) or self._checked.get(sha) is not None:
+        if sha is None or sha == self._known.get(name) or self._listing.checked.get(sha) is not None:
             return False  # nothing there, our own last write (ours is newer), or not a status
         path = status_path(self._prefix, name)
         theirs_raw = self.source._read_blobs({path: sha}).get(path, b"")
@@ -410,9 +350,14 @@ class GitStatusStore:
             self._states = {**self._states, name: theirs}  # copy on write: load() reads without the lock
         return True
 
-    def _commit(self, parent: str, files: dict[str, bytes], message: str) -> str:
-        """A commit of ``files`` on ``parent`` by this store's identity (:func:`build_commit`)."""
-        return build_commit(self.source, self.branch, self.identity.name, self.identity.email, parent, files, message)
+    def _commit(self, parent: str, files: dict[str, bytes], message: str, *, splice: bool = True) -> str:
+        """A commit of ``files`` on ``parent`` by this store's identity (:func:`build_commit`);
+        the status tree put together in place (:class:`StatusTrees`) when it can be."""
+        directory = f"{self._prefix}status"
+        tree = self._trees.splice(self.source, parent, directory, files) if splice else None
+        self._spliced = tree is not None
+        return build_commit(self.source, self.branch, self.identity.name, self.identity.email, parent, files, message,
+                            tree=(directory, tree) if tree is not None else None)
 
     def _check_commit(self, parent: str, commit: str, expected: set[str]) -> None:
         check_commit(self.source, parent, commit, expected)  # before anything is pushed
