@@ -272,3 +272,55 @@ def test_files_just_pushed_are_not_read_back_and_checked_again(store: GitStatusS
     store.refresh()
     assert docs.parses == before + 1  # exactly the one file the human changed
     assert list(store.ignored) == ["status/e3.yaml"] and not store.durable("e3", state("e3"))
+
+
+def test_the_listing_brought_forward_names_what_a_fresh_one_does(store: GitStatusStore, remote: Remote,
+                                                                 tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Each refresh lists what changed since the last tip (and only judges those files); after
+    every step — a file broken, another one added broken, the first mended, one deleted, a
+    directory where a file was, our own push on top — what it holds and what it ignores are
+    exactly what a store that lists the tip from scratch finds."""
+    store.save({f"e{i}": state(f"e{i}") for i in range(6)}, [], "r1")
+    human = tmp_path / "human"
+    git(tmp_path, "clone", "-q", remote.url, str(human))
+
+    def push(message: str) -> None:
+        git(human, "add", "-A")
+        git(human, "commit", "-qm", message)
+        git(human, "push", "-q", "origin", "main")
+
+    def same_as_fresh(k: int) -> None:
+        store.refresh()
+        fresh = GitStatusStore(GitSource(remote.url, cache_dir=tmp_path / f"fresh-{k}"))
+        fresh.refresh()
+        assert store.ignored == fresh.ignored
+        assert store._tip_blobs == fresh._tip_blobs
+
+    good = (human / "status" / "e1.yaml").read_text()
+    steps = [
+        lambda: (human / "status" / "e1.yaml").write_text("not: a status\n"),
+        lambda: (human / "status" / "e9.yaml").write_text("::: broken\n"),
+        lambda: (human / "status" / "e1.yaml").write_text(good),
+        lambda: (human / "status" / "e2.yaml").unlink(),
+        lambda: ((human / "status" / "e3.yaml").unlink(), (human / "status" / "e3.yaml").mkdir(),
+                 (human / "status" / "e3.yaml" / "x").write_text("x\n")),
+    ]
+    for k, step in enumerate(steps):
+        step()
+        push(f"step {k}")
+        same_as_fresh(k)
+        assert ("status/e1.yaml" in store.ignored) == (k in (0, 1))
+    assert set(store.ignored) == {"status/e9.yaml", "status/e3.yaml"}
+    # our push on top: e2 restored, e4 written; e3's path holds a directory now, which a
+    # status commit never replaces — that one file is not written, the rest are
+    with caplog.at_level("ERROR", logger="reconciler.writeback"):
+        store.save({**store.load(), "e4": state("e4", "Completed", "Succeeded")}, [], "r2")
+    assert [getattr(r, "execution", "") for r in caplog.records if "regular file" in r.message] == ["e3"]
+    assert git(remote.path, "diff", "--name-only", "main~1", "main").split() == ["status/e2.yaml", "status/e4.yaml"]
+    assert not store.durable("e3", store.load()["e3"]) and store.durable("e2", store.load()["e2"])
+    git(human, "pull", "-q", "--rebase")
+    (human / "status" / "e9.yaml").unlink()
+    push("mend e9")
+    same_as_fresh(len(steps))
+    assert list(store.ignored) == ["status/e3.yaml"]

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress
-from operator import is_, is_not, itemgetter, ne
+from operator import is_not, itemgetter, ne
 
 from reconciler.declare.statusdoc import read_status_document, status_path, valid_execution_name
 from reconciler.errors import GitCommandFailed, GitError, NotLeader
@@ -131,7 +131,7 @@ class GitStatusStore:
         source has fetched the (same) branch since this store last looked, take that tip —
         it is as fresh as a fetch of our own would be (a cycle's fetch step, just before)."""
         fetches = self.source.fetches
-        if not (reuse and self._shares_fetch and fetches != self._fetches_seen):
+        if not (reuse and self._shares_fetch and fetches and fetches != self._fetches_seen):  # (0: never fetched)
             try:
                 self.source._fetch(f"+refs/heads/{self.branch}:{self._ref()}")
             except GitError as e:
@@ -244,21 +244,22 @@ class GitStatusStore:
         """(bytes, blob id) of the file of every state with a valid name.  A state that is the
         very object the last save was given keeps that save's entry — its name was checked and
         its bytes are a function of the state — so a cycle that changed a few states of 10 000
-        checks and serialises those few (found by C-level passes, as ``maybe_active`` does)."""
-        before, held = self._saved, self._wanted
+        checks and serialises those few (found by one C-level pass, as ``maybe_active`` does)."""
+        before = self._saved
         names = list(states)
-        same = list(compress(names, map(is_, map(before.get, names), states.values())))
-        wanted = dict(zip(same, map(held.__getitem__, same), strict=True))
-        accepted = dict(zip(same, map(states.__getitem__, same), strict=True))
-        if len(same) != len(names):
-            for name in compress(names, map(is_not, map(before.get, names), states.values())):
-                state = states[name]
-                if not valid_execution_name(name) or state.name != name:
-                    self.log.error("status not written: the name is not a valid execution name",
-                                   extra={"execution": repr(name)[:80]})
-                    continue
-                wanted[name] = self._serialise(name, state)
-                accepted[name] = state
+        stale = list(compress(names, map(is_not, map(before.get, names), states.values())))
+        wanted, accepted = dict(self._wanted), dict(states)
+        for gone in wanted.keys() - accepted.keys():
+            del wanted[gone]
+        for name in stale:
+            state = states[name]
+            if not valid_execution_name(name) or state.name != name:
+                self.log.error("status not written: the name is not a valid execution name",
+                               extra={"execution": repr(name)[:80]})
+                del accepted[name]
+                wanted.pop(name, None)
+                continue
+            wanted[name] = self._serialise(name, state)
         self._saved, self._wanted = accepted, wanted
         return wanted
 
@@ -272,6 +273,12 @@ class GitStatusStore:
             if tip != self._tip:
                 self._tip, self._tip_blobs = tip, self._listing.blobs_at(tip)
             todo = [n for n in changed if self._tip_blobs.get(n) != wanted[n][1]]
+            blocked = self._listing.not_regular().intersection(todo)
+            for name in sorted(blocked):  # the others are still written: one such path blocks only itself
+                self.log.error("status not written: the branch holds something other than a regular file "
+                               "at its path; remove it there", extra={"execution": name,
+                                                                      "file": status_path(self._prefix, name)})
+            todo = [n for n in todo if n not in blocked]
             self._materialise(wanted, todo)
             todo = [n for n in todo if not self._further_on_tip(n, wanted[n][0] or b"")]
             if not todo:  # already there (a previous attempt whose reply was lost), or further on
