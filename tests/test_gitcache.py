@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.errors import ConfigError, GitError
-from reconciler.source.gitcache import CacheDamaged
+from reconciler.source.gitcache import MAINTENANCE_EVERY, CacheDamaged
 from reconciler.source.gitsource import GitSource
 from reconciler.source.gitwords import suspect
 from tests.conftest import CATALOG, WorkRepo, execution_yaml, git
@@ -302,3 +302,39 @@ def test_two_sources_on_one_cache_rebuild_it_once(make_repo: Callable[[str], Wor
     ref_to_missing_commit(one, repo)
     assert names(one) == ["a"] and one.cache_rebuilds == 1
     assert names(two) == ["a"] and two.cache_rebuilds == 0
+
+
+def test_the_cache_folds_its_packs_itself_not_after_every_fetch(make_repo: Callable[[str], WorkRepo],
+                                                                cache_dir: Path) -> None:
+    """git runs ``maintenance run --auto`` after every fetch (one more process per cycle); the
+    cache turns that off in its own config and asks for it itself, on the first fetch of a
+    process and then every MAINTENANCE_EVERY fetches — so its packs are still folded."""
+    repo = make_repo("repo")
+    repo.commit("seed", **{"executions/a.yaml": execution_yaml("a")})
+    source = GitSource(str(repo.path), cache_dir=cache_dir)
+    source.fetch()
+    cache = source.cache_path
+    assert git(cache, "config", "maintenance.auto") == "false"
+    git(cache, "config", "gc.autoDetach", "false")  # the fold runs in the foreground: observable
+    git(cache, "config", "gc.autoPackLimit", "4")
+    git(cache, "config", "fetch.unpackLimit", "1")  # a pack per fetch (no unpacking of small fetches)
+
+    def packs() -> int:
+        return len(list((cache / "objects" / "pack").glob("*.pack")))
+
+    for k in range(6):
+        repo.commit(f"c{k}", **{f"executions/e{k}.yaml": execution_yaml(f"e{k}")})
+        source.fetch()
+    assert packs() > 4  # git's own fetch would have folded them by now
+    for _ in range(MAINTENANCE_EVERY - 7):
+        source.fetch()
+    assert source.fetches_done == MAINTENANCE_EVERY and packs() > 4
+    source.fetch()  # the first fetch of the next round: maintenance runs
+    assert packs() == 1
+    again = GitSource(str(repo.path), cache_dir=cache_dir)  # a new process asks on its first fetch
+    for k in range(5):
+        repo.commit(f"d{k}", **{f"executions/d{k}.yaml": execution_yaml(f"d{k}")})
+        source.fetch()
+    assert packs() > 4
+    again.fetch()
+    assert packs() == 1

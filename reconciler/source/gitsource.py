@@ -119,6 +119,7 @@ class GitSource(GitHistory):
         # cache too, so the next process (a restart, a CLI command) parses only what is new
         self.parsed = ParseCache(ParseStore(Path(f"{self.cache_path}.parses.sqlite")) if parse_store else None)
         self.cache_rebuilds = 0  # damaged caches this object rebuilt (a metric for the service)
+        self.fetches_done = 0
         self._generation = ""  # the cache generation the open repository belongs to
         self._healing_now = threading.local()
         # refspecs fetched along with the tracked branch (the write-back's view of the same
