@@ -163,3 +163,14 @@ def test_a_tree_put_together_wrongly_is_never_pushed(store: GitStatusStore, capl
     assert "phase: Failed" in git(remote, "show", "main:status/a.yaml")
     assert "phase: Running" in git(remote, "show", "main:status/b.yaml")  # untouched, not "forged"
     assert git(remote, "diff", "--name-only", "main~1", "main") == "status/a.yaml"
+
+
+def test_a_tree_fast_import_refuses_is_built_whole(store: GitStatusStore, caplog: pytest.LogCaptureFixture) -> None:
+    """Should fast-import refuse the tree it is given (unreadable, not a tree), the commit is
+    built the plain way at once: a fast path is never a reason to write nothing."""
+    store.save({"a": _state("a")}, [], "r1")
+    store._trees.splice = lambda *_: "0" * 40  # type: ignore[method-assign]  # no such tree
+    with caplog.at_level("WARNING", logger="reconciler.writeback"):
+        store.save({"a": _state("a", "Completed")}, [], "r2")
+    assert any("refused the status tree" in r.message for r in caplog.records)
+    assert store.commits == 2 and "phase: Completed" in git(_remote(store), "show", "main:status/a.yaml")

@@ -363,8 +363,16 @@ class GitStatusStore:
         directory = f"{self._prefix}status"
         tree = self._trees.splice(self.source, parent, directory, files) if splice else None
         self._spliced = tree is not None
-        return build_commit(self.source, self.branch, self.identity.name, self.identity.email, parent, files, message,
-                            tree=(directory, tree) if tree is not None else None)
+        who = (self.identity.name, self.identity.email)
+        if tree is not None:
+            try:
+                return build_commit(self.source, self.branch, *who, parent, files, message, tree=(directory, tree))
+            except GitError as e:  # e.g. the tree is unreadable: never a reason to write nothing
+                self.log.warning("fast-import refused the status tree built in place; building it whole",
+                                 extra={"error": str(e)[:200]})
+                self._trees.forget()
+                self._spliced = False
+        return build_commit(self.source, self.branch, *who, parent, files, message)
 
     def _check_commit(self, parent: str, commit: str, expected: set[str]) -> None:
         check_commit(self.source, parent, commit, expected)  # before anything is pushed
