@@ -85,7 +85,7 @@ def test_a_tree_that_is_not_well_formed_is_refused(raw: bytes) -> None:
 def test_a_pack_written_here_is_one_git_reads_and_checks(tmp_path: Path) -> None:
     repo = _bare(tmp_path / "r.git")
     blobs = [f"status {i}\n".encode() * (i + 1) for i in range(3)] + [b"x" * 70_000]  # multi-byte sizes
-    tree = TreeEntries([], [])
+    tree = TreeEntries([])
     for i, data in enumerate(blobs):
         tree.put_file(f"e{i}.yaml".encode(), object_id("blob", data))
     objects = [("blob", data) for data in blobs] + [("tree", tree.raw())]

@@ -87,7 +87,7 @@ class GitStatusStore:
         self._states: dict[str, ExecutionState] | None = None
         # name → (state, its bytes, their blob id); bytes None: a recovered version not read
         # from Git (its verdict was in the parse cache) — read by blob id if it is ever pushed
-        self._bytes: dict[str, tuple[ExecutionState, bytes | None, str]] = {}
+        self._bytes: dict[str, tuple[ExecutionState, tuple[bytes | None, str]]] = {}
         self._known: dict[str, str] = {}  # name → blob id the bot last wrote (or recovered)
         self._tip = ""  # the status branch's tip as last fetched or pushed
         self._tip_blobs: dict[str, str] = {}  # name → blob id of status/<name>.yaml at _tip
@@ -164,7 +164,7 @@ class GitStatusStore:
                 # the bytes of a recovered state are those the bot wrote for it: serialise again
                 # only once the state changes (10 000 dumps at start-up otherwise)
                 for name, blob in recorded.blobs.items():
-                    self._bytes[name] = (recorded.states[name], recorded.raw.get(name), blob)
+                    self._bytes[name] = (recorded.states[name], (recorded.raw.get(name), blob))
                 self._tip, self._tip_blobs = tip, self._listing.blobs_at(tip)
             return dict(self._states)
 
@@ -196,13 +196,15 @@ class GitStatusStore:
             return self._tip_blobs.get(name) == self._serialise(name, state)[1]
 
     def _serialise(self, name: str, state: ExecutionState) -> tuple[bytes | None, str]:
-        """(bytes — None when not read yet —, blob id) of ``state``'s status file."""
+        """(bytes — None when not read yet —, blob id) of ``state``'s status file: the very
+        pair kept for it (a save holds 10 000 of them; no copy each)."""
         cached = self._bytes.get(name)
         if cached is not None and (cached[0] is state or cached[0] == state):
-            return cached[1], cached[2]
+            return cached[1]
         data = status_yaml(state)
-        self._bytes[name] = (state, data, blob_id(data))
-        return data, self._bytes[name][2]
+        pair = (data, blob_id(data))
+        self._bytes[name] = (state, pair)
+        return pair
 
     def _materialise(self, wanted: dict[str, tuple[bytes | None, str]], names: list[str]) -> None:
         """Fill in the bytes of recovered versions among ``names`` (by blob id, from the cache)."""
@@ -215,9 +217,8 @@ class GitStatusStore:
                 data = contents[status_path(self._prefix, n)]
                 if blob_id(data) != wanted[n][1]:
                     raise GitError(f"the cache returned other bytes for {n}'s recorded status")
-                wanted[n] = (data, wanted[n][1])
-                state, _, blob = self._bytes[n]
-                self._bytes[n] = (state, data, blob)
+                wanted[n] = pair = (data, wanted[n][1])
+                self._bytes[n] = (self._bytes[n][0], pair)
 
     def save(self, states: dict[str, ExecutionState], transitions: list[Transition], revision: str) -> None:
         """Commit and push every status whose file on the remote differs from the state.

@@ -50,22 +50,27 @@ def object_id(kind: str, data: bytes) -> bytes:
     return hashlib.sha1(b"%s %d\0" % (kind.encode(), len(data)) + data).digest()
 
 
+def _sort_key(entry: bytes) -> bytes:
+    """An entry's place in a tree: its name, and "/" after it for a directory."""
+    space = entry.index(b" ")
+    name = entry[space + 1:entry.index(b"\0", space)]
+    return name + b"/" if entry[:space] == _DIRECTORY else name
+
+
 class TreeEntries:
-    """The entries of one tree, in Git's order, with their sort keys beside them."""
+    """The entries of one tree, in Git's order (each as the tree holds its bytes)."""
 
-    __slots__ = ("_entries", "_keys")
+    __slots__ = ("_entries",)
 
-    def __init__(self, keys: list[bytes], entries: list[bytes]):
-        self._keys = keys  # the name, or the name and "/" for a directory
-        self._entries = entries  # each entry's bytes as the tree holds them
+    def __init__(self, entries: list[bytes]):
+        self._entries = entries
 
     @classmethod
     def parse(cls, raw: bytes) -> TreeEntries:
         """The entries of a tree object's contents; ValueError unless it is one, well formed
         and in order (anything odd is left to fast-import)."""
-        keys: list[bytes] = []
         entries: list[bytes] = []
-        find, end, at = raw.find, len(raw), 0
+        find, end, at, last = raw.find, len(raw), 0, b""
         while at < end:
             space = find(b" ", at)
             nul = find(b"\0", space + 1) if space > at else -1
@@ -76,28 +81,26 @@ class TreeEntries:
             if not mode.isdigit() or not name or b"/" in name:
                 raise ValueError(f"a malformed tree entry at byte {at}")
             key = name + b"/" if mode == _DIRECTORY else name
-            if keys and key <= keys[-1]:
+            if entries and key <= last:
                 raise ValueError(f"tree entries out of order at byte {at}")
-            keys.append(key)
             entries.append(raw[at:stop])
-            at = stop
-        return cls(keys, entries)
+            at, last = stop, key
+        return cls(entries)
 
     def put_file(self, name: bytes, blob: bytes) -> None:
         """``name`` as a regular file holding ``blob`` (a binary id); it replaces any entry of
         that name, a directory included, as fast-import's ``M 100644`` does."""
         if not name or b"/" in name or b"\0" in name or len(blob) != 20:
             raise ValueError(f"not a tree entry: {name!r}")
-        keys, entries = self._keys, self._entries
+        entries = self._entries
         entry = FILE_MODE + b" " + name + b"\0" + blob
-        at = bisect_left(keys, name)
-        if at < len(keys) and keys[at] == name:
+        at = bisect_left(entries, name, key=_sort_key)
+        if at < len(entries) and _sort_key(entries[at]) == name:
             entries[at] = entry
             return
-        below = bisect_left(keys, name + b"/", at)
-        if below < len(keys) and keys[below] == name + b"/":
-            del keys[below], entries[below]
-        keys.insert(at, name)
+        below = bisect_left(entries, name + b"/", at, key=_sort_key)
+        if below < len(entries) and _sort_key(entries[below]) == name + b"/":
+            del entries[below]
         entries.insert(at, entry)
 
     def raw(self) -> bytes:
