@@ -19,7 +19,6 @@ git call through :mod:`reconciler.source.gitcmd` (the source's ``_git()`` or ``g
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -54,7 +53,7 @@ def status_yaml(state: ExecutionState) -> bytes:
 
 def blob_id(data: bytes) -> str:
     """The id Git gives these bytes as a blob (``git hash-object``), computed locally."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return object_id("blob", data).hex()
 
 
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/-]+", re.ASCII)
